@@ -1,0 +1,499 @@
+//! The commands: wiring of settings, detection, planning, preflight, confirmation, the
+//! transaction and verification into what each subcommand does. Returns a `Report`; `main`
+//! prints it and exits with its code.
+
+use crate::cli::{Cli, ColorChoice, Command, Opts};
+use crate::error::{Error, ExitCode, Result};
+use crate::journal::{Journal, State};
+use crate::layout::{self, Facts, Layout, Node};
+use crate::lock::RunLock;
+use crate::pathser::show;
+use crate::plan::{self, Method, Plan, Planned, Step};
+use crate::preflight;
+use crate::report::{Report, Status, StepReport, Style, Verbosity};
+use crate::settings::{self, ProcessEnv, Requested, Settings};
+use crate::txn::{self, Outcome, Txn};
+use crate::verify;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// How the process was invoked, beyond the CLI: whether a person can be asked.
+pub struct Io {
+    pub interactive: bool,
+    pub progress: bool,
+}
+
+impl Io {
+    pub fn detect(opts: &Opts) -> Io {
+        let tty = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+        Io { interactive: tty, progress: std::io::stderr().is_terminal() && !opts.json && !opts.quiet }
+    }
+}
+
+pub fn verbosity(o: &Opts) -> Verbosity {
+    if o.quiet {
+        Verbosity::Quiet
+    } else if o.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    }
+}
+
+pub fn style(o: &Opts) -> Style {
+    let color = match o.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal(),
+    };
+    Style { color }
+}
+
+/// Run a command; errors are folded into the report (with their exit code).
+pub fn run(cli: &Cli, io: &Io) -> Report {
+    let cmd = cli.command.clone().unwrap_or(Command::Migrate);
+    let mut report = Report::new(cmd.name(), cli.opts.dry_run);
+    let res = (|| -> Result<()> {
+        let s = settings::resolve(&Requested::from(&cli.opts), &ProcessEnv::from_process())?;
+        report.set_settings(&s);
+        match cmd {
+            Command::Migrate => migrate(&s, &cli.opts, io, &mut report),
+            Command::Status => status(&s, &mut report),
+            Command::Verify => verify_cmd(&s, &mut report),
+            Command::Undo => undo(&s, &cli.opts, io, &mut report),
+            Command::Completions { .. } => Ok(()),
+        }
+    })();
+    if let Err(e) = res {
+        report.set_error(&e);
+    } else if !report.problems.is_empty() {
+        report.exit_code = ExitCode::Problems.code();
+    }
+    report
+}
+
+fn planned_reports(plan: &Plan) -> Vec<StepReport> {
+    plan.steps
+        .iter()
+        .map(|Planned { step, skip }| StepReport {
+            id: step.id(),
+            summary: step.summary(),
+            status: if skip.is_some() { Status::Skipped } else { Status::Planned },
+            detail: skip.clone(),
+            duration_ms: None,
+        })
+        .collect()
+}
+
+fn refuse(r: layout::Refusal) -> Error {
+    Error::refused(r.kind, r.message).with_fix(r.fix)
+}
+
+fn io_err(what: &str, e: std::io::Error) -> Error {
+    Error::failed("io", format!("{what}: {e}. Nothing was changed."))
+}
+
+/// Ask, or refuse to go on without asking.
+fn confirm(opts: &Opts, io: &Io, question: &str, rerun: &str) -> Result<()> {
+    if opts.yes {
+        return Ok(());
+    }
+    if !io.interactive || opts.json {
+        return Err(Error::not_confirmed(
+            "Nothing was changed: there is no terminal to ask for confirmation and --yes was not given.",
+        )
+        .with_fix(rerun.to_string()));
+    }
+    let answer = dialoguer::Confirm::new()
+        .with_prompt(question)
+        .default(false)
+        .interact_on_opt(&dialoguer::console::Term::stderr());
+    match answer {
+        Ok(Some(true)) => Ok(()),
+        _ => Err(Error::not_confirmed("Not confirmed; nothing was changed.").with_fix(rerun.to_string())),
+    }
+}
+
+/// The directories whose mtimes a run disturbs, to restore on a full rollback.
+fn disturbed_dirs(s: &Settings, steps: &[Step]) -> Vec<PathBuf> {
+    let mut v = vec![s.home.clone()];
+    for st in steps {
+        match st {
+            Step::CreateSharedDir { dirs } => {
+                if let Some(p) = dirs.first().and_then(|d| d.parent()) {
+                    v.push(p.to_path_buf());
+                }
+            }
+            Step::CreateConfigDir { path } | Step::MoveConfig { to: path, .. } => {
+                if let Some(p) = path.parent() {
+                    v.push(p.to_path_buf());
+                }
+            }
+            Step::MoveClaudeJson { to, .. } => {
+                if let Some(p) = to.parent() {
+                    v.push(p.to_path_buf());
+                }
+            }
+            Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => {
+                v.push(crate::fsops::nearest_existing(path.parent().unwrap_or(path)));
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+fn progress_bar(io: &Io, steps: &[Step]) -> Option<indicatif::ProgressBar> {
+    let bytes = steps.iter().find_map(|s| match s {
+        Step::MoveConfig { method: Method::VerifiedCopy, bytes, .. } => Some(*bytes),
+        _ => None,
+    })?;
+    if !io.progress {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::with_draw_target(Some(bytes), indicatif::ProgressDrawTarget::stderr());
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "copying {bar:30} {bytes}/{total_bytes} {msg} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(pb)
+}
+
+fn expect_credentials(s: &Settings, layout: Layout) -> bool {
+    layout == Layout::Legacy && std::fs::symlink_metadata(s.claude_dir().join(".credentials.json")).is_ok()
+}
+
+fn migrate(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
+    let _lock = RunLock::acquire(&s.home, &s.shared_dir)?;
+    let existing = Journal::load(&s.state_dir).map_err(|e| {
+        Error::refused("journal-unreadable", format!("The journal cannot be read: {e}"))
+            .with_fix(format!("look at it; move it aside only if you are sure: mv '{}' ~/journal.bak", show(&Journal::path(&s.state_dir))))
+    })?;
+    if let Some(j) = existing.as_ref().filter(|j| j.interrupted()) {
+        return resume(s, j.clone(), opts, io, report);
+    }
+    let facts = Facts::gather(s).map_err(|e| io_err("cannot inspect the home", e))?;
+    let layout = layout::detect(&facts);
+    report.layout = Some(layout);
+    if let Some(r) = layout::refusal(layout, &facts, s) {
+        return Err(refuse(r));
+    }
+    check_env_encodable(s)?;
+    let plan = plan::build(layout, &facts, s);
+    report.steps = planned_reports(&plan);
+    if !plan.changes() {
+        report.notes.push("Nothing to do: already migrated.".into());
+        if !opts.dry_run {
+            run_verify(s, false, report);
+        }
+        return Ok(());
+    }
+    preflight::check(&plan, s)?;
+    if opts.dry_run {
+        report.notes.push("Dry run: nothing was changed. Re-run without --dry-run to apply.".into());
+        return Ok(());
+    }
+    if io.interactive && !opts.yes && !opts.json {
+        crate::report::print_human(report, verbosity(opts), &style(opts));
+        report.steps.clear();
+    }
+    confirm(opts, io, "Apply this plan?", "re-run with --yes to apply: disinto-claude-init --yes")?;
+    report.steps = planned_reports(&plan);
+    let steps: Vec<Step> = plan.runnable().filter(|st| st.changes()).cloned().collect();
+    let had_creds = expect_credentials(s, layout);
+    let (txn, run) = Txn::begin(s, existing, &steps, &disturbed_dirs(s, &steps))?;
+    execute(s, txn, run, io, report, had_creds)
+}
+
+/// Dotenv cannot hold a path that is not UTF-8: say so before planning.
+fn check_env_encodable(s: &Settings) -> Result<()> {
+    if s.env_file.is_some() {
+        for p in [&s.shared_dir, &s.config_dir] {
+            if p.to_str().is_none() {
+                return Err(Error::usage(
+                    "path-not-utf8",
+                    format!("'{}' is not valid UTF-8, and a .env file cannot hold it.", show(p)),
+                )
+                .with_fix("choose a UTF-8 path, or pass --no-env-file"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Apply the run's pending entries; roll back on failure; verify on success.
+fn execute(s: &Settings, mut txn: Txn, run: u32, io: &Io, report: &mut Report, had_creds: bool) -> Result<()> {
+    let pending: Vec<Step> = txn
+        .journal
+        .entries
+        .iter()
+        .filter(|e| e.run == run && e.state != State::Done)
+        .map(|e| e.step.clone())
+        .collect();
+    let pb = progress_bar(io, &pending);
+    let progress = |_files: u64, bytes: u64| {
+        if let Some(pb) = &pb {
+            pb.set_position(bytes);
+        }
+    };
+    let mut events = Vec::new();
+    let res = txn.apply_pending(&progress, &mut |e| events.push(e));
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    let journal_path = txn.journal_path();
+    let mark = |report: &mut Report, step: &Step, status: Status, detail: Option<String>, ms: Option<u64>| {
+        if let Some(r) = report.steps.iter_mut().find(|r| r.id == step.id() && matches!(r.status, Status::Planned | Status::Done)) {
+            r.status = status;
+            r.detail = detail;
+            if ms.is_some() {
+                r.duration_ms = ms;
+            }
+        }
+    };
+    for e in &events {
+        match &e.outcome {
+            Outcome::Done => mark(report, &e.step, Status::Done, None, Some(e.duration_ms)),
+            Outcome::Failed(m) => mark(report, &e.step, Status::Failed, Some(m.clone()), Some(e.duration_ms)),
+            _ => {}
+        }
+    }
+    if let Err((i, err)) = res {
+        let failed_step = txn.journal.entries[i].step.clone();
+        let mut rolled = Vec::new();
+        let rb = txn.undo_entries(&|e| e.run == run, &progress, &mut |e| rolled.push(e));
+        for e in &rolled {
+            if e.outcome == Outcome::Undone {
+                mark(report, &e.step, Status::RolledBack, None, None);
+            }
+        }
+        let any_done = txn.journal.entries.iter().any(|e| e.run == run && e.state == State::Done);
+        report.changed = rb.is_err() && any_done;
+        return Err(txn::failure(&failed_step, &err, rb, &journal_path));
+    }
+    report.changed = true;
+    run_verify(s, had_creds, report);
+    Ok(())
+}
+
+fn run_verify(s: &Settings, had_creds: bool, report: &mut Report) {
+    let findings = verify::verify(s, had_creds);
+    let status = if findings.problems.is_empty() { Status::Done } else { Status::Failed };
+    if let Some(r) = report.steps.iter_mut().find(|r| r.id == "verify") {
+        r.status = status;
+        if !findings.problems.is_empty() {
+            r.detail = Some(format!("{} problem(s)", findings.problems.len()));
+        }
+    }
+    report.problems = findings.problems;
+    report.warnings.extend(findings.warnings);
+}
+
+/// Settings as the journal recorded them: a resumed or undone run acts on the same paths.
+fn settings_from_journal(s: &Settings, j: &Journal) -> Settings {
+    let mut s2 = s.clone();
+    s2.home = j.home.clone();
+    s2.shared_dir = j.shared_dir.clone();
+    s2.config_dir = j.config_dir.clone();
+    s2.env_file = j.env_file.clone();
+    s2.profile = j.profile.clone();
+    s2.owner.uid = j.owner_uid;
+    s2.owner.gid = j.owner_gid;
+    s2
+}
+
+fn journal_plan(j: &Journal, pending_only: bool) -> Plan {
+    let last_run = j.entries.iter().map(|e| e.run).max().unwrap_or(0);
+    let mut steps: Vec<Planned> = j
+        .entries
+        .iter()
+        .filter(|e| e.run == last_run && (!pending_only || matches!(e.state, State::Planned | State::Started)))
+        .map(|e| Planned { step: e.step.clone(), skip: None })
+        .collect();
+    steps.push(Planned { step: Step::Verify, skip: None });
+    Plan { layout: Layout::Interrupted, steps }
+}
+
+fn resume(s: &Settings, j: Journal, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
+    report.layout = Some(Layout::Interrupted);
+    report.stopped_at = j.stopped_at().map(|e| e.step.id());
+    let jpath = Journal::path(&s.state_dir);
+    if j.undoing {
+        return Err(Error::refused(
+            "undo-interrupted",
+            format!("An undo was interrupted (journal '{}'); finish it before migrating again.", show(&jpath)),
+        )
+        .with_fix("disinto-claude-init undo --yes"));
+    }
+    let s = settings_from_journal(s, &j);
+    report.set_settings(&s);
+    let plan = journal_plan(&j, true);
+    report.steps = planned_reports(&plan);
+    report.notes.push(format!(
+        "A previous run was interrupted in step {}; this run finishes it (or run `disinto-claude-init undo` to reverse it).",
+        report.stopped_at.unwrap_or("-")
+    ));
+    preflight::check(&plan, &s)?;
+    if opts.dry_run {
+        return Ok(());
+    }
+    confirm(opts, io, "Finish the interrupted migration?", "re-run with --yes to finish it: disinto-claude-init --yes")?;
+    let run = j.entries.iter().map(|e| e.run).max().unwrap_or(1);
+    let txn = Txn { journal: j, state_dir: s.state_dir.clone(), owner: s.owner_ids() };
+    execute(&s, txn, run, io, report, false)
+}
+
+fn status(s: &Settings, report: &mut Report) -> Result<()> {
+    let j = Journal::load(&s.state_dir).map_err(|e| Error::refused("journal-unreadable", e.to_string()))?;
+    if let Some(j) = j.filter(|j| j.interrupted()) {
+        let s2 = settings_from_journal(s, &j);
+        report.set_settings(&s2);
+        report.layout = Some(Layout::Interrupted);
+        report.stopped_at = j.stopped_at().map(|e| e.step.id());
+        report.steps = j
+            .entries
+            .iter()
+            .map(|e| StepReport {
+                id: e.step.id(),
+                summary: e.step.summary(),
+                status: match e.state {
+                    State::Done => Status::Done,
+                    State::Undone => Status::RolledBack,
+                    State::Started => Status::Failed,
+                    State::Planned => Status::Planned,
+                },
+                detail: (e.state == State::Started).then(|| "stopped here".to_string()),
+                duration_ms: None,
+            })
+            .collect();
+        report.notes.push(if j.undoing {
+            "An undo was interrupted: `disinto-claude-init undo` finishes it.".into()
+        } else {
+            "`disinto-claude-init` finishes the interrupted migration; `disinto-claude-init undo` reverses it.".into()
+        });
+        return Ok(());
+    }
+    let facts = Facts::gather(s).map_err(|e| io_err("cannot inspect the home", e))?;
+    let layout = layout::detect(&facts);
+    report.layout = Some(layout);
+    report.notes.push(format!("~/.claude: {}", facts.claude.describe()));
+    report.notes.push(format!("config dir: {}", facts.config.describe()));
+    report.notes.push(format!("~/.claude.json: {}", facts.claude_json.describe()));
+    if let Some(r) = layout::refusal(layout, &facts, s) {
+        report.notes.push(format!("needs an operator: {}\n  fix: {}", r.message, r.fix));
+    } else {
+        let plan = plan::build(layout, &facts, s);
+        if plan.changes() {
+            report.steps = planned_reports(&plan);
+        }
+    }
+    Ok(())
+}
+
+fn verify_cmd(s: &Settings, report: &mut Report) -> Result<()> {
+    let facts = Facts::gather(s).map_err(|e| io_err("cannot inspect the home", e))?;
+    report.layout = Some(layout::detect(&facts));
+    let f = verify::verify(s, false);
+    if f.problems.is_empty() {
+        report.notes.push("Healthy: every check passed.".into());
+    }
+    report.problems = f.problems;
+    report.warnings = f.warnings;
+    Ok(())
+}
+
+fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
+    let _lock = RunLock::acquire(&s.home, &s.shared_dir)?;
+    let Some(j) = Journal::load(&s.state_dir).map_err(|e| Error::refused("journal-unreadable", e.to_string()))? else {
+        let facts = Facts::gather(s).map_err(|e| io_err("cannot inspect the home", e))?;
+        report.layout = Some(layout::detect(&facts));
+        report.notes.push(format!(
+            "Nothing to undo: there is no journal at '{}'.",
+            show(&Journal::path(&s.state_dir))
+        ));
+        return Ok(());
+    };
+    let s = settings_from_journal(s, &j);
+    report.set_settings(&s);
+    report.layout = Some(if j.interrupted() { Layout::Interrupted } else { Layout::Migrated });
+    let todo: Vec<crate::journal::Entry> =
+        j.entries.iter().filter(|e| matches!(e.state, State::Started | State::Done)).cloned().collect();
+    report.steps = todo
+        .iter()
+        .rev()
+        .map(|e| StepReport {
+            id: e.step.id(),
+            summary: format!("undo: {}", e.step.summary()),
+            status: Status::Planned,
+            detail: None,
+            duration_ms: None,
+        })
+        .collect();
+    // Refuse, before anything changes, to clobber an edit or lose files written since.
+    for e in &todo {
+        if let Err(err) = crate::exec::precheck_undo(&e.step, &e.undo) {
+            return Err(Error::refused("changed-since", err.message)
+                .with_fix("put the file back as the migration left it, or undo that part by hand, then re-run: disinto-claude-init undo"));
+        }
+    }
+    for e in &todo {
+        if let Step::MoveConfig { method: Method::VerifiedCopy, .. } = &e.step {
+            if e.undo.phase.as_deref() == Some("placed") && e.undo.undo_phase.as_deref() != Some("restored") {
+                let stats = crate::fsops::tree_stats(&s.config_dir).map_err(|e| io_err("cannot measure the config dir", std::io::Error::other(e)))?;
+                preflight::space_check(&s.home, stats.bytes, stats.files)?;
+            }
+        }
+    }
+    if let Some(found) = preflight::agent_running(&s) {
+        return Err(Error::refused("agent-running", format!("An agent is running: {found}."))
+            .with_fix("stop the factory first: disinto down && disinto-claude-init undo --yes && disinto up"));
+    }
+    if opts.dry_run {
+        report.notes.push("Dry run: nothing was changed.".into());
+        return Ok(());
+    }
+    if io.interactive && !opts.yes && !opts.json {
+        crate::report::print_human(report, verbosity(opts), &style(opts));
+    }
+    confirm(opts, io, "Undo the migration?", "re-run with --yes to undo: disinto-claude-init undo --yes")?;
+    let mut txn = Txn { journal: j, state_dir: s.state_dir.clone(), owner: s.owner_ids() };
+    txn.journal.undoing = true;
+    txn.save().map_err(|e| Error::failed("journal", e.message))?;
+    let pb = progress_bar(io, &todo.iter().map(|e| e.step.clone()).collect::<Vec<_>>());
+    let progress = |_f: u64, b: u64| {
+        if let Some(pb) = &pb {
+            pb.set_position(b);
+        }
+    };
+    let mut events = Vec::new();
+    let res = txn.undo_entries(&|_| true, &progress, &mut |e| events.push(e));
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    for e in &events {
+        let id = e.step.id();
+        if let Some(r) = report.steps.iter_mut().find(|r| r.id == id && r.status == Status::Planned) {
+            r.status = if e.outcome == Outcome::Undone { Status::Done } else { Status::Failed };
+            r.duration_ms = Some(e.duration_ms);
+            if let Outcome::Failed(m) = &e.outcome {
+                r.detail = Some(m.clone());
+            }
+        }
+    }
+    report.changed = !events.is_empty();
+    if let Err((_, err)) = res {
+        let jp = txn.journal_path();
+        return Err(Error::rollback_failed(format!(
+            "Undo stopped: {}. The journal '{}' records how far it got; nothing is lost.",
+            err.message,
+            show(&jp)
+        ))
+        .with_fix("fix the cause above, then re-run: disinto-claude-init undo --yes"));
+    }
+    report.layout = Some(layout::detect(&Facts::gather(&s).map_err(|e| io_err("cannot inspect the home", e))?));
+    report.notes.push("Undone: ~/.claude, ~/.claude.json, the env file and the rc file are as they were.".into());
+    let _ = Node::Absent;
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! The write-ahead journal: what a run is about to do, what it did, and what undoes it.
+//!
+//! Lives under the home owner's `$XDG_STATE_HOME/disinto/claude-init/journal.json` (mode 0600 in
+//! a 0700 directory, owned by the home's owner) — never in the shared dir, which every container
+//! mounts, because it may hold a copy of the `.env` and its secrets. Every write is atomic
+//! (temp file, fsync, rename, fsync the directory), so after a kill -9 or a power cut the journal
+//! is either the old or the new version, never a torn one.
+//!
+//! Protocol (rustup's transaction, made durable): before a step changes anything its entry is
+//! saved as `started` together with the data its undo needs; after, as `done`. A crash therefore
+//! leaves at most one `started` entry, and that step's apply and undo both know how to finish a
+//! half-done change.
+
+use crate::atomic;
+use crate::pathser;
+use crate::plan::Step;
+use serde::{Deserialize, Serialize};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub const JOURNAL_FILE: &str = "journal.json";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Planned,
+    Started,
+    Done,
+    Undone,
+}
+
+/// What undoing a step needs, recorded before the step changes anything. Each field is set once
+/// (a resumed step must not overwrite what the first attempt saw).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undo {
+    /// The undo data below has been recorded.
+    #[serde(default)]
+    pub recorded: bool,
+    /// Directories this step created, outermost first.
+    #[serde(default, with = "pathser::paths", skip_serializing_if = "Vec::is_empty")]
+    pub created_dirs: Vec<PathBuf>,
+    /// Mode/owner/mtime of a directory the step removed or replaced (an empty ~/.claude, an
+    /// empty pre-existing config dir) or re-moded (the config dir).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir_meta: Option<Meta>,
+    /// The target of a symlink the step replaced, and its owner.
+    #[serde(default, with = "pathser::opt_path", skip_serializing_if = "Option::is_none")]
+    pub prev_link: Option<PathBuf>,
+    /// Whether the file existed before (for env/rc writes), with its bytes and metadata.
+    #[serde(default)]
+    pub existed: bool,
+    #[serde(default, with = "pathser::opt_bytes", skip_serializing_if = "Option::is_none")]
+    pub prev_bytes: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_meta: Option<Meta>,
+    /// blake3 of the bytes the step wrote: undo refuses to clobber a file edited since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_hash: Option<String>,
+    /// Progress of a multi-phase move (`copying`, `copied`, `placed`), and of its undo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_phase: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: (i64, i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Which run added it: later runs append (a migrated box whose env file is fixed later),
+    /// and `undo` reverses all runs, newest first.
+    pub run: u32,
+    pub step: Step,
+    pub state: State,
+    #[serde(default)]
+    pub undo: Undo,
+}
+
+/// A directory whose mtime the tool will disturb (by adding or removing an entry), recorded
+/// before the first change so a full undo or rollback puts it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirTime {
+    #[serde(with = "pathser::path")]
+    pub path: PathBuf,
+    pub mtime: (i64, i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub version: u32,
+    pub tool_version: String,
+    #[serde(with = "pathser::path")]
+    pub home: PathBuf,
+    #[serde(with = "pathser::path")]
+    pub shared_dir: PathBuf,
+    #[serde(with = "pathser::path")]
+    pub config_dir: PathBuf,
+    #[serde(with = "pathser::opt_path")]
+    pub env_file: Option<PathBuf>,
+    #[serde(with = "pathser::opt_path")]
+    pub profile: Option<PathBuf>,
+    pub owner_uid: u32,
+    pub owner_gid: u32,
+    /// The state directories created to hold this journal, outermost first: removed with it.
+    #[serde(with = "pathser::paths")]
+    pub created_state_dirs: Vec<PathBuf>,
+    pub dir_times: Vec<DirTime>,
+    /// An `undo` is in progress (or was interrupted).
+    pub undoing: bool,
+    pub entries: Vec<Entry>,
+}
+
+impl Journal {
+    pub fn new(
+        s: &crate::settings::Settings,
+        created_state_dirs: Vec<PathBuf>,
+        dir_times: Vec<DirTime>,
+    ) -> Journal {
+        Journal {
+            version: VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            home: s.home.clone(),
+            shared_dir: s.shared_dir.clone(),
+            config_dir: s.config_dir.clone(),
+            env_file: s.env_file.clone(),
+            profile: s.profile.clone(),
+            owner_uid: s.owner.uid,
+            owner_gid: s.owner.gid,
+            created_state_dirs,
+            dir_times,
+            undoing: false,
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join(JOURNAL_FILE)
+    }
+
+    /// The journal, if there is one. A journal that cannot be parsed is an error, never
+    /// silently ignored: it may be the only record of where someone's files went.
+    pub fn load(state_dir: &Path) -> std::io::Result<Option<Journal>> {
+        match std::fs::read(Self::path(state_dir)) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                std::io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("{} is not a journal this version can read: {e}", Self::path(state_dir).display()),
+                )
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn save(&self, state_dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        atomic::write_file_atomic(&Self::path(state_dir), &bytes, 0o600, owner)
+    }
+
+    /// Whether a run or an undo stopped half way.
+    pub fn interrupted(&self) -> bool {
+        self.undoing || self.entries.iter().any(|e| matches!(e.state, State::Planned | State::Started))
+    }
+
+    /// The entry a crash stopped in (or the next one to run).
+    pub fn stopped_at(&self) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .find(|e| e.state == State::Started)
+            .or_else(|| self.entries.iter().find(|e| e.state == State::Planned))
+    }
+
+    pub fn next_run(&self) -> u32 {
+        self.entries.iter().map(|e| e.run).max().map_or(1, |r| r + 1)
+    }
+}
+
+/// Create the journal's directory (and any missing parents) mode 0700, owned by the home's
+/// owner. Returns the directories it created, outermost first, so they can be removed again.
+pub fn create_state_dir(state_dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut d = Some(state_dir);
+    while let Some(p) = d {
+        if std::fs::symlink_metadata(p).is_ok() {
+            break;
+        }
+        missing.push(p.to_path_buf());
+        d = p.parent();
+    }
+    missing.reverse();
+    let mut created = Vec::new();
+    for dir in &missing {
+        // Only the leaf must be private; parents (`~/.local`, `~/.local/state`) get the
+        // usual 0700 too, which is what XDG asks for state directories.
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => created.push(dir.clone()),
+            Err(e) => {
+                remove_dirs(&created);
+                return Err(e);
+            }
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        if let Some((u, g)) = owner {
+            nix::unistd::chown(dir, Some(u.into()), Some(g.into())).map_err(std::io::Error::from)?;
+        }
+    }
+    Ok(created)
+}
+
+/// Remove the journal and the state directories created for it (innermost first; a directory
+/// that something else has since put files in is left alone).
+pub fn remove(state_dir: &Path, created: &[PathBuf]) -> std::io::Result<()> {
+    match std::fs::remove_file(Journal::path(state_dir)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = state_dir.parent() {
+        let _ = atomic::sync_dir(parent);
+    }
+    remove_dirs(created);
+    Ok(())
+}
+
+fn remove_dirs(created: &[PathBuf]) {
+    for d in created.iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
+}

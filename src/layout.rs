@@ -1,0 +1,386 @@
+//! Detection: what is on disk now, and which layout of the contract that is.
+//!
+//! `Facts::gather` only reads (lstat, readlink, read_dir, and a metadata walk for counts);
+//! `detect` is a pure function of the facts, so every layout is testable without a disk.
+//! `~/.claude` is looked at with `lstat`: a symlink is never followed by accident.
+
+use crate::fsops::{self, TreeStats};
+use crate::pathser::show;
+use crate::settings::Settings;
+use serde::Serialize;
+use std::io::ErrorKind;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The layouts of the contract (`layout` in `--json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    Fresh,
+    Legacy,
+    Migrated,
+    Adopt,
+    Conflict,
+    ForeignSymlink,
+    DanglingSymlink,
+    NotADirectory,
+    Interrupted,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Fresh => "fresh",
+            Layout::Legacy => "legacy",
+            Layout::Migrated => "migrated",
+            Layout::Adopt => "adopt",
+            Layout::Conflict => "conflict",
+            Layout::ForeignSymlink => "foreign-symlink",
+            Layout::DanglingSymlink => "dangling-symlink",
+            Layout::NotADirectory => "not-a-directory",
+            Layout::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// What one path is, seen with lstat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Absent,
+    /// A real directory; `empty` says whether it has no entries at all.
+    Dir { empty: bool, mode: u32, uid: u32, gid: u32 },
+    File { size: u64 },
+    /// A symlink with its target as written, and where it leads if it leads anywhere.
+    Symlink { target: PathBuf, resolves_to: Option<PathBuf> },
+    Other,
+}
+
+impl Node {
+    pub fn read(path: &Path) -> std::io::Result<Node> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Node::Absent),
+            Err(e) => return Err(e),
+        };
+        let ft = meta.file_type();
+        Ok(if ft.is_dir() {
+            let empty = std::fs::read_dir(path)?.next().is_none();
+            Node::Dir { empty, mode: meta.permissions().mode() & 0o7777, uid: meta.uid(), gid: meta.gid() }
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(path)?;
+            let resolves_to = std::fs::canonicalize(path).ok();
+            Node::Symlink { target, resolves_to }
+        } else if ft.is_file() {
+            Node::File { size: meta.len() }
+        } else {
+            Node::Other
+        })
+    }
+
+    /// Absent, or a directory with nothing in it.
+    pub fn is_vacant(&self) -> bool {
+        matches!(self, Node::Absent | Node::Dir { empty: true, .. })
+    }
+    pub fn describe(&self) -> String {
+        match self {
+            Node::Absent => "absent".into(),
+            Node::Dir { empty: true, .. } => "an empty directory".into(),
+            Node::Dir { .. } => "a directory".into(),
+            Node::File { size } => format!("a regular file ({size} bytes)"),
+            Node::Symlink { target, resolves_to: Some(r) } => {
+                format!("a symlink to '{}' (resolving to '{}')", show(target), show(r))
+            }
+            Node::Symlink { target, resolves_to: None } => format!("a dangling symlink to '{}'", show(target)),
+            Node::Other => "a special file (fifo, socket or device)".into(),
+        }
+    }
+}
+
+/// Everything detection and planning need to know, read from disk once.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub claude: Node,
+    pub claude_json: Node,
+    pub config: Node,
+    /// `<config>/.claude.json`, and `~/.claude/.claude.json` (which becomes it after the move).
+    pub config_claude_json: Node,
+    pub inner_claude_json: Node,
+    /// The config dir's canonical path, when it exists.
+    pub config_canonical: Option<PathBuf>,
+    /// Files/bytes under `~/.claude` (when it is a real directory).
+    pub claude_stats: TreeStats,
+    /// Whether `~/.claude` and the config dir's location share a filesystem (rename works).
+    pub same_fs: bool,
+    pub claude_json_same_fs: bool,
+    /// Missing directories from the shared dir down to the config dir's parent, outermost first.
+    pub missing_dirs: Vec<PathBuf>,
+    pub env_file: Option<FileFacts>,
+    pub profile: Option<FileFacts>,
+}
+
+/// A file the tool may rewrite: its bytes now (None when absent).
+#[derive(Debug, Clone)]
+pub struct FileFacts {
+    pub path: PathBuf,
+    pub bytes: Option<Vec<u8>>,
+}
+
+impl FileFacts {
+    fn read(path: &Path) -> std::io::Result<FileFacts> {
+        match std::fs::read(path) {
+            Ok(b) => Ok(FileFacts { path: path.into(), bytes: Some(b) }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(FileFacts { path: path.into(), bytes: None }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Facts {
+    /// Read the world. Read-only: safe for `status` and `--dry-run`.
+    pub fn gather(s: &Settings) -> std::io::Result<Facts> {
+        let claude = Node::read(&s.claude_dir())?;
+        let config = Node::read(&s.config_dir)?;
+        let claude_stats = match &claude {
+            Node::Dir { empty: false, .. } => fsops::tree_stats(&s.claude_dir()).map_err(std::io::Error::other)?,
+            _ => TreeStats::default(),
+        };
+        let mut missing_dirs = Vec::new();
+        let mut d = s.config_dir.parent().map(Path::to_path_buf);
+        while let Some(p) = d {
+            if std::fs::symlink_metadata(&p).is_ok() {
+                break;
+            }
+            missing_dirs.push(p.clone());
+            d = p.parent().map(Path::to_path_buf);
+        }
+        missing_dirs.reverse();
+        let same = |a: &Path| fsops::same_filesystem(a, &s.config_dir).map_err(std::io::Error::other);
+        let same_fs = if matches!(claude, Node::Dir { .. }) { same(&s.claude_dir())? } else { true };
+        let claude_json = Node::read(&s.claude_json())?;
+        let claude_json_same_fs =
+            if matches!(claude_json, Node::File { .. }) { same(&s.claude_json())? } else { true };
+        Ok(Facts {
+            config_canonical: std::fs::canonicalize(&s.config_dir).ok(),
+            config_claude_json: Node::read(&s.config_claude_json())?,
+            inner_claude_json: if matches!(claude, Node::Dir { .. }) {
+                Node::read(&s.claude_dir().join(".claude.json"))?
+            } else {
+                Node::Absent
+            },
+            claude,
+            claude_json,
+            config,
+            claude_stats,
+            same_fs,
+            claude_json_same_fs,
+            missing_dirs,
+            env_file: s.env_file.as_deref().map(FileFacts::read).transpose()?,
+            profile: s.profile.as_deref().map(FileFacts::read).transpose()?,
+        })
+    }
+}
+
+/// Why a layout needs an operator. `kind` is the `error.kind` of `--json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: &'static str,
+    pub message: String,
+    pub fix: String,
+}
+
+/// The layout of `~/.claude` against the config dir. Pure.
+pub fn detect(f: &Facts) -> Layout {
+    let config_vacant = f.config.is_vacant();
+    match &f.claude {
+        Node::Symlink { resolves_to: Some(r), .. } if Some(r) == f.config_canonical.as_ref() => Layout::Migrated,
+        Node::Symlink { resolves_to: None, .. } => Layout::DanglingSymlink,
+        Node::Symlink { .. } => Layout::ForeignSymlink,
+        Node::File { .. } | Node::Other => Layout::NotADirectory,
+        _ if !matches!(f.config, Node::Absent | Node::Dir { .. }) => Layout::Conflict,
+        Node::Absent | Node::Dir { empty: true, .. } if config_vacant => Layout::Fresh,
+        Node::Absent | Node::Dir { empty: true, .. } => Layout::Adopt,
+        Node::Dir { .. } if config_vacant => Layout::Legacy,
+        Node::Dir { .. } => Layout::Conflict,
+    }
+}
+
+/// The refusal, if this layout (or `~/.claude.json`) needs an operator. Pure.
+pub fn refusal(layout: Layout, f: &Facts, s: &Settings) -> Option<Refusal> {
+    let claude = show(&s.claude_dir());
+    let config = show(&s.config_dir);
+    let r = |kind, message: String, fix: String| Some(Refusal { kind, message, fix });
+    match layout {
+        Layout::Conflict if !matches!(f.config, Node::Absent | Node::Dir { .. }) => {
+            return r(
+                "conflict",
+                format!(
+                    "The config dir '{config}' exists but is {}, not a directory. Claude Code needs a real directory there.",
+                    f.config.describe()
+                ),
+                format!("move it aside and re-run: mv '{config}' '{config}.bak'"),
+            )
+        }
+        Layout::Conflict => {
+            return r(
+                "conflict",
+                format!(
+                    "Both '{claude}' and the config dir '{config}' hold files. Merging two Claude configs could overwrite the newer OAuth credentials, so this needs a person to choose."
+                ),
+                format!(
+                    "keep the shared one and set the old one aside: mv '{claude}' '{claude}.old' && disinto-claude-init --yes   (or keep yours: mv '{config}' '{config}.old')"
+                ),
+            )
+        }
+        Layout::ForeignSymlink => {
+            return r(
+                "foreign-symlink",
+                format!(
+                    "'{claude}' is {}, not the config dir '{config}'. Moving it would split Claude's state between two places (the predecessor silently did nothing here).",
+                    f.claude.describe()
+                ),
+                format!(
+                    "if that target is the config you want, move it into place and re-run: rm '{claude}' && mv TARGET '{claude}' && disinto-claude-init --yes"
+                ),
+            )
+        }
+        Layout::NotADirectory => {
+            return r(
+                "not-a-directory",
+                format!("'{claude}' is {}, where Claude Code keeps a directory.", f.claude.describe()),
+                format!("look at it and move it aside, then re-run: mv '{claude}' '{claude}.bak' && disinto-claude-init --yes"),
+            )
+        }
+        _ => {}
+    }
+    match claude_json_action(layout, f, s) {
+        ClaudeJsonAction::Refuse(r) => Some(r),
+        _ => None,
+    }
+}
+
+/// What happens to `~/.claude.json` (BRIEF §3: it lives outside the directory, and a migration
+/// that leaves it behind makes Claude start as if never set up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaudeJsonAction {
+    /// Absent, or already our link.
+    Nothing,
+    /// A real file: move it to `<config>/.claude.json` and link back.
+    Move,
+    /// Only link (a dangling symlink to elsewhere, replaced; undo restores it).
+    Relink { old_target: PathBuf },
+    Refuse(Refusal),
+}
+
+pub fn claude_json_action(layout: Layout, f: &Facts, s: &Settings) -> ClaudeJsonAction {
+    let cj = show(&s.claude_json());
+    let dest = s.config_claude_json();
+    let target = show(&dest);
+    // After a legacy move, `~/.claude/.claude.json` is what will sit at the destination.
+    let dest_taken = match layout {
+        Layout::Legacy => !matches!(f.inner_claude_json, Node::Absent),
+        _ => !matches!(f.config_claude_json, Node::Absent),
+    };
+    match &f.claude_json {
+        Node::Absent => ClaudeJsonAction::Nothing,
+        Node::File { .. } if dest_taken => ClaudeJsonAction::Refuse(Refusal {
+            kind: "claude-json-conflict",
+            message: format!(
+                "Both '{cj}' and '{target}' exist. They hold Claude's account and MCP state; choosing one would discard the other."
+            ),
+            fix: format!("keep one, set the other aside, and re-run: mv '{cj}' '{cj}.old' && disinto-claude-init --yes"),
+        }),
+        Node::File { .. } => ClaudeJsonAction::Move,
+        Node::Symlink { target: t, resolves_to } => {
+            let written = if t.is_absolute() { t.clone() } else { s.home.join(t) };
+            let ours = written == dest
+                || (resolves_to.is_some()
+                    && f.config_canonical.as_ref().map(|c| c.join(".claude.json")) == *resolves_to);
+            if ours {
+                ClaudeJsonAction::Nothing
+            } else if resolves_to.is_none() {
+                ClaudeJsonAction::Relink { old_target: t.clone() }
+            } else {
+                ClaudeJsonAction::Refuse(Refusal {
+                    kind: "claude-json-foreign-symlink",
+                    message: format!(
+                        "'{cj}' is {}, not '{target}'. Containers only see the shared dir, so they would not find it.",
+                        f.claude_json.describe()
+                    ),
+                    fix: format!(
+                        "put the file itself in place of the link and re-run: cp -p --remove-destination \"$(readlink -f '{cj}')\" '{cj}' && disinto-claude-init --yes"
+                    ),
+                })
+            }
+        }
+        Node::Dir { .. } | Node::Other => ClaudeJsonAction::Refuse(Refusal {
+            kind: "claude-json-not-a-file",
+            message: format!("'{cj}' is {}, where Claude Code keeps a JSON file.", f.claude_json.describe()),
+            fix: format!("move it aside and re-run: mv '{cj}' '{cj}.bak' && disinto-claude-init --yes"),
+        }),
+    }
+}
+
+/// Mode bits of a directory node, if it is one.
+pub fn dir_mode(n: &Node) -> Option<u32> {
+    match n {
+        Node::Dir { mode, .. } => Some(*mode),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(claude: Node, config: Node) -> Facts {
+        Facts {
+            config_canonical: match &config {
+                Node::Absent => None,
+                _ => Some("/s/config".into()),
+            },
+            claude,
+            config,
+            claude_json: Node::Absent,
+            config_claude_json: Node::Absent,
+            inner_claude_json: Node::Absent,
+            claude_stats: TreeStats::default(),
+            same_fs: true,
+            claude_json_same_fs: true,
+            missing_dirs: vec![],
+            env_file: None,
+            profile: None,
+        }
+    }
+    fn dir(empty: bool) -> Node {
+        Node::Dir { empty, mode: 0o755, uid: 0, gid: 0 }
+    }
+    fn link(to: Option<&str>) -> Node {
+        Node::Symlink { target: "x".into(), resolves_to: to.map(PathBuf::from) }
+    }
+
+    #[test]
+    fn every_layout_from_facts_alone() {
+        use Layout::*;
+        let cases = [
+            (Node::Absent, Node::Absent, Fresh),
+            (dir(true), Node::Absent, Fresh),
+            (dir(true), dir(true), Fresh),
+            (dir(false), Node::Absent, Legacy),
+            (dir(false), dir(true), Legacy),
+            (link(Some("/s/config")), dir(false), Migrated),
+            (Node::Absent, dir(false), Adopt),
+            (dir(true), dir(false), Adopt),
+            (dir(false), dir(false), Conflict),
+            (dir(false), Node::File { size: 1 }, Conflict),
+            (link(Some("/elsewhere")), dir(false), ForeignSymlink),
+            (link(Some("/elsewhere")), Node::Absent, ForeignSymlink),
+            (link(None), Node::Absent, DanglingSymlink),
+            (Node::File { size: 3 }, Node::Absent, NotADirectory),
+            (Node::Other, Node::Absent, NotADirectory),
+        ];
+        for (claude, config, want) in cases {
+            let f = facts(claude.clone(), config.clone());
+            assert_eq!(detect(&f), want, "claude={claude:?} config={config:?}");
+        }
+    }
+}

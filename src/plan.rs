@@ -1,0 +1,296 @@
+//! Planning: layout + facts + settings -> the ordered steps that will run. Pure.
+//!
+//! The plan printed by `--dry-run` is this same value; the real run executes it step by step,
+//! so the preview cannot drift from what happens (Terraform's plan/apply).
+
+use crate::envfile;
+use crate::layout::{claude_json_action, ClaudeJsonAction, Facts, Layout, Node};
+use crate::pathser::{self, show};
+use crate::profile;
+use crate::settings::{env_entries, Settings};
+use serde::{Deserialize, Serialize};
+use std::ffi::OsStr;
+use std::path::PathBuf;
+
+/// How a tree or file crosses to the config dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// rename(2): one filesystem, O(1), nothing copied.
+    Rename,
+    /// Different filesystems: copy, verify every byte against the source, then remove the source.
+    VerifiedCopy,
+}
+
+/// One step of a migration, with everything it needs to apply itself. Serialized into the
+/// journal, so a resumed or undone run acts on exactly what was planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "id", rename_all = "kebab-case")]
+pub enum Step {
+    /// Create the missing directories down to the config dir's parent (outermost first).
+    CreateSharedDir {
+        #[serde(with = "pathser::paths")]
+        dirs: Vec<PathBuf>,
+    },
+    CreateConfigDir {
+        #[serde(with = "pathser::path")]
+        path: PathBuf,
+    },
+    /// An empty `~/.claude` makes way for the link.
+    RemoveEmptyClaudeDir {
+        #[serde(with = "pathser::path")]
+        path: PathBuf,
+    },
+    MoveConfig {
+        #[serde(with = "pathser::path")]
+        from: PathBuf,
+        #[serde(with = "pathser::path")]
+        to: PathBuf,
+        method: Method,
+        files: u64,
+        bytes: u64,
+    },
+    /// The config dir ends mode 0700, owned by the home's owner.
+    SecureConfigDir {
+        #[serde(with = "pathser::path")]
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        chown: bool,
+    },
+    MoveClaudeJson {
+        #[serde(with = "pathser::path")]
+        from: PathBuf,
+        #[serde(with = "pathser::path")]
+        to: PathBuf,
+        method: Method,
+    },
+    LinkClaudeDir {
+        #[serde(with = "pathser::path")]
+        link: PathBuf,
+        #[serde(with = "pathser::path")]
+        target: PathBuf,
+    },
+    LinkClaudeJson {
+        #[serde(with = "pathser::path")]
+        link: PathBuf,
+        #[serde(with = "pathser::path")]
+        target: PathBuf,
+    },
+    WriteEnvFile {
+        #[serde(with = "pathser::path")]
+        path: PathBuf,
+    },
+    WriteProfile {
+        #[serde(with = "pathser::path")]
+        path: PathBuf,
+        fish: bool,
+    },
+    Verify,
+}
+
+impl Step {
+    /// The stable kebab-case id of the contract.
+    pub fn id(&self) -> &'static str {
+        match self {
+            Step::CreateSharedDir { .. } => "create-shared-dir",
+            Step::CreateConfigDir { .. } => "create-config-dir",
+            Step::RemoveEmptyClaudeDir { .. } => "remove-empty-claude-dir",
+            Step::MoveConfig { .. } => "move-config",
+            Step::SecureConfigDir { .. } => "secure-config-dir",
+            Step::MoveClaudeJson { .. } => "move-claude-json",
+            Step::LinkClaudeDir { .. } => "link-claude-dir",
+            Step::LinkClaudeJson { .. } => "link-claude-json",
+            Step::WriteEnvFile { .. } => "write-env-file",
+            Step::WriteProfile { .. } => "write-profile",
+            Step::Verify => "verify",
+        }
+    }
+
+    /// One line for people, with the real paths, counts and sizes.
+    pub fn summary(&self) -> String {
+        match self {
+            Step::CreateSharedDir { dirs } => {
+                format!("create {} (mode 0755, owned by the home's owner)", join_paths(dirs))
+            }
+            Step::CreateConfigDir { path } => format!("create {} (mode 0700, owned by the home's owner)", show(path)),
+            Step::RemoveEmptyClaudeDir { path } => format!("remove the empty directory {}", show(path)),
+            Step::MoveConfig { from, to, method, files, bytes } => format!(
+                "move {} -> {} by {} ({files} files, {})",
+                show(from),
+                show(to),
+                match method {
+                    Method::Rename => "rename (same filesystem, nothing copied)",
+                    Method::VerifiedCopy => "verified copy, then removal of the source (different filesystems)",
+                },
+                human_bytes(*bytes)
+            ),
+            Step::SecureConfigDir { path, .. } => {
+                format!("set {} to mode 0700, owned by the home's owner", show(path))
+            }
+            Step::MoveClaudeJson { from, to, method } => format!(
+                "move {} -> {} by {}",
+                show(from),
+                show(to),
+                match method {
+                    Method::Rename => "rename",
+                    Method::VerifiedCopy => "verified copy",
+                }
+            ),
+            Step::LinkClaudeDir { link, target } | Step::LinkClaudeJson { link, target } => {
+                format!("link {} -> {}", show(link), show(target))
+            }
+            Step::WriteEnvFile { path } => {
+                format!("set CLAUDE_SHARED_DIR and CLAUDE_CONFIG_DIR in {}", show(path))
+            }
+            Step::WriteProfile { path, .. } => {
+                format!("add the CLAUDE_CONFIG_DIR export block to {}", show(path))
+            }
+            Step::Verify => "verify the migrated layout".to_string(),
+        }
+    }
+
+    /// Whether this step changes anything on disk (verify does not).
+    pub fn changes(&self) -> bool {
+        !matches!(self, Step::Verify)
+    }
+}
+
+fn join_paths(p: &[PathBuf]) -> String {
+    p.iter().map(|p| show(p)).collect::<Vec<_>>().join(", ")
+}
+
+/// `12.3 MiB` style sizes for summaries.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A step in the plan, or one that is not needed, with why.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub step: Step,
+    /// `Some(reason)` when the step is already satisfied and will be skipped.
+    pub skip: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub layout: Layout,
+    pub steps: Vec<Planned>,
+}
+
+impl Plan {
+    /// Whether running it would change anything.
+    pub fn changes(&self) -> bool {
+        self.steps.iter().any(|p| p.skip.is_none() && p.step.changes())
+    }
+    pub fn runnable(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(|p| p.skip.is_none()).map(|p| &p.step)
+    }
+}
+
+/// Build the plan for a layout that needs no operator (the caller has checked the refusal).
+/// Pure: everything comes from the facts and settings.
+pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
+    let mut steps = Vec::new();
+    let run = |step: Step| Planned { step, skip: None };
+    let skip = |step: Step, why: &str| Planned { step, skip: Some(why.to_string()) };
+    let secure = || Step::SecureConfigDir {
+        path: s.config_dir.clone(),
+        uid: s.owner.uid,
+        gid: s.owner.gid,
+        chown: s.chown_needed(),
+    };
+    let needs_secure = |n: &Node| match n {
+        Node::Dir { mode, uid, gid, .. } => {
+            *mode != 0o700 || (s.chown_needed() && (*uid != s.owner.uid || *gid != s.owner.gid))
+        }
+        _ => true,
+    };
+
+    if !f.missing_dirs.is_empty() && !matches!(layout, Layout::Migrated) {
+        steps.push(run(Step::CreateSharedDir { dirs: f.missing_dirs.clone() }));
+    }
+    match layout {
+        Layout::Legacy => {
+            let method = if f.same_fs { Method::Rename } else { Method::VerifiedCopy };
+            steps.push(run(Step::MoveConfig {
+                from: s.claude_dir(),
+                to: s.config_dir.clone(),
+                method,
+                files: f.claude_stats.files,
+                bytes: f.claude_stats.bytes,
+            }));
+            if needs_secure(&f.claude) {
+                steps.push(run(secure()));
+            } else {
+                steps.push(skip(secure(), "already mode 0700 and owned by the home's owner"));
+            }
+        }
+        Layout::Fresh | Layout::Adopt | Layout::DanglingSymlink | Layout::Migrated => {
+            match &f.config {
+                Node::Absent => steps.push(run(Step::CreateConfigDir { path: s.config_dir.clone() })),
+                n if needs_secure(n) => steps.push(run(secure())),
+                _ => steps.push(skip(secure(), "already mode 0700 and owned by the home's owner")),
+            }
+            if matches!(f.claude, Node::Dir { empty: true, .. }) {
+                steps.push(run(Step::RemoveEmptyClaudeDir { path: s.claude_dir() }));
+            }
+        }
+        // Refused layouts have no plan; `interrupted` is planned from the journal.
+        _ => {}
+    }
+    let link_dir = Step::LinkClaudeDir { link: s.claude_dir(), target: s.config_dir.clone() };
+    if layout == Layout::Migrated {
+        steps.push(skip(link_dir, "already a link to the config dir"));
+    } else {
+        steps.push(run(link_dir));
+    }
+
+    let link_json = Step::LinkClaudeJson { link: s.claude_json(), target: s.config_claude_json() };
+    match claude_json_action(layout, f, s) {
+        ClaudeJsonAction::Move => {
+            let method = if f.claude_json_same_fs { Method::Rename } else { Method::VerifiedCopy };
+            steps.push(run(Step::MoveClaudeJson { from: s.claude_json(), to: s.config_claude_json(), method }));
+            steps.push(run(link_json));
+        }
+        ClaudeJsonAction::Relink { .. } => steps.push(run(link_json)),
+        ClaudeJsonAction::Nothing if matches!(f.claude_json, Node::Absent) => {
+            steps.push(skip(link_json, "there is no ~/.claude.json"));
+        }
+        ClaudeJsonAction::Nothing => steps.push(skip(link_json, "already a link to the config dir's .claude.json")),
+        ClaudeJsonAction::Refuse(_) => {}
+    }
+
+    if let Some(env) = &f.env_file {
+        let step = Step::WriteEnvFile { path: env.path.clone() };
+        let entries = env_entries(s);
+        let refs: Vec<(&str, &OsStr)> = entries.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        match envfile::edit(env.bytes.as_deref().unwrap_or_default(), &refs) {
+            Ok(None) if env.bytes.is_some() => steps.push(skip(step, "already sets both entries")),
+            _ => steps.push(run(step)),
+        }
+    }
+    if let Some(p) = &f.profile {
+        let fish = s.shell == profile::ShellKind::Fish;
+        let step = Step::WriteProfile { path: p.path.clone(), fish };
+        let block = profile::render_block(s.shell, &s.config_dir);
+        match p.bytes.as_deref().map(|b| profile::apply_block(b, &block)) {
+            Some(None) => steps.push(skip(step, "already holds the export block")),
+            _ => steps.push(run(step)),
+        }
+    }
+    steps.push(run(Step::Verify));
+    Plan { layout, steps }
+}

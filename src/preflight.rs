@@ -1,0 +1,185 @@
+//! Checks made before the first change: each failure is a refusal (exit 3) that changes nothing.
+//!
+//! - an agent is running (someone holds `flock` on `~/.claude/session.lock`, a fresh
+//!   proper-lockfile lock directory exists, or a process has its cwd or a file open under
+//!   `~/.claude`): moving the directory under it would break that run;
+//! - no permission to create or write what the plan needs;
+//! - not enough space for a cross-device copy.
+
+use crate::error::Error;
+use crate::fsops::{self, nearest_existing};
+use crate::pathser::show;
+use crate::plan::{human_bytes, Method, Plan, Step};
+use crate::settings::Settings;
+use nix::fcntl::{Flock, FlockArg};
+use nix::unistd::{access, AccessFlags};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// A proper-lockfile lock directory younger than this belongs to a live process; older is stale.
+/// proper-lockfile refreshes its lock's mtime every few seconds while it holds it.
+pub const STALE_LOCK_AFTER: Duration = Duration::from_secs(120);
+
+/// Age of a lock directory, if it exists.
+pub fn lock_age(path: &Path) -> Option<Duration> {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    Some(SystemTime::now().duration_since(m.modified().ok()?).unwrap_or_default())
+}
+
+pub fn lock_dirs(s: &Settings) -> [PathBuf; 2] {
+    let mut c = s.config_dir.clone().into_os_string();
+    c.push(".lock");
+    [s.home.join(".claude.lock"), PathBuf::from(c)]
+}
+
+/// Is an agent using `~/.claude` right now? Returns what was found.
+pub fn agent_running(s: &Settings) -> Option<String> {
+    let session = s.claude_dir().join("session.lock");
+    // Opening for reading creates nothing; the try-lock is released when the file closes.
+    if let Ok(f) = std::fs::File::open(&session) {
+        if Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err() {
+            return Some(format!("a process holds the lock on '{}' (the factory's wrapper takes it around every Claude run)", show(&session)));
+        }
+    }
+    for l in lock_dirs(s) {
+        if let Some(age) = lock_age(&l) {
+            if age < STALE_LOCK_AFTER {
+                return Some(format!(
+                    "Claude's OAuth refresh lock '{}' is {}s old: a Claude process is refreshing its token right now",
+                    show(&l),
+                    age.as_secs()
+                ));
+            }
+        }
+    }
+    let pids = processes_using(&s.claude_dir());
+    if !pids.is_empty() {
+        let list: Vec<String> = pids.iter().map(|(p, c)| format!("{p} ({c})")).collect();
+        return Some(format!("processes have their working directory or open files under '{}': PID {}", show(&s.claude_dir()), list.join(", ")));
+    }
+    None
+}
+
+/// Best effort, Linux `/proc`: processes whose cwd or an open file is under `dir` (resolved).
+pub fn processes_using(dir: &Path) -> Vec<(u32, String)> {
+    let Ok(real) = std::fs::canonicalize(dir) else { return Vec::new() };
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let base = p.path();
+        let mut hit = std::fs::read_link(base.join("cwd")).is_ok_and(|c| c.starts_with(&real));
+        if !hit {
+            if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
+                hit = fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&real)));
+            }
+        }
+        if hit {
+            let comm = std::fs::read_to_string(base.join("comm")).unwrap_or_default().trim().to_string();
+            out.push((pid, comm));
+        }
+    }
+    out
+}
+
+fn writable(dir: &Path) -> bool {
+    access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_ok()
+}
+
+/// Run every check the plan needs. `Ok(())` means go.
+pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
+    let touches_claude = plan.runnable().any(|st| {
+        matches!(
+            st,
+            Step::MoveConfig { .. } | Step::RemoveEmptyClaudeDir { .. } | Step::LinkClaudeDir { .. } | Step::MoveClaudeJson { .. }
+        )
+    });
+    if touches_claude {
+        if let Some(found) = agent_running(s) {
+            return Err(Error::refused(
+                "agent-running",
+                format!("An agent is running: {found}. Moving its config directory under it would break that run and could lose a refreshed OAuth token."),
+            )
+            .with_fix("stop the factory first, then re-run: disinto down && disinto-claude-init --yes && disinto up"));
+        }
+    }
+    // Permissions: the nearest existing ancestor of everything we create or replace.
+    if s.euid != 0 {
+        let mut need: Vec<(PathBuf, &str)> = Vec::new();
+        for st in plan.runnable() {
+            match st {
+                Step::CreateSharedDir { dirs } => {
+                    if let Some(d) = dirs.first() {
+                        need.push((nearest_existing(d), "create the shared dir"))
+                    }
+                }
+                Step::CreateConfigDir { path } | Step::MoveConfig { to: path, .. } => {
+                    need.push((nearest_existing(path.parent().unwrap_or(path)), "create the config dir"))
+                }
+                Step::LinkClaudeDir { link, .. } | Step::LinkClaudeJson { link, .. } | Step::RemoveEmptyClaudeDir { path: link } => {
+                    need.push((link.parent().unwrap_or(link).to_path_buf(), "replace ~/.claude with a link"))
+                }
+                Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => {
+                    need.push((nearest_existing(path.parent().unwrap_or(path)), "rewrite the file atomically"))
+                }
+                _ => {}
+            }
+        }
+        for (dir, why) in need {
+            if !writable(&dir) {
+                let fix = if dir.starts_with(&s.home) {
+                    format!("make '{}' writable by you, or re-run with sudo", show(&dir))
+                } else {
+                    format!(
+                        "re-run with sudo (sudo -E disinto-claude-init --yes), or choose a shared dir you can write: --shared-dir {}/claude-shared",
+                        show(&s.home)
+                    )
+                };
+                return Err(Error::refused(
+                    "no-permission",
+                    format!("You (uid {}) cannot write '{}', which is needed to {why}.", s.euid, show(&dir)),
+                )
+                .with_fix(fix));
+            }
+        }
+    }
+    // Space for a cross-device copy: the bytes plus a margin, and the inodes.
+    for st in plan.runnable() {
+        if let Step::MoveConfig { to, method: Method::VerifiedCopy, bytes, files, .. } = st {
+            space_check(to, *bytes, *files)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the filesystem holding `to` can take `bytes` in `files` files, with a margin of
+/// 5% + 16 MiB (directories and metadata blocks are not counted in `bytes`).
+pub fn space_check(to: &Path, bytes: u64, files: u64) -> Result<(), Error> {
+    let (avail, inodes) = fsops::free_space(to).map_err(|e| Error::failed("io", e.to_string()))?;
+    let need = bytes + bytes / 20 + 16 * 1024 * 1024;
+    if avail < need {
+        return Err(Error::refused(
+            "no-space",
+            format!(
+                "The filesystem holding '{}' has {} free; the copy needs {} ({} of files plus a margin). A copy that runs out of space half way is exactly how the predecessor lost credentials.",
+                show(to),
+                human_bytes(avail),
+                human_bytes(need),
+                human_bytes(bytes)
+            ),
+        )
+        .with_fix(format!("free at least {} there, or choose another place: --shared-dir DIR", human_bytes(need - avail))));
+    }
+    if inodes != 0 && inodes < files + 1024 {
+        return Err(Error::refused(
+            "no-space",
+            format!("The filesystem holding '{}' has {inodes} free inodes; the copy needs about {}.", show(to), files + 1024),
+        )
+        .with_fix("free inodes there, or choose another place: --shared-dir DIR"));
+    }
+    Ok(())
+}

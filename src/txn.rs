@@ -1,0 +1,251 @@
+//! The transaction: runs steps under the journal, rolls back on failure, resumes, undoes.
+//!
+//! rustup's `Transaction` keeps its rollback list in memory and rolls back on drop; ours keeps
+//! it on disk (the journal) so that a kill -9 can be finished or reversed by the next run.
+
+use crate::error::{Error, Result};
+use crate::exec::{self, Ctx, StepError};
+use crate::journal::{self, DirTime, Entry, Journal, State, Undo};
+use crate::pathser::show;
+use crate::plan::Step;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What happened to one step, for the report.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub index: usize,
+    pub step: Step,
+    pub outcome: Outcome,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Failed(String),
+    RolledBack,
+    Undone,
+}
+
+pub struct Txn {
+    pub journal: Journal,
+    pub state_dir: PathBuf,
+    /// Give created files to the home's owner.
+    pub owner: Option<(u32, u32)>,
+}
+
+fn mtime_of(p: &Path) -> Option<(i64, i64)> {
+    std::fs::symlink_metadata(p).ok().map(|m| (m.mtime(), m.mtime_nsec()))
+}
+
+impl Txn {
+    /// Start a run: record the mtimes of the directories it will disturb, create the state dir
+    /// if needed, and write the journal with every step `planned` — before anything else changes.
+    pub fn begin(
+        s: &crate::settings::Settings,
+        existing: Option<Journal>,
+        steps: &[Step],
+        disturbed: &[PathBuf],
+    ) -> Result<(Txn, u32)> {
+        let owner = s.owner_ids();
+        let mut times: Vec<DirTime> = Vec::new();
+        let mut dirs: Vec<PathBuf> = disturbed.to_vec();
+        dirs.push(crate::fsops::nearest_existing(&s.state_dir));
+        for d in dirs {
+            if let Some(t) = mtime_of(&d) {
+                if !times.iter().any(|x| x.path == d) {
+                    times.push(DirTime { path: d, mtime: t });
+                }
+            }
+        }
+        let mut journal = match existing {
+            Some(j) => j,
+            None => {
+                let created = journal::create_state_dir(&s.state_dir, owner).map_err(|e| {
+                    Error::refused(
+                        "no-permission",
+                        format!("Cannot create the journal's directory '{}': {e}.", show(&s.state_dir)),
+                    )
+                    .with_fix("re-run with sudo, or set XDG_STATE_HOME to a writable directory")
+                })?;
+                Journal::new(s, created, Vec::new())
+            }
+        };
+        let run = journal.next_run();
+        journal.dir_times.extend(times);
+        for st in steps {
+            journal.entries.push(Entry { run, step: st.clone(), state: State::Planned, undo: Undo::default() });
+        }
+        let txn = Txn { journal, state_dir: s.state_dir.clone(), owner };
+        txn.save().map_err(|e| Error::failed("journal", e.message))?;
+        Ok((txn, run))
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        Journal::path(&self.state_dir)
+    }
+
+    pub fn save(&self) -> Result<(), StepError> {
+        self.journal
+            .save(&self.state_dir, self.owner)
+            .map_err(|e| StepError::new(format!("cannot write the journal '{}': {e}", show(&self.journal_path()))))
+    }
+
+    /// Apply every `planned` or `started` entry, in order. On the first failure, stop and
+    /// return its index and error (the caller rolls back).
+    pub fn apply_pending(
+        &mut self,
+        progress: &(dyn Fn(u64, u64) + Sync),
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<(), (usize, StepError)> {
+        for i in 0..self.journal.entries.len() {
+            if !matches!(self.journal.entries[i].state, State::Planned | State::Started) {
+                continue;
+            }
+            let t0 = Instant::now();
+            self.journal.entries[i].state = State::Started;
+            self.save().map_err(|e| (i, e))?;
+            let step = self.journal.entries[i].step.clone();
+            let mut undo = self.journal.entries[i].undo.clone();
+            let res = {
+                let journal = &mut self.journal;
+                let state_dir = &self.state_dir;
+                let owner = self.owner;
+                let ctx = Ctx {
+                    owner,
+                    owner_ids: (journal.owner_uid, journal.owner_gid),
+                    home: &journal.home.clone(),
+                    shared_dir: &journal.shared_dir.clone(),
+                    config_dir: &journal.config_dir.clone(),
+                    progress,
+                };
+                let mut save = |u: &Undo| -> Result<(), StepError> {
+                    journal.entries[i].undo = u.clone();
+                    journal.save(state_dir, owner).map_err(|e| StepError::new(format!("cannot write the journal: {e}")))
+                };
+                exec::apply(&step, &mut undo, &ctx, &mut save)
+            };
+            self.journal.entries[i].undo = undo;
+            let ms = t0.elapsed().as_millis() as u64;
+            match res {
+                Ok(()) => {
+                    self.journal.entries[i].state = State::Done;
+                    self.save().map_err(|e| (i, e))?;
+                    on_event(Event { index: i, step, outcome: Outcome::Done, duration_ms: ms });
+                }
+                Err(e) => {
+                    let _ = self.save();
+                    on_event(Event { index: i, step, outcome: Outcome::Failed(e.message.clone()), duration_ms: ms });
+                    return Err((i, e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Undo the entries selected by `which` (started or done), newest first, recording progress
+    /// in the journal; then drop them from the journal. When the journal ends up empty it is
+    /// removed with the state directories made for it, and the disturbed directories get their
+    /// mtimes back.
+    pub fn undo_entries(
+        &mut self,
+        which: &dyn Fn(&Entry) -> bool,
+        progress: &(dyn Fn(u64, u64) + Sync),
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<(), (usize, StepError)> {
+        let idx: Vec<usize> = (0..self.journal.entries.len()).filter(|&i| which(&self.journal.entries[i])).collect();
+        for &i in idx.iter().rev() {
+            let state = self.journal.entries[i].state;
+            let step = self.journal.entries[i].step.clone();
+            if state == State::Planned || state == State::Undone {
+                self.journal.entries[i].state = State::Undone;
+                continue;
+            }
+            let t0 = Instant::now();
+            let mut undo = self.journal.entries[i].undo.clone();
+            let res = {
+                let journal = &mut self.journal;
+                let state_dir = &self.state_dir;
+                let owner = self.owner;
+                let (home, shared, config) = (journal.home.clone(), journal.shared_dir.clone(), journal.config_dir.clone());
+                let ctx = Ctx {
+                    owner,
+                    owner_ids: (journal.owner_uid, journal.owner_gid),
+                    home: &home,
+                    shared_dir: &shared,
+                    config_dir: &config,
+                    progress,
+                };
+                let mut save = |u: &Undo| -> Result<(), StepError> {
+                    journal.entries[i].undo = u.clone();
+                    journal.save(state_dir, owner).map_err(|e| StepError::new(format!("cannot write the journal: {e}")))
+                };
+                exec::undo(&step, &mut undo, &ctx, &mut save)
+            };
+            self.journal.entries[i].undo = undo;
+            let ms = t0.elapsed().as_millis() as u64;
+            match res {
+                Ok(()) => {
+                    self.journal.entries[i].state = State::Undone;
+                    self.save().map_err(|e| (i, e))?;
+                    on_event(Event { index: i, step, outcome: Outcome::Undone, duration_ms: ms });
+                }
+                Err(e) => {
+                    let _ = self.save();
+                    on_event(Event { index: i, step, outcome: Outcome::Failed(e.message.clone()), duration_ms: ms });
+                    return Err((i, e));
+                }
+            }
+        }
+        // Forget what was undone.
+        let runs_left: Vec<u32> = self
+            .journal
+            .entries
+            .iter()
+            .filter(|e| e.state != State::Undone)
+            .map(|e| e.run)
+            .collect();
+        self.journal.entries.retain(|e| e.state != State::Undone);
+        if runs_left.is_empty() {
+            let times = std::mem::take(&mut self.journal.dir_times);
+            journal::remove(&self.state_dir, &self.journal.created_state_dirs)
+                .map_err(|e| (0, StepError::new(format!("cannot remove the journal '{}': {e}", show(&self.journal_path())))))?;
+            // Oldest record wins: restore newest first so the original time is written last.
+            for t in times.iter().rev() {
+                let _ = exec::set_mtime(&t.path, t.mtime);
+            }
+        } else {
+            self.journal.undoing = false;
+            self.save().map_err(|e| (0, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Turn a failed apply + its rollback into the contract's error (exit 1 or 6).
+pub fn failure(step: &Step, err: &StepError, rollback: std::result::Result<(), (usize, StepError)>, journal: &Path) -> Error {
+    match rollback {
+        Ok(()) => Error::failed(
+            "apply-failed",
+            format!(
+                "Step {} failed: {}. Everything done before it was rolled back; nothing was changed.",
+                step.id(),
+                err.message
+            ),
+        )
+        .with_fix("fix the cause above and re-run: disinto-claude-init --yes"),
+        Err((_, e2)) => Error::rollback_failed(format!(
+            "Step {} failed: {}. Rolling back then failed too: {}. The journal '{}' records what was done and what is left.",
+            step.id(),
+            err.message,
+            e2.message,
+            show(journal)
+        ))
+        .with_fix(format!(
+            "fix the cause, then run: disinto-claude-init undo --yes   (see docs/recovery.md; the journal is {})",
+            show(journal)
+        )),
+    }
+}

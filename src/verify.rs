@@ -1,0 +1,224 @@
+//! Verification of a migrated layout: the last step of every migrate, and `verify` on its own.
+//!
+//! Each problem names what is wrong and the command that fixes it. Warnings are things that
+//! work here but may not in the factory's containers.
+
+use crate::envfile;
+use crate::layout::Node;
+use crate::pathser::show;
+use crate::preflight::{lock_age, STALE_LOCK_AFTER};
+use crate::profile;
+use crate::settings::Settings;
+use serde::Serialize;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub kind: &'static str,
+    pub message: String,
+    pub fix: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Findings {
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<String>,
+}
+
+/// Check everything. `expect_credentials`: the source had a `.credentials.json`, so the
+/// config dir must have it too.
+pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
+    let mut f = Findings::default();
+    let mut problem = |kind, message: String, fix: String| f.problems.push(Problem { kind, message, fix });
+    let claude = s.claude_dir();
+    let config = &s.config_dir;
+    let cfg = show(config);
+    let owner = s.owner.name.clone().unwrap_or_else(|| s.owner.uid.to_string());
+
+    // The config dir itself.
+    match std::fs::symlink_metadata(config) {
+        Err(_) => problem(
+            "config-dir-missing",
+            format!("The config dir '{cfg}' does not exist. Claude hangs silently when CLAUDE_CONFIG_DIR names a missing directory."),
+            "disinto-claude-init --yes".into(),
+        ),
+        Ok(m) if !m.is_dir() => problem(
+            "config-dir-not-a-directory",
+            format!("'{cfg}' is not a directory."),
+            format!("mv '{cfg}' '{cfg}.bak' && disinto-claude-init --yes"),
+        ),
+        Ok(m) => {
+            let mode = m.permissions().mode() & 0o7777;
+            if mode != 0o700 {
+                problem(
+                    "config-dir-mode",
+                    format!("The config dir '{cfg}' is mode {mode:04o}; it holds OAuth credentials and must be 0700."),
+                    format!("chmod 0700 '{cfg}'"),
+                );
+            }
+            if m.uid() != s.owner.uid {
+                problem(
+                    "config-dir-owner",
+                    format!("The config dir '{cfg}' is owned by uid {}, not by the home's owner ({owner}, uid {}).", m.uid(), s.owner.uid),
+                    format!("sudo chown {}:{} '{cfg}'", s.owner.uid, s.owner.gid),
+                );
+            }
+            if m.uid() != s.agent_uid {
+                f.warnings.push(format!(
+                    "The config dir '{cfg}' is owned by uid {}, but the factory's containers run Claude as uid {} (set DISINTO_AGENT_UID if yours differ): they may not be able to read the credentials. To hand it to them: sudo chown -R {}:{} '{}'",
+                    m.uid(),
+                    s.agent_uid,
+                    s.agent_uid,
+                    s.agent_uid,
+                    show(&s.shared_dir)
+                ));
+            }
+        }
+    }
+
+    // ~/.claude resolves to it.
+    let canon_config = std::fs::canonicalize(config).ok();
+    match Node::read(&claude) {
+        Ok(Node::Symlink { resolves_to: Some(r), .. }) if Some(&r) == canon_config.as_ref() => {}
+        Ok(n) => problem(
+            "claude-not-linked",
+            format!(
+                "'{}' is {}, not a link to '{cfg}': host-side Claude without CLAUDE_CONFIG_DIR would use another config.",
+                show(&claude),
+                n.describe()
+            ),
+            "disinto-claude-init --yes".into(),
+        ),
+        Err(e) => problem("claude-unreadable", format!("Cannot inspect '{}': {e}", show(&claude)), "re-run with sudo".into()),
+    }
+
+    // Credentials.
+    let cred = config.join(".credentials.json");
+    match std::fs::symlink_metadata(&cred) {
+        Ok(m) => {
+            let mode = m.permissions().mode() & 0o7777;
+            if mode != 0o600 {
+                problem(
+                    "credentials-mode",
+                    format!("'{}' is mode {mode:04o}; OAuth tokens must be 0600.", show(&cred)),
+                    format!("chmod 0600 '{}'", show(&cred)),
+                );
+            }
+        }
+        Err(_) if expect_credentials => problem(
+            "credentials-missing",
+            format!("'{}' is missing, though ~/.claude had one before the migration.", show(&cred)),
+            "disinto-claude-init undo   (the journal knows where everything went)".into(),
+        ),
+        Err(_) => {}
+    }
+
+    // ~/.claude.json lives next to the config.
+    if let Ok(Node::File { .. }) = Node::read(&s.claude_json()) {
+        problem(
+            "claude-json-not-migrated",
+            format!(
+                "'{}' is a real file; with CLAUDE_CONFIG_DIR set Claude reads '{}' instead and would start as if never set up.",
+                show(&s.claude_json()),
+                show(&s.config_claude_json())
+            ),
+            "disinto-claude-init --yes".into(),
+        );
+    }
+
+    // The env file says so.
+    if let Some(env) = &s.env_file {
+        match std::fs::read(env).map_err(|e| e.to_string()).and_then(|b| envfile::read_values(&b).map_err(|e| e.to_string())) {
+            Ok(v) => {
+                for (k, want) in [("CLAUDE_SHARED_DIR", &s.shared_dir), ("CLAUDE_CONFIG_DIR", config)] {
+                    let got = v.get(k).map(PathBuf::from);
+                    if got.as_ref() != Some(want) {
+                        problem(
+                            "env-file-stale",
+                            format!(
+                                "The env file '{}' gives {k}={}, not '{}': containers started from it would use another lock path.",
+                                show(env),
+                                got.map(|g| show(&g)).unwrap_or_else(|| "(unset)".into()),
+                                show(want)
+                            ),
+                            format!("disinto-claude-init --yes --env-file '{}'", show(env)),
+                        );
+                    }
+                }
+            }
+            Err(e) => problem(
+                "env-file-unreadable",
+                format!("The env file '{}' cannot be read back: {e}", show(env)),
+                format!("check it: ls -l '{}'", show(env)),
+            ),
+        }
+    }
+    if let Some(p) = &s.profile {
+        let has = std::fs::read(p).ok().is_some_and(|b| {
+            let block = profile::render_block(s.shell, config);
+            profile::apply_block(&b, &block).is_none()
+        });
+        if !has {
+            f.warnings.push(format!(
+                "'{}' does not export CLAUDE_CONFIG_DIR={cfg}: new shells will not have it (run `disinto-claude-init --yes` to add it).",
+                show(p)
+            ));
+        }
+    }
+
+    // A stale proper-lockfile lock makes every refresh retry and give up.
+    let [_, config_lock] = crate::preflight::lock_dirs(s);
+    if let Some(age) = lock_age(&config_lock) {
+        if age >= STALE_LOCK_AFTER {
+            problem(
+                "stale-lock",
+                format!(
+                    "'{}' is {} minutes old: a stale OAuth refresh lock. Every refresh will retry and give up (tengu_oauth_token_refresh_lock_retry_limit_reached).",
+                    show(&config_lock),
+                    age.as_secs() / 60
+                ),
+                format!("make sure no Claude is running, then: rm -r '{}'", show(&config_lock)),
+            );
+        }
+    }
+
+    // The atomic mkdir proper-lockfile relies on must work next to the config dir, for the owner.
+    if let Some(parent) = config.parent() {
+        let mut probe = config.clone().into_os_string();
+        probe.push(format!(".dci-probe-{}", std::process::id()));
+        let probe = PathBuf::from(probe);
+        match std::fs::create_dir(&probe).and_then(|_| std::fs::remove_dir(&probe)) {
+            Ok(()) => {}
+            Err(e) => problem(
+                "lock-mkdir-fails",
+                format!("mkdir next to the config dir ('{}') fails: {e}. Claude's refresh lock needs it.", show(&probe)),
+                format!("make '{}' writable by {owner}", show(parent)),
+            ),
+        }
+        if s.euid == 0 && s.owner.uid != 0 {
+            if let Ok(m) = std::fs::metadata(parent) {
+                let mode = m.permissions().mode();
+                let ok = if m.uid() == s.owner.uid {
+                    mode & 0o300 == 0o300
+                } else if m.gid() == s.owner.gid {
+                    mode & 0o030 == 0o030
+                } else {
+                    mode & 0o003 == 0o003
+                };
+                if !ok {
+                    problem(
+                        "lock-mkdir-fails",
+                        format!(
+                            "'{}' is not writable by {owner}: Claude, running as them, cannot create its refresh lock '{}'.",
+                            show(parent),
+                            show(&config_lock)
+                        ),
+                        format!("sudo chown {}:{} '{}'", s.owner.uid, s.owner.gid, show(parent)),
+                    );
+                }
+            }
+        }
+    }
+    f
+}
