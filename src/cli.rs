@@ -73,19 +73,19 @@ pub struct Opts {
 
     /// The .env to write CLAUDE_SHARED_DIR and CLAUDE_CONFIG_DIR into
     /// [default: $FACTORY_ROOT/.env, else ./.env if it exists, else none]
-    #[arg(long, global = true, value_name = "FILE", conflicts_with = "no_env_file")]
+    #[arg(long, global = true, value_name = "FILE", overrides_with = "no_env_file")]
     pub env_file: Option<PathBuf>,
 
-    /// Write no env file.
-    #[arg(long, global = true)]
+    /// Write no env file (the last of --env-file/--no-env-file wins).
+    #[arg(long, global = true, overrides_with = "env_file")]
     pub no_env_file: bool,
 
     /// The shell rc file to add the export block to [default: by the home owner's login shell]
-    #[arg(long, global = true, value_name = "FILE", conflicts_with = "no_modify_profile")]
+    #[arg(long, global = true, value_name = "FILE", overrides_with = "no_modify_profile")]
     pub profile: Option<PathBuf>,
 
-    /// Leave shell rc files alone.
-    #[arg(long, global = true)]
+    /// Leave shell rc files alone (the last of --profile/--no-modify-profile wins).
+    #[arg(long, global = true, overrides_with = "profile")]
     pub no_modify_profile: bool,
 
     /// Apply without asking.

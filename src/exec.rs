@@ -349,6 +349,7 @@ fn move_json(from: &Path, to: &Path, method: Method, u: &mut Undo, ctx: &Ctx, sa
         }
         u.recorded = true;
         u.phase = Some("copying".into());
+        u.parent_mtime = to.parent().and_then(|p| meta_of(p).ok()).map(|m| m.mtime);
         save(u)?;
     }
     if !from_is_file {
@@ -372,6 +373,9 @@ fn move_json(from: &Path, to: &Path, method: Method, u: &mut Undo, ctx: &Ctx, sa
         }
     }
     if let Some(p) = to.parent() {
+        if let Some(t) = u.parent_mtime {
+            set_mtime(p, t).map_err(|e| io("cannot set the mtime of", p, e))?;
+        }
         atomic::sync_dir(p).map_err(|e| io("cannot sync", p, e))?;
     }
     atomic::sync_dir(ctx.home).map_err(|e| io("cannot sync", ctx.home, e))
@@ -505,6 +509,11 @@ pub fn undo(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<(),
                         std::fs::rename(&tmp, from).map_err(|e| io("cannot restore", from, e))?;
                         std::fs::remove_file(to).map_err(|e| io("cannot remove", to, e))?;
                     }
+                }
+            }
+            if let (Some(p), Some(t)) = (to.parent(), u.parent_mtime) {
+                if is_real_dir(p) {
+                    set_mtime(p, t).map_err(|e| io("cannot set the mtime of", p, e))?;
                 }
             }
             atomic::sync_dir(ctx.home).map_err(|e| io("cannot sync", ctx.home, e))?;

@@ -63,6 +63,10 @@ pub struct Undo {
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo_phase: Option<String>,
+    /// mtime of the directory a file was moved into, put back after the move so the config
+    /// dir's manifest stays exactly the old `~/.claude`'s (and again on undo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_mtime: Option<(i64, i64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

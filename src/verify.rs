@@ -188,7 +188,13 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
         let mut probe = config.clone().into_os_string();
         probe.push(format!(".dci-probe-{}", std::process::id()));
         let probe = PathBuf::from(probe);
-        match std::fs::create_dir(&probe).and_then(|_| std::fs::remove_dir(&probe)) {
+        // The probe must leave no trace, the parent's mtime included (a verify changes nothing).
+        let before = std::fs::symlink_metadata(parent).ok().map(|m| (m.mtime(), m.mtime_nsec()));
+        let probed = std::fs::create_dir(&probe).and_then(|_| std::fs::remove_dir(&probe));
+        if let Some(t) = before {
+            let _ = crate::exec::set_mtime(parent, t);
+        }
+        match probed {
             Ok(()) => {}
             Err(e) => problem(
                 "lock-mkdir-fails",
