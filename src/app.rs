@@ -26,7 +26,10 @@ pub struct Io {
 impl Io {
     pub fn detect(opts: &Opts) -> Io {
         let tty = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-        Io { interactive: tty, progress: std::io::stderr().is_terminal() && !opts.json && !opts.quiet }
+        Io {
+            interactive: tty,
+            progress: std::io::stderr().is_terminal() && !opts.json && !opts.quiet,
+        }
     }
 }
 
@@ -44,7 +47,10 @@ pub fn style(o: &Opts) -> Style {
     let color = match o.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal(),
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::stdout().is_terminal()
+        }
     };
     Style { color }
 }
@@ -78,7 +84,11 @@ fn planned_reports(plan: &Plan) -> Vec<StepReport> {
         .map(|Planned { step, skip }| StepReport {
             id: step.id(),
             summary: step.summary(),
-            status: if skip.is_some() { Status::Skipped } else { Status::Planned },
+            status: if skip.is_some() {
+                Status::Skipped
+            } else {
+                Status::Planned
+            },
             detail: skip.clone(),
             duration_ms: None,
         })
@@ -110,7 +120,10 @@ fn confirm(opts: &Opts, io: &Io, question: &str, rerun: &str) -> Result<()> {
         .interact_on_opt(&dialoguer::console::Term::stderr());
     match answer {
         Ok(Some(true)) => Ok(()),
-        _ => Err(Error::not_confirmed("Not confirmed; nothing was changed.").with_fix(rerun.to_string())),
+        _ => {
+            Err(Error::not_confirmed("Not confirmed; nothing was changed.")
+                .with_fix(rerun.to_string()))
+        }
     }
 }
 
@@ -135,7 +148,9 @@ fn disturbed_dirs(s: &Settings, steps: &[Step]) -> Vec<PathBuf> {
                 }
             }
             Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => {
-                v.push(crate::fsops::nearest_existing(path.parent().unwrap_or(path)));
+                v.push(crate::fsops::nearest_existing(
+                    path.parent().unwrap_or(path),
+                ));
             }
             _ => {}
         }
@@ -145,13 +160,20 @@ fn disturbed_dirs(s: &Settings, steps: &[Step]) -> Vec<PathBuf> {
 
 fn progress_bar(io: &Io, steps: &[Step]) -> Option<indicatif::ProgressBar> {
     let bytes = steps.iter().find_map(|s| match s {
-        Step::MoveConfig { method: Method::VerifiedCopy, bytes, .. } => Some(*bytes),
+        Step::MoveConfig {
+            method: Method::VerifiedCopy,
+            bytes,
+            ..
+        } => Some(*bytes),
         _ => None,
     })?;
     if !io.progress {
         return None;
     }
-    let pb = indicatif::ProgressBar::with_draw_target(Some(bytes), indicatif::ProgressDrawTarget::stderr());
+    let pb = indicatif::ProgressBar::with_draw_target(
+        Some(bytes),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
     pb.set_style(
         indicatif::ProgressStyle::with_template(
             "copying {bar:30} {bytes}/{total_bytes} {msg} {bytes_per_sec} eta {eta}",
@@ -162,14 +184,21 @@ fn progress_bar(io: &Io, steps: &[Step]) -> Option<indicatif::ProgressBar> {
 }
 
 fn expect_credentials(s: &Settings, layout: Layout) -> bool {
-    layout == Layout::Legacy && std::fs::symlink_metadata(s.claude_dir().join(".credentials.json")).is_ok()
+    layout == Layout::Legacy
+        && std::fs::symlink_metadata(s.claude_dir().join(".credentials.json")).is_ok()
 }
 
 fn migrate(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
     let _lock = RunLock::acquire(&s.home, &s.shared_dir)?;
     let existing = Journal::load(&s.state_dir).map_err(|e| {
-        Error::refused("journal-unreadable", format!("The journal cannot be read: {e}"))
-            .with_fix(format!("look at it; move it aside only if you are sure: mv '{}' ~/journal.bak", show(&Journal::path(&s.state_dir))))
+        Error::refused(
+            "journal-unreadable",
+            format!("The journal cannot be read: {e}"),
+        )
+        .with_fix(format!(
+            "look at it; move it aside only if you are sure: mv '{}' ~/journal.bak",
+            show(&Journal::path(&s.state_dir))
+        ))
     })?;
     if let Some(j) = existing.as_ref().filter(|j| j.interrupted()) {
         return resume(s, j.clone(), opts, io, report);
@@ -192,14 +221,21 @@ fn migrate(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()
     }
     preflight::check(&plan, s)?;
     if opts.dry_run {
-        report.notes.push("Dry run: nothing was changed. Re-run without --dry-run to apply.".into());
+        report
+            .notes
+            .push("Dry run: nothing was changed. Re-run without --dry-run to apply.".into());
         return Ok(());
     }
     if io.interactive && !opts.yes && !opts.json {
         crate::report::print_human(report, verbosity(opts), &style(opts));
         report.steps.clear();
     }
-    confirm(opts, io, "Apply this plan?", "re-run with --yes to apply: disinto-claude-init --yes")?;
+    confirm(
+        opts,
+        io,
+        "Apply this plan?",
+        "re-run with --yes to apply: disinto-claude-init --yes",
+    )?;
     report.steps = planned_reports(&plan);
     let steps: Vec<Step> = plan.runnable().filter(|st| st.changes()).cloned().collect();
     let had_creds = expect_credentials(s, layout);
@@ -214,7 +250,10 @@ fn check_env_encodable(s: &Settings) -> Result<()> {
             if p.to_str().is_none() {
                 return Err(Error::usage(
                     "path-not-utf8",
-                    format!("'{}' is not valid UTF-8, and a .env file cannot hold it.", show(p)),
+                    format!(
+                        "'{}' is not valid UTF-8, and a .env file cannot hold it.",
+                        show(p)
+                    ),
                 )
                 .with_fix("choose a UTF-8 path, or pass --no-env-file"));
             }
@@ -224,7 +263,14 @@ fn check_env_encodable(s: &Settings) -> Result<()> {
 }
 
 /// Apply the run's pending entries; roll back on failure; verify on success.
-fn execute(s: &Settings, mut txn: Txn, run: u32, io: &Io, report: &mut Report, had_creds: bool) -> Result<()> {
+fn execute(
+    s: &Settings,
+    mut txn: Txn,
+    run: u32,
+    io: &Io,
+    report: &mut Report,
+    had_creds: bool,
+) -> Result<()> {
     let pending: Vec<Step> = txn
         .journal
         .entries
@@ -244,8 +290,16 @@ fn execute(s: &Settings, mut txn: Txn, run: u32, io: &Io, report: &mut Report, h
         pb.finish_and_clear();
     }
     let journal_path = txn.journal_path();
-    let mark = |report: &mut Report, step: &Step, status: Status, detail: Option<String>, ms: Option<u64>| {
-        if let Some(r) = report.steps.iter_mut().find(|r| r.id == step.id() && matches!(r.status, Status::Planned | Status::Done)) {
+    let mark = |report: &mut Report,
+                step: &Step,
+                status: Status,
+                detail: Option<String>,
+                ms: Option<u64>| {
+        if let Some(r) = report
+            .steps
+            .iter_mut()
+            .find(|r| r.id == step.id() && matches!(r.status, Status::Planned | Status::Done))
+        {
             r.status = status;
             r.detail = detail;
             if ms.is_some() {
@@ -256,7 +310,13 @@ fn execute(s: &Settings, mut txn: Txn, run: u32, io: &Io, report: &mut Report, h
     for e in &events {
         match &e.outcome {
             Outcome::Done => mark(report, &e.step, Status::Done, None, Some(e.duration_ms)),
-            Outcome::Failed(m) => mark(report, &e.step, Status::Failed, Some(m.clone()), Some(e.duration_ms)),
+            Outcome::Failed(m) => mark(
+                report,
+                &e.step,
+                Status::Failed,
+                Some(m.clone()),
+                Some(e.duration_ms),
+            ),
             _ => {}
         }
     }
@@ -269,7 +329,11 @@ fn execute(s: &Settings, mut txn: Txn, run: u32, io: &Io, report: &mut Report, h
                 mark(report, &e.step, Status::RolledBack, None, None);
             }
         }
-        let any_done = txn.journal.entries.iter().any(|e| e.run == run && e.state == State::Done);
+        let any_done = txn
+            .journal
+            .entries
+            .iter()
+            .any(|e| e.run == run && e.state == State::Done);
         report.changed = rb.is_err() && any_done;
         return Err(txn::failure(&failed_step, &err, rb, &journal_path));
     }
@@ -280,7 +344,11 @@ fn execute(s: &Settings, mut txn: Txn, run: u32, io: &Io, report: &mut Report, h
 
 fn run_verify(s: &Settings, had_creds: bool, report: &mut Report) {
     let findings = verify::verify(s, had_creds);
-    let status = if findings.problems.is_empty() { Status::Done } else { Status::Failed };
+    let status = if findings.problems.is_empty() {
+        Status::Done
+    } else {
+        Status::Failed
+    };
     if let Some(r) = report.steps.iter_mut().find(|r| r.id == "verify") {
         r.status = status;
         if !findings.problems.is_empty() {
@@ -309,11 +377,23 @@ fn journal_plan(j: &Journal, pending_only: bool) -> Plan {
     let mut steps: Vec<Planned> = j
         .entries
         .iter()
-        .filter(|e| e.run == last_run && (!pending_only || matches!(e.state, State::Planned | State::Started)))
-        .map(|e| Planned { step: e.step.clone(), skip: None })
+        .filter(|e| {
+            e.run == last_run
+                && (!pending_only || matches!(e.state, State::Planned | State::Started))
+        })
+        .map(|e| Planned {
+            step: e.step.clone(),
+            skip: None,
+        })
         .collect();
-    steps.push(Planned { step: Step::Verify, skip: None });
-    Plan { layout: Layout::Interrupted, steps }
+    steps.push(Planned {
+        step: Step::Verify,
+        skip: None,
+    });
+    Plan {
+        layout: Layout::Interrupted,
+        steps,
+    }
 }
 
 fn resume(s: &Settings, j: Journal, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
@@ -323,7 +403,10 @@ fn resume(s: &Settings, j: Journal, opts: &Opts, io: &Io, report: &mut Report) -
     if j.undoing {
         return Err(Error::refused(
             "undo-interrupted",
-            format!("An undo was interrupted (journal '{}'); finish it before migrating again.", show(&jpath)),
+            format!(
+                "An undo was interrupted (journal '{}'); finish it before migrating again.",
+                show(&jpath)
+            ),
         )
         .with_fix("disinto-claude-init undo --yes"));
     }
@@ -339,14 +422,24 @@ fn resume(s: &Settings, j: Journal, opts: &Opts, io: &Io, report: &mut Report) -
     if opts.dry_run {
         return Ok(());
     }
-    confirm(opts, io, "Finish the interrupted migration?", "re-run with --yes to finish it: disinto-claude-init --yes")?;
+    confirm(
+        opts,
+        io,
+        "Finish the interrupted migration?",
+        "re-run with --yes to finish it: disinto-claude-init --yes",
+    )?;
     let run = j.entries.iter().map(|e| e.run).max().unwrap_or(1);
-    let txn = Txn { journal: j, state_dir: s.state_dir.clone(), owner: s.owner_ids() };
+    let txn = Txn {
+        journal: j,
+        state_dir: s.state_dir.clone(),
+        owner: s.owner_ids(),
+    };
     execute(&s, txn, run, io, report, false)
 }
 
 fn status(s: &Settings, report: &mut Report) -> Result<()> {
-    let j = Journal::load(&s.state_dir).map_err(|e| Error::refused("journal-unreadable", e.to_string()))?;
+    let j = Journal::load(&s.state_dir)
+        .map_err(|e| Error::refused("journal-unreadable", e.to_string()))?;
     if let Some(j) = j.filter(|j| j.interrupted()) {
         let s2 = settings_from_journal(s, &j);
         report.set_settings(&s2);
@@ -378,11 +471,20 @@ fn status(s: &Settings, report: &mut Report) -> Result<()> {
     let facts = Facts::gather(s).map_err(|e| io_err("cannot inspect the home", e))?;
     let layout = layout::detect(&facts);
     report.layout = Some(layout);
-    report.notes.push(format!("~/.claude: {}", facts.claude.describe()));
-    report.notes.push(format!("config dir: {}", facts.config.describe()));
-    report.notes.push(format!("~/.claude.json: {}", facts.claude_json.describe()));
+    report
+        .notes
+        .push(format!("~/.claude: {}", facts.claude.describe()));
+    report
+        .notes
+        .push(format!("config dir: {}", facts.config.describe()));
+    report
+        .notes
+        .push(format!("~/.claude.json: {}", facts.claude_json.describe()));
     if let Some(r) = layout::refusal(layout, &facts, s) {
-        report.notes.push(format!("needs an operator: {}\n  fix: {}", r.message, r.fix));
+        report.notes.push(format!(
+            "needs an operator: {}\n  fix: {}",
+            r.message, r.fix
+        ));
     } else {
         let plan = plan::build(layout, &facts, s);
         if plan.changes() {
@@ -406,7 +508,9 @@ fn verify_cmd(s: &Settings, report: &mut Report) -> Result<()> {
 
 fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
     let _lock = RunLock::acquire(&s.home, &s.shared_dir)?;
-    let Some(j) = Journal::load(&s.state_dir).map_err(|e| Error::refused("journal-unreadable", e.to_string()))? else {
+    let Some(j) = Journal::load(&s.state_dir)
+        .map_err(|e| Error::refused("journal-unreadable", e.to_string()))?
+    else {
         let facts = Facts::gather(s).map_err(|e| io_err("cannot inspect the home", e))?;
         report.layout = Some(layout::detect(&facts));
         report.notes.push(format!(
@@ -417,9 +521,17 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
     };
     let s = settings_from_journal(s, &j);
     report.set_settings(&s);
-    report.layout = Some(if j.interrupted() { Layout::Interrupted } else { Layout::Migrated });
-    let todo: Vec<crate::journal::Entry> =
-        j.entries.iter().filter(|e| matches!(e.state, State::Started | State::Done)).cloned().collect();
+    report.layout = Some(if j.interrupted() {
+        Layout::Interrupted
+    } else {
+        Layout::Migrated
+    });
+    let todo: Vec<crate::journal::Entry> = j
+        .entries
+        .iter()
+        .filter(|e| matches!(e.state, State::Started | State::Done))
+        .cloned()
+        .collect();
     report.steps = todo
         .iter()
         .rev()
@@ -439,9 +551,17 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
         }
     }
     for e in &todo {
-        if let Step::MoveConfig { method: Method::VerifiedCopy, .. } = &e.step {
-            if e.undo.phase.as_deref() == Some("placed") && e.undo.undo_phase.as_deref() != Some("restored") {
-                let stats = crate::fsops::tree_stats(&s.config_dir).map_err(|e| io_err("cannot measure the config dir", std::io::Error::other(e)))?;
+        if let Step::MoveConfig {
+            method: Method::VerifiedCopy,
+            ..
+        } = &e.step
+        {
+            if e.undo.phase.as_deref() == Some("placed")
+                && e.undo.undo_phase.as_deref() != Some("restored")
+            {
+                let stats = crate::fsops::tree_stats(&s.config_dir).map_err(|e| {
+                    io_err("cannot measure the config dir", std::io::Error::other(e))
+                })?;
                 preflight::space_check(&s.home, stats.bytes, stats.files)?;
             }
         }
@@ -457,10 +577,20 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
     if io.interactive && !opts.yes && !opts.json {
         crate::report::print_human(report, verbosity(opts), &style(opts));
     }
-    confirm(opts, io, "Undo the migration?", "re-run with --yes to undo: disinto-claude-init undo --yes")?;
-    let mut txn = Txn { journal: j, state_dir: s.state_dir.clone(), owner: s.owner_ids() };
+    confirm(
+        opts,
+        io,
+        "Undo the migration?",
+        "re-run with --yes to undo: disinto-claude-init undo --yes",
+    )?;
+    let mut txn = Txn {
+        journal: j,
+        state_dir: s.state_dir.clone(),
+        owner: s.owner_ids(),
+    };
     txn.journal.undoing = true;
-    txn.save().map_err(|e| Error::failed("journal", e.message))?;
+    txn.save()
+        .map_err(|e| Error::failed("journal", e.message))?;
     let pb = progress_bar(io, &todo.iter().map(|e| e.step.clone()).collect::<Vec<_>>());
     let progress = |_f: u64, b: u64| {
         if let Some(pb) = &pb {
@@ -474,8 +604,16 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
     }
     for e in &events {
         let id = e.step.id();
-        if let Some(r) = report.steps.iter_mut().find(|r| r.id == id && r.status == Status::Planned) {
-            r.status = if e.outcome == Outcome::Undone { Status::Done } else { Status::Failed };
+        if let Some(r) = report
+            .steps
+            .iter_mut()
+            .find(|r| r.id == id && r.status == Status::Planned)
+        {
+            r.status = if e.outcome == Outcome::Undone {
+                Status::Done
+            } else {
+                Status::Failed
+            };
             r.duration_ms = Some(e.duration_ms);
             if let Outcome::Failed(m) = &e.outcome {
                 r.detail = Some(m.clone());
@@ -492,8 +630,12 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
         ))
         .with_fix("fix the cause above, then re-run: disinto-claude-init undo --yes"));
     }
-    report.layout = Some(layout::detect(&Facts::gather(&s).map_err(|e| io_err("cannot inspect the home", e))?));
-    report.notes.push("Undone: ~/.claude, ~/.claude.json, the env file and the rc file are as they were.".into());
+    report.layout = Some(layout::detect(
+        &Facts::gather(&s).map_err(|e| io_err("cannot inspect the home", e))?,
+    ));
+    report.notes.push(
+        "Undone: ~/.claude, ~/.claude.json, the env file and the rc file are as they were.".into(),
+    );
     let _ = Node::Absent;
     Ok(())
 }

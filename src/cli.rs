@@ -12,8 +12,10 @@ use std::path::PathBuf;
 /// that survives a crash, and verifies the result. `--dry-run` shows the plan and changes nothing.
 #[derive(Debug, Parser)]
 #[command(name = "disinto-claude-init", version, about, long_about)]
-#[command(after_help = "Exit codes: 0 done or nothing to do, 1 failed and rolled back, 2 usage, \
-3 refused (needs an operator), 4 not confirmed, 5 verify found problems, 6 rollback failed.")]
+#[command(
+    after_help = "Exit codes: 0 done or nothing to do, 1 failed and rolled back, 2 usage, \
+3 refused (needs an operator), 4 not confirmed, 5 verify found problems, 6 rollback failed."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -73,7 +75,12 @@ pub struct Opts {
 
     /// The .env to write CLAUDE_SHARED_DIR and CLAUDE_CONFIG_DIR into
     /// [default: $FACTORY_ROOT/.env, else ./.env if it exists, else none]
-    #[arg(long, global = true, value_name = "FILE", overrides_with = "no_env_file")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        overrides_with = "no_env_file"
+    )]
     pub env_file: Option<PathBuf>,
 
     /// Write no env file (the last of --env-file/--no-env-file wins).
@@ -81,7 +88,12 @@ pub struct Opts {
     pub no_env_file: bool,
 
     /// The shell rc file to add the export block to [default: by the home owner's login shell]
-    #[arg(long, global = true, value_name = "FILE", overrides_with = "no_modify_profile")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        overrides_with = "no_modify_profile"
+    )]
     pub profile: Option<PathBuf>,
 
     /// Leave shell rc files alone (the last of --profile/--no-modify-profile wins).

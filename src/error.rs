@@ -46,7 +46,12 @@ impl fmt::Display for Error {
 
 impl Error {
     fn new(exit: ExitCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Error { exit, kind, message: message.into(), fix: None }
+        Error {
+            exit,
+            kind,
+            message: message.into(),
+            fix: None,
+        }
     }
     /// Bad input: nothing was changed. Exit 2.
     pub fn usage(kind: &'static str, message: impl Into<String>) -> Self {

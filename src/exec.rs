@@ -28,7 +28,10 @@ pub struct StepError {
 
 impl StepError {
     pub fn new(message: impl Into<String>) -> Self {
-        StepError { message: message.into(), changed_since: false }
+        StepError {
+            message: message.into(),
+            changed_since: false,
+        }
     }
 }
 
@@ -58,7 +61,12 @@ pub type Save<'s> = dyn FnMut(&Undo) -> Result<(), StepError> + 's;
 
 fn meta_of(path: &Path) -> std::io::Result<Meta> {
     let m = std::fs::symlink_metadata(path)?;
-    Ok(Meta { mode: m.mode() & 0o7777, uid: m.uid(), gid: m.gid(), mtime: (m.mtime(), m.mtime_nsec()) })
+    Ok(Meta {
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+    })
 }
 
 fn exists(p: &Path) -> bool {
@@ -66,7 +74,9 @@ fn exists(p: &Path) -> bool {
 }
 
 fn is_real_dir(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false)
+    std::fs::symlink_metadata(p)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
 }
 
 fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<(), StepError> {
@@ -83,7 +93,8 @@ fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), StepEr
         Err(e) if e.kind() == ErrorKind::AlreadyExists && is_real_dir(path) => {}
         Err(e) => return Err(io("cannot create", path, e)),
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| io("cannot chmod", path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| io("cannot chmod", path, e))?;
     chown(path, owner)
 }
 
@@ -92,7 +103,8 @@ fn restore_meta(path: &Path, m: &Meta, chown_it: bool) -> Result<(), StepError> 
     if chown_it {
         chown(path, Some((m.uid, m.gid)))?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.mode)).map_err(|e| io("cannot chmod", path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.mode))
+        .map_err(|e| io("cannot chmod", path, e))?;
     set_mtime(path, m.mtime).map_err(|e| io("cannot set the mtime of", path, e))
 }
 
@@ -100,7 +112,14 @@ pub fn set_mtime(path: &Path, (sec, nsec): (i64, i64)) -> std::io::Result<()> {
     use nix::sys::stat::{utimensat, UtimensatFlags};
     use nix::sys::time::TimeSpec;
     let omit = TimeSpec::new(0, libc_utime_omit());
-    utimensat(None, path, &omit, &TimeSpec::new(sec, nsec), UtimensatFlags::NoFollowSymlink).map_err(std::io::Error::from)
+    utimensat(
+        None,
+        path,
+        &omit,
+        &TimeSpec::new(sec, nsec),
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(std::io::Error::from)
 }
 
 /// UTIME_OMIT: leave atime as it is.
@@ -169,7 +188,12 @@ pub fn apply(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<()
                 Err(e) => return Err(io("cannot remove the empty directory", path, e)),
             }
         }
-        Step::SecureConfigDir { path, uid, gid, chown: do_chown } => {
+        Step::SecureConfigDir {
+            path,
+            uid,
+            gid,
+            chown: do_chown,
+        } => {
             if !u.recorded {
                 u.dir_meta = Some(meta_of(path).map_err(|e| io("cannot stat", path, e))?);
                 u.recorded = true;
@@ -181,24 +205,26 @@ pub fn apply(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<()
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| io("cannot chmod 0700", path, e))?;
         }
-        Step::MoveConfig { from, to, method, .. } => move_config(from, to, *method, u, ctx, save)?,
+        Step::MoveConfig {
+            from, to, method, ..
+        } => move_config(from, to, *method, u, ctx, save)?,
         Step::MoveClaudeJson { from, to, method } => move_json(from, to, *method, u, ctx, save)?,
         Step::LinkClaudeDir { link, target } | Step::LinkClaudeJson { link, target } => {
             if !u.recorded {
                 match std::fs::symlink_metadata(link) {
                     Ok(m) if m.file_type().is_symlink() => {
-                        let t = std::fs::read_link(link).map_err(|e| io("cannot read the link", link, e))?;
+                        let t = std::fs::read_link(link)
+                            .map_err(|e| io("cannot read the link", link, e))?;
                         if &t != target {
                             u.prev_link = Some(t);
-                            u.file_meta = Some(meta_of(link).map_err(|e| io("cannot stat", link, e))?);
+                            u.file_meta =
+                                Some(meta_of(link).map_err(|e| io("cannot stat", link, e))?);
                         }
                     }
-                    Ok(_) => {
-                        return Err(StepError::new(format!(
-                            "'{}' appeared since planning and is not a link; nothing will replace it",
-                            show(link)
-                        )))
-                    }
+                    Ok(_) => return Err(StepError::new(format!(
+                        "'{}' appeared since planning and is not a link; nothing will replace it",
+                        show(link)
+                    ))),
                     Err(_) => {}
                 }
                 u.recorded = true;
@@ -207,14 +233,22 @@ pub fn apply(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<()
             fsops::atomic_symlink(target, link, ctx.owner)?;
         }
         Step::WriteEnvFile { path } => {
-            let entries = [("CLAUDE_SHARED_DIR", ctx.shared_dir), ("CLAUDE_CONFIG_DIR", ctx.config_dir)];
-            let refs: Vec<(&str, &OsStr)> = entries.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+            let entries = [
+                ("CLAUDE_SHARED_DIR", ctx.shared_dir),
+                ("CLAUDE_CONFIG_DIR", ctx.config_dir),
+            ];
+            let refs: Vec<(&str, &OsStr)> =
+                entries.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
             write_file(path, u, ctx, save, 0o600, &mut |cur| {
                 envfile::edit(cur, &refs).map_err(|e| io("cannot edit", path, e))
             })?;
         }
         Step::WriteProfile { path, fish } => {
-            let kind = if *fish { ShellKind::Fish } else { ShellKind::Posix };
+            let kind = if *fish {
+                ShellKind::Fish
+            } else {
+                ShellKind::Posix
+            };
             let block = profile::render_block(kind, ctx.config_dir);
             // fish's conf.d may not exist yet.
             if !u.recorded {
@@ -237,13 +271,18 @@ pub fn apply(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<()
                     mkdir(&d, 0o755, ctx.owner)?;
                 }
             }
-            write_file(path, u, ctx, save, 0o644, &mut |cur| Ok(profile::apply_block(cur, &block)))?;
+            write_file(path, u, ctx, save, 0o644, &mut |cur| {
+                Ok(profile::apply_block(cur, &block))
+            })?;
         }
         Step::Verify => {}
     }
     failpoint(&format!("applied-{}", step.id()))?;
     Ok(())
 }
+
+/// Computes a file's new bytes from its current ones (None: already as wanted).
+type Edit<'e> = dyn FnMut(&[u8]) -> Result<Option<Vec<u8>>, StepError> + 'e;
 
 /// Rewrite a small file atomically, keeping its mode and owner, recording its old bytes first.
 fn write_file(
@@ -252,7 +291,7 @@ fn write_file(
     ctx: &Ctx,
     save: &mut Save,
     new_mode: u32,
-    edit: &mut dyn FnMut(&[u8]) -> Result<Option<Vec<u8>>, StepError>,
+    edit: &mut Edit,
 ) -> Result<(), StepError> {
     let cur = read_opt(path)?;
     let Some(new) = edit(cur.as_deref().unwrap_or_default())? else {
@@ -264,7 +303,11 @@ fn write_file(
     if !u.recorded || u.after_hash.is_none() {
         u.existed = cur.is_some();
         u.prev_bytes = cur.clone();
-        u.file_meta = if cur.is_some() { Some(meta_of(path).map_err(|e| io("cannot stat", path, e))?) } else { None };
+        u.file_meta = if cur.is_some() {
+            Some(meta_of(path).map_err(|e| io("cannot stat", path, e))?)
+        } else {
+            None
+        };
         u.recorded = true;
     }
     u.after_hash = Some(hash(&new));
@@ -276,7 +319,14 @@ fn write_file(
     atomic::write_file_atomic(path, &new, mode, owner).map_err(|e| io("cannot write", path, e))
 }
 
-fn move_config(from: &Path, to: &Path, method: Method, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<(), StepError> {
+fn move_config(
+    from: &Path,
+    to: &Path,
+    method: Method,
+    u: &mut Undo,
+    ctx: &Ctx,
+    save: &mut Save,
+) -> Result<(), StepError> {
     if !u.recorded {
         // An empty config dir that was there already is replaced by the move; undo recreates it.
         if is_real_dir(to) {
@@ -292,7 +342,11 @@ fn move_config(from: &Path, to: &Path, method: Method, u: &mut Undo, ctx: &Ctx, 
                 return Ok(()); // renamed before a crash
             }
             std::fs::rename(from, to).map_err(|e| {
-                StepError::new(format!("cannot rename '{}' to '{}': {e}", show(from), show(to)))
+                StepError::new(format!(
+                    "cannot rename '{}' to '{}': {e}",
+                    show(from),
+                    show(to)
+                ))
             })?;
             atomic::sync_dir(ctx.home).map_err(|e| io("cannot sync", ctx.home, e))?;
             if let Some(p) = to.parent() {
@@ -309,7 +363,9 @@ fn move_config(from: &Path, to: &Path, method: Method, u: &mut Undo, ctx: &Ctx, 
                 if exists(&incoming) {
                     fsops::remove_tree(&incoming)?;
                 }
-                let opts = CopyOptions { preserve_owner: ctx.owner.is_some() };
+                let opts = CopyOptions {
+                    preserve_owner: ctx.owner.is_some(),
+                };
                 fsops::copy_tree_verified(from, &incoming, &opts, ctx.progress)?;
                 failpoint("copied-move-config")?;
                 u.phase = Some("copied".into());
@@ -318,7 +374,11 @@ fn move_config(from: &Path, to: &Path, method: Method, u: &mut Undo, ctx: &Ctx, 
             if u.phase.as_deref() == Some("copied") {
                 if exists(&incoming) {
                     std::fs::rename(&incoming, to).map_err(|e| {
-                        StepError::new(format!("cannot rename '{}' to '{}': {e}", show(&incoming), show(to)))
+                        StepError::new(format!(
+                            "cannot rename '{}' to '{}': {e}",
+                            show(&incoming),
+                            show(to)
+                        ))
                     })?;
                     if let Some(p) = to.parent() {
                         atomic::sync_dir(p).map_err(|e| io("cannot sync", p, e))?;
@@ -338,8 +398,17 @@ fn move_config(from: &Path, to: &Path, method: Method, u: &mut Undo, ctx: &Ctx, 
     Ok(())
 }
 
-fn move_json(from: &Path, to: &Path, method: Method, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<(), StepError> {
-    let from_is_file = std::fs::symlink_metadata(from).map(|m| m.is_file()).unwrap_or(false);
+fn move_json(
+    from: &Path,
+    to: &Path,
+    method: Method,
+    u: &mut Undo,
+    ctx: &Ctx,
+    save: &mut Save,
+) -> Result<(), StepError> {
+    let from_is_file = std::fs::symlink_metadata(from)
+        .map(|m| m.is_file())
+        .unwrap_or(false);
     if !u.recorded {
         if exists(to) {
             return Err(StepError::new(format!(
@@ -353,19 +422,35 @@ fn move_json(from: &Path, to: &Path, method: Method, u: &mut Undo, ctx: &Ctx, sa
         save(u)?;
     }
     if !from_is_file {
-        return if exists(to) { Ok(()) } else { Err(StepError::new(format!("'{}' has disappeared", show(from)))) };
+        return if exists(to) {
+            Ok(())
+        } else {
+            Err(StepError::new(format!("'{}' has disappeared", show(from))))
+        };
     }
     match method {
         Method::Rename => {
-            std::fs::rename(from, to)
-                .map_err(|e| StepError::new(format!("cannot rename '{}' to '{}': {e}", show(from), show(to))))?;
+            std::fs::rename(from, to).map_err(|e| {
+                StepError::new(format!(
+                    "cannot rename '{}' to '{}': {e}",
+                    show(from),
+                    show(to)
+                ))
+            })?;
         }
         Method::VerifiedCopy => {
             if u.phase.as_deref() != Some("copied") {
                 if exists(to) {
-                    std::fs::remove_file(to).map_err(|e| io("cannot remove the partial copy", to, e))?;
+                    std::fs::remove_file(to)
+                        .map_err(|e| io("cannot remove the partial copy", to, e))?;
                 }
-                fsops::copy_file_verified(from, to, &CopyOptions { preserve_owner: ctx.owner.is_some() })?;
+                fsops::copy_file_verified(
+                    from,
+                    to,
+                    &CopyOptions {
+                        preserve_owner: ctx.owner.is_some(),
+                    },
+                )?;
                 u.phase = Some("copied".into());
                 save(u)?;
             }
@@ -403,7 +488,11 @@ pub fn precheck_undo(step: &Step, u: &Undo) -> Result<(), StepError> {
             Err(e)
         }
         Step::CreateConfigDir { path } => {
-            if is_real_dir(path) && std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false) {
+            if is_real_dir(path)
+                && std::fs::read_dir(path)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false)
+            {
                 let mut e = StepError::new(format!(
                     "the config dir '{}' was created empty by the migration and now holds files (Claude has run since); undo would have to delete them",
                     show(path)
@@ -436,10 +525,17 @@ pub fn precheck_undo(step: &Step, u: &Undo) -> Result<(), StepError> {
 /// A short unified-style difference of two small text files, for the refusal message.
 pub fn diff_hint(before: Option<&[u8]>, now: Option<&[u8]>) -> String {
     let lines = |b: Option<&[u8]>| -> Vec<String> {
-        b.map(|b| String::from_utf8_lossy(b).lines().map(str::to_owned).collect()).unwrap_or_default()
+        b.map(|b| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
     };
     let (a, b) = (lines(before), lines(now));
-    let mut out = String::from("  difference from what was there before the migration (- before, + now):\n");
+    let mut out =
+        String::from("  difference from what was there before the migration (- before, + now):\n");
     let mut shown = 0;
     for l in a.iter().filter(|l| !b.contains(l)) {
         out.push_str(&format!("  - {l}\n"));
@@ -464,7 +560,13 @@ pub fn undo(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<(),
                 match std::fs::remove_dir(d) {
                     Ok(()) => {}
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(io("cannot remove the directory the migration created", d, e)),
+                    Err(e) => {
+                        return Err(io(
+                            "cannot remove the directory the migration created",
+                            d,
+                            e,
+                        ))
+                    }
                 }
             }
         }
@@ -485,9 +587,13 @@ pub fn undo(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<(),
                     .map_err(|e| io("cannot chmod", path, e))?;
             }
         }
-        Step::MoveConfig { from, to, method, .. } => undo_move_config(from, to, *method, u, ctx, save)?,
+        Step::MoveConfig {
+            from, to, method, ..
+        } => undo_move_config(from, to, *method, u, ctx, save)?,
         Step::MoveClaudeJson { from, to, method } => {
-            let from_is_file = std::fs::symlink_metadata(from).map(|m| m.is_file()).unwrap_or(false);
+            let from_is_file = std::fs::symlink_metadata(from)
+                .map(|m| m.is_file())
+                .unwrap_or(false);
             if from_is_file {
                 // The source is still there (the move had not finished): drop any copy.
                 if exists(to) && *method == Method::VerifiedCopy {
@@ -495,17 +601,31 @@ pub fn undo(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<(),
                 }
             } else if exists(to) {
                 if exists(from) {
-                    return Err(StepError::new(format!("'{}' is in the way of restoring it", show(from))));
+                    return Err(StepError::new(format!(
+                        "'{}' is in the way of restoring it",
+                        show(from)
+                    )));
                 }
                 match method {
-                    Method::Rename => std::fs::rename(to, from)
-                        .map_err(|e| StepError::new(format!("cannot rename '{}' back to '{}': {e}", show(to), show(from))))?,
+                    Method::Rename => std::fs::rename(to, from).map_err(|e| {
+                        StepError::new(format!(
+                            "cannot rename '{}' back to '{}': {e}",
+                            show(to),
+                            show(from)
+                        ))
+                    })?,
                     Method::VerifiedCopy => {
                         let tmp = staging(from, RESTORE);
                         if exists(&tmp) {
                             std::fs::remove_file(&tmp).map_err(|e| io("cannot remove", &tmp, e))?;
                         }
-                        fsops::copy_file_verified(to, &tmp, &CopyOptions { preserve_owner: ctx.owner.is_some() })?;
+                        fsops::copy_file_verified(
+                            to,
+                            &tmp,
+                            &CopyOptions {
+                                preserve_owner: ctx.owner.is_some(),
+                            },
+                        )?;
                         std::fs::rename(&tmp, from).map_err(|e| io("cannot restore", from, e))?;
                         std::fs::remove_file(to).map_err(|e| io("cannot remove", to, e))?;
                     }
@@ -522,15 +642,22 @@ pub fn undo(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<(),
             match std::fs::read_link(link) {
                 Ok(t) if &t == target => {
                     if let Some(prev) = &u.prev_link {
-                        let owner = u.file_meta.map(|m| (m.uid, m.gid)).filter(|_| ctx.owner.is_some());
+                        let owner = u
+                            .file_meta
+                            .map(|m| (m.uid, m.gid))
+                            .filter(|_| ctx.owner.is_some());
                         fsops::atomic_symlink(prev, link, owner)?;
                     } else {
-                        std::fs::remove_file(link).map_err(|e| io("cannot remove the link", link, e))?;
+                        std::fs::remove_file(link)
+                            .map_err(|e| io("cannot remove the link", link, e))?;
                     }
                 }
                 _ => {
                     if let (Some(prev), false) = (&u.prev_link, exists(link)) {
-                        let owner = u.file_meta.map(|m| (m.uid, m.gid)).filter(|_| ctx.owner.is_some());
+                        let owner = u
+                            .file_meta
+                            .map(|m| (m.uid, m.gid))
+                            .filter(|_| ctx.owner.is_some());
                         fsops::atomic_symlink(prev, link, owner)?;
                     }
                 }
@@ -546,8 +673,10 @@ pub fn undo(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<(),
                 match (&u.prev_bytes, &u.file_meta) {
                     (Some(b), Some(m)) => {
                         let owner = Some((m.uid, m.gid)).filter(|_| ctx.owner.is_some());
-                        atomic::write_file_atomic(path, b, m.mode, owner).map_err(|e| io("cannot restore", path, e))?;
-                        set_mtime(path, m.mtime).map_err(|e| io("cannot set the mtime of", path, e))?;
+                        atomic::write_file_atomic(path, b, m.mode, owner)
+                            .map_err(|e| io("cannot restore", path, e))?;
+                        set_mtime(path, m.mtime)
+                            .map_err(|e| io("cannot set the mtime of", path, e))?;
                     }
                     _ => match std::fs::remove_file(path) {
                         Ok(()) => {}
@@ -567,7 +696,14 @@ pub fn undo(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<(),
     Ok(())
 }
 
-fn undo_move_config(from: &Path, to: &Path, method: Method, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<(), StepError> {
+fn undo_move_config(
+    from: &Path,
+    to: &Path,
+    method: Method,
+    u: &mut Undo,
+    ctx: &Ctx,
+    save: &mut Save,
+) -> Result<(), StepError> {
     let recreate_empty = |u: &Undo| -> Result<(), StepError> {
         if let Some(m) = &u.dir_meta {
             if !exists(to) {
@@ -582,11 +718,18 @@ fn undo_move_config(from: &Path, to: &Path, method: Method, u: &mut Undo, ctx: &
         Method::Rename => {
             if !from_is_dir {
                 if exists(from) {
-                    return Err(StepError::new(format!("'{}' is in the way of moving the config back", show(from))));
+                    return Err(StepError::new(format!(
+                        "'{}' is in the way of moving the config back",
+                        show(from)
+                    )));
                 }
                 if is_real_dir(to) {
                     std::fs::rename(to, from).map_err(|e| {
-                        StepError::new(format!("cannot rename '{}' back to '{}': {e}", show(to), show(from)))
+                        StepError::new(format!(
+                            "cannot rename '{}' back to '{}': {e}",
+                            show(to),
+                            show(from)
+                        ))
                     })?;
                     atomic::sync_dir(ctx.home).map_err(|e| io("cannot sync", ctx.home, e))?;
                 }
@@ -602,8 +745,14 @@ fn undo_move_config(from: &Path, to: &Path, method: Method, u: &mut Undo, ctx: &
                 if exists(&incoming) {
                     fsops::remove_tree(&incoming)?;
                 }
-                let to_nonempty = std::fs::read_dir(to).map(|mut d| d.next().is_some()).unwrap_or(false);
-                if u.phase.as_deref() == Some("copied") && from_is_dir && is_real_dir(to) && to_nonempty {
+                let to_nonempty = std::fs::read_dir(to)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false);
+                if u.phase.as_deref() == Some("copied")
+                    && from_is_dir
+                    && is_real_dir(to)
+                    && to_nonempty
+                {
                     fsops::remove_tree(to)?;
                 }
             } else {
@@ -615,7 +764,9 @@ fn undo_move_config(from: &Path, to: &Path, method: Method, u: &mut Undo, ctx: &
                         if exists(&restore) {
                             fsops::remove_tree(&restore)?;
                         }
-                        let opts = CopyOptions { preserve_owner: ctx.owner.is_some() };
+                        let opts = CopyOptions {
+                            preserve_owner: ctx.owner.is_some(),
+                        };
                         fsops::copy_tree_verified(to, &restore, &opts, ctx.progress)?;
                         // Leftovers of an interrupted source removal are duplicates of what
                         // the verified copy holds.
@@ -628,7 +779,8 @@ fn undo_move_config(from: &Path, to: &Path, method: Method, u: &mut Undo, ctx: &
                             }
                             fsops::remove_tree(from)?;
                         }
-                        std::fs::rename(&restore, from).map_err(|e| io("cannot restore", from, e))?;
+                        std::fs::rename(&restore, from)
+                            .map_err(|e| io("cannot restore", from, e))?;
                         atomic::sync_dir(ctx.home).map_err(|e| io("cannot sync", ctx.home, e))?;
                     }
                     u.undo_phase = Some("restored".into());

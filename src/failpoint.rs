@@ -10,18 +10,29 @@ use crate::exec::StepError;
 
 #[cfg(feature = "failpoints")]
 pub fn failpoint(name: &str) -> Result<(), StepError> {
-    let Ok(spec) = std::env::var("DCI_FAILPOINTS") else { return Ok(()) };
+    let Ok(spec) = std::env::var("DCI_FAILPOINTS") else {
+        return Ok(());
+    };
     for item in spec.split(',') {
-        let Some((n, action)) = item.split_once('=') else { continue };
+        let Some((n, action)) = item.split_once('=') else {
+            continue;
+        };
         if n.trim() != name {
             continue;
         }
         match action.trim() {
             "kill" => {
-                let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::getpid(),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
                 std::thread::sleep(std::time::Duration::from_secs(10));
             }
-            _ => return Err(StepError::new(format!("injected failure at failpoint {name}"))),
+            _ => {
+                return Err(StepError::new(format!(
+                    "injected failure at failpoint {name}"
+                )))
+            }
         }
     }
     Ok(())

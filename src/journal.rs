@@ -39,19 +39,31 @@ pub struct Undo {
     #[serde(default)]
     pub recorded: bool,
     /// Directories this step created, outermost first.
-    #[serde(default, with = "pathser::paths", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        with = "pathser::paths",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub created_dirs: Vec<PathBuf>,
     /// Mode/owner/mtime of a directory the step removed or replaced (an empty ~/.claude, an
     /// empty pre-existing config dir) or re-moded (the config dir).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir_meta: Option<Meta>,
     /// The target of a symlink the step replaced, and its owner.
-    #[serde(default, with = "pathser::opt_path", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "pathser::opt_path",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub prev_link: Option<PathBuf>,
     /// Whether the file existed before (for env/rc writes), with its bytes and metadata.
     #[serde(default)]
     pub existed: bool,
-    #[serde(default, with = "pathser::opt_bytes", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "pathser::opt_bytes",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub prev_bytes: Option<Vec<u8>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_meta: Option<Meta>,
@@ -156,7 +168,10 @@ impl Journal {
             Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
                 std::io::Error::new(
                     ErrorKind::InvalidData,
-                    format!("{} is not a journal this version can read: {e}", Self::path(state_dir).display()),
+                    format!(
+                        "{} is not a journal this version can read: {e}",
+                        Self::path(state_dir).display()
+                    ),
                 )
             }),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -171,7 +186,11 @@ impl Journal {
 
     /// Whether a run or an undo stopped half way.
     pub fn interrupted(&self) -> bool {
-        self.undoing || self.entries.iter().any(|e| matches!(e.state, State::Planned | State::Started))
+        self.undoing
+            || self
+                .entries
+                .iter()
+                .any(|e| matches!(e.state, State::Planned | State::Started))
     }
 
     /// The entry a crash stopped in (or the next one to run).
@@ -183,13 +202,20 @@ impl Journal {
     }
 
     pub fn next_run(&self) -> u32 {
-        self.entries.iter().map(|e| e.run).max().map_or(1, |r| r + 1)
+        self.entries
+            .iter()
+            .map(|e| e.run)
+            .max()
+            .map_or(1, |r| r + 1)
     }
 }
 
 /// Create the journal's directory (and any missing parents) mode 0700, owned by the home's
 /// owner. Returns the directories it created, outermost first, so they can be removed again.
-pub fn create_state_dir(state_dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<Vec<PathBuf>> {
+pub fn create_state_dir(
+    state_dir: &Path,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<Vec<PathBuf>> {
     let mut missing = Vec::new();
     let mut d = Some(state_dir);
     while let Some(p) = d {
@@ -213,7 +239,8 @@ pub fn create_state_dir(state_dir: &Path, owner: Option<(u32, u32)>) -> std::io:
         }
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         if let Some((u, g)) = owner {
-            nix::unistd::chown(dir, Some(u.into()), Some(g.into())).map_err(std::io::Error::from)?;
+            nix::unistd::chown(dir, Some(u.into()), Some(g.into()))
+                .map_err(std::io::Error::from)?;
         }
     }
     Ok(created)

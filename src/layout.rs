@@ -48,10 +48,20 @@ impl Layout {
 pub enum Node {
     Absent,
     /// A real directory; `empty` says whether it has no entries at all.
-    Dir { empty: bool, mode: u32, uid: u32, gid: u32 },
-    File { size: u64 },
+    Dir {
+        empty: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    File {
+        size: u64,
+    },
     /// A symlink with its target as written, and where it leads if it leads anywhere.
-    Symlink { target: PathBuf, resolves_to: Option<PathBuf> },
+    Symlink {
+        target: PathBuf,
+        resolves_to: Option<PathBuf>,
+    },
     Other,
 }
 
@@ -65,11 +75,19 @@ impl Node {
         let ft = meta.file_type();
         Ok(if ft.is_dir() {
             let empty = std::fs::read_dir(path)?.next().is_none();
-            Node::Dir { empty, mode: meta.permissions().mode() & 0o7777, uid: meta.uid(), gid: meta.gid() }
+            Node::Dir {
+                empty,
+                mode: meta.permissions().mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+            }
         } else if ft.is_symlink() {
             let target = std::fs::read_link(path)?;
             let resolves_to = std::fs::canonicalize(path).ok();
-            Node::Symlink { target, resolves_to }
+            Node::Symlink {
+                target,
+                resolves_to,
+            }
         } else if ft.is_file() {
             Node::File { size: meta.len() }
         } else {
@@ -87,10 +105,20 @@ impl Node {
             Node::Dir { empty: true, .. } => "an empty directory".into(),
             Node::Dir { .. } => "a directory".into(),
             Node::File { size } => format!("a regular file ({size} bytes)"),
-            Node::Symlink { target, resolves_to: Some(r) } => {
-                format!("a symlink to '{}' (resolving to '{}')", show(target), show(r))
+            Node::Symlink {
+                target,
+                resolves_to: Some(r),
+            } => {
+                format!(
+                    "a symlink to '{}' (resolving to '{}')",
+                    show(target),
+                    show(r)
+                )
             }
-            Node::Symlink { target, resolves_to: None } => format!("a dangling symlink to '{}'", show(target)),
+            Node::Symlink {
+                target,
+                resolves_to: None,
+            } => format!("a dangling symlink to '{}'", show(target)),
             Node::Other => "a special file (fifo, socket or device)".into(),
         }
     }
@@ -128,8 +156,14 @@ pub struct FileFacts {
 impl FileFacts {
     fn read(path: &Path) -> std::io::Result<FileFacts> {
         match std::fs::read(path) {
-            Ok(b) => Ok(FileFacts { path: path.into(), bytes: Some(b) }),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(FileFacts { path: path.into(), bytes: None }),
+            Ok(b) => Ok(FileFacts {
+                path: path.into(),
+                bytes: Some(b),
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(FileFacts {
+                path: path.into(),
+                bytes: None,
+            }),
             Err(e) => Err(e),
         }
     }
@@ -141,7 +175,9 @@ impl Facts {
         let claude = Node::read(&s.claude_dir())?;
         let config = Node::read(&s.config_dir)?;
         let claude_stats = match &claude {
-            Node::Dir { empty: false, .. } => fsops::tree_stats(&s.claude_dir()).map_err(std::io::Error::other)?,
+            Node::Dir { empty: false, .. } => {
+                fsops::tree_stats(&s.claude_dir()).map_err(std::io::Error::other)?
+            }
             _ => TreeStats::default(),
         };
         let mut missing_dirs = Vec::new();
@@ -154,11 +190,19 @@ impl Facts {
             d = p.parent().map(Path::to_path_buf);
         }
         missing_dirs.reverse();
-        let same = |a: &Path| fsops::same_filesystem(a, &s.config_dir).map_err(std::io::Error::other);
-        let same_fs = if matches!(claude, Node::Dir { .. }) { same(&s.claude_dir())? } else { true };
+        let same =
+            |a: &Path| fsops::same_filesystem(a, &s.config_dir).map_err(std::io::Error::other);
+        let same_fs = if matches!(claude, Node::Dir { .. }) {
+            same(&s.claude_dir())?
+        } else {
+            true
+        };
         let claude_json = Node::read(&s.claude_json())?;
-        let claude_json_same_fs =
-            if matches!(claude_json, Node::File { .. }) { same(&s.claude_json())? } else { true };
+        let claude_json_same_fs = if matches!(claude_json, Node::File { .. }) {
+            same(&s.claude_json())?
+        } else {
+            true
+        };
         Ok(Facts {
             config_canonical: std::fs::canonicalize(&s.config_dir).ok(),
             config_claude_json: Node::read(&s.config_claude_json())?,
@@ -192,8 +236,13 @@ pub struct Refusal {
 pub fn detect(f: &Facts) -> Layout {
     let config_vacant = f.config.is_vacant();
     match &f.claude {
-        Node::Symlink { resolves_to: Some(r), .. } if Some(r) == f.config_canonical.as_ref() => Layout::Migrated,
-        Node::Symlink { resolves_to: None, .. } => Layout::DanglingSymlink,
+        Node::Symlink {
+            resolves_to: Some(r),
+            ..
+        } if Some(r) == f.config_canonical.as_ref() => Layout::Migrated,
+        Node::Symlink {
+            resolves_to: None, ..
+        } => Layout::DanglingSymlink,
         Node::Symlink { .. } => Layout::ForeignSymlink,
         Node::File { .. } | Node::Other => Layout::NotADirectory,
         _ if !matches!(f.config, Node::Absent | Node::Dir { .. }) => Layout::Conflict,
@@ -267,7 +316,9 @@ pub enum ClaudeJsonAction {
     /// A real file: move it to `<config>/.claude.json` and link back.
     Move,
     /// Only link (a dangling symlink to elsewhere, replaced; undo restores it).
-    Relink { old_target: PathBuf },
+    Relink {
+        old_target: PathBuf,
+    },
     Refuse(Refusal),
 }
 
@@ -352,10 +403,18 @@ mod tests {
         }
     }
     fn dir(empty: bool) -> Node {
-        Node::Dir { empty, mode: 0o755, uid: 0, gid: 0 }
+        Node::Dir {
+            empty,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        }
     }
     fn link(to: Option<&str>) -> Node {
-        Node::Symlink { target: "x".into(), resolves_to: to.map(PathBuf::from) }
+        Node::Symlink {
+            target: "x".into(),
+            resolves_to: to.map(PathBuf::from),
+        }
     }
 
     #[test]

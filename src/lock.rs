@@ -22,18 +22,24 @@ impl RunLock {
         let mut seen = Vec::new();
         for p in [home.to_path_buf(), nearest_existing(shared_dir)] {
             let f = File::open(&p).map_err(|e| {
-                Error::refused("no-permission", format!("Cannot open '{}' to lock it: {e}.", show(&p)))
-                    .with_fix("re-run with sudo")
+                Error::refused(
+                    "no-permission",
+                    format!("Cannot open '{}' to lock it: {e}.", show(&p)),
+                )
+                .with_fix("re-run with sudo")
             })?;
-            let m = f.metadata().map_err(|e| Error::failed("io", e.to_string()))?;
+            let m = f
+                .metadata()
+                .map_err(|e| Error::failed("io", e.to_string()))?;
             if seen.contains(&(m.dev(), m.ino())) {
                 continue;
             }
             seen.push((m.dev(), m.ino()));
             match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
                 Ok(l) => locks.push(l),
-                Err((_, e)) => return Err(if e == nix::errno::Errno::EWOULDBLOCK {
-                    Error::refused(
+                Err((_, e)) => {
+                    return Err(if e == nix::errno::Errno::EWOULDBLOCK {
+                        Error::refused(
                         "already-running",
                         format!(
                             "Another disinto-claude-init is migrating '{}' right now (it holds the lock on '{}'). Two at once could each move half of the files.",
@@ -42,9 +48,10 @@ impl RunLock {
                         ),
                     )
                     .with_fix("wait for it to finish, then re-run: disinto-claude-init status")
-                } else {
-                    Error::failed("io", format!("Cannot lock '{}': {e}", show(&p)))
-                }),
+                    } else {
+                        Error::failed("io", format!("Cannot lock '{}': {e}", show(&p)))
+                    })
+                }
             }
         }
         Ok(RunLock { _locks: locks })

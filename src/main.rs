@@ -16,7 +16,12 @@ fn main() -> anyhow::Result<()> {
         }
     };
     if let Some(Command::Completions { shell }) = &cli.command {
-        clap_complete::generate(*shell, &mut Cli::command(), "disinto-claude-init", &mut std::io::stdout());
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "disinto-claude-init",
+            &mut std::io::stdout(),
+        );
         return Ok(());
     }
     let io = app::Io::detect(&cli.opts);

@@ -134,6 +134,9 @@ mod tests {
         let json = serde_json::to_string(&t).unwrap();
         let back: T = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
-        assert!(json.contains("\"/ok\""), "UTF-8 paths stay readable: {json}");
+        assert!(
+            json.contains("\"/ok\""),
+            "UTF-8 paths stay readable: {json}"
+        );
     }
 }

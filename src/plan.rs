@@ -111,17 +111,32 @@ impl Step {
     pub fn summary(&self) -> String {
         match self {
             Step::CreateSharedDir { dirs } => {
-                format!("create {} (mode 0755, owned by the home's owner)", join_paths(dirs))
+                format!(
+                    "create {} (mode 0755, owned by the home's owner)",
+                    join_paths(dirs)
+                )
             }
-            Step::CreateConfigDir { path } => format!("create {} (mode 0700, owned by the home's owner)", show(path)),
-            Step::RemoveEmptyClaudeDir { path } => format!("remove the empty directory {}", show(path)),
-            Step::MoveConfig { from, to, method, files, bytes } => format!(
+            Step::CreateConfigDir { path } => format!(
+                "create {} (mode 0700, owned by the home's owner)",
+                show(path)
+            ),
+            Step::RemoveEmptyClaudeDir { path } => {
+                format!("remove the empty directory {}", show(path))
+            }
+            Step::MoveConfig {
+                from,
+                to,
+                method,
+                files,
+                bytes,
+            } => format!(
                 "move {} -> {} by {} ({files} files, {})",
                 show(from),
                 show(to),
                 match method {
                     Method::Rename => "rename (same filesystem, nothing copied)",
-                    Method::VerifiedCopy => "verified copy, then removal of the source (different filesystems)",
+                    Method::VerifiedCopy =>
+                        "verified copy, then removal of the source (different filesystems)",
                 },
                 human_bytes(*bytes)
             ),
@@ -141,7 +156,10 @@ impl Step {
                 format!("link {} -> {}", show(link), show(target))
             }
             Step::WriteEnvFile { path } => {
-                format!("set CLAUDE_SHARED_DIR and CLAUDE_CONFIG_DIR in {}", show(path))
+                format!(
+                    "set CLAUDE_SHARED_DIR and CLAUDE_CONFIG_DIR in {}",
+                    show(path)
+                )
             }
             Step::WriteProfile { path, .. } => {
                 format!("add the CLAUDE_CONFIG_DIR export block to {}", show(path))
@@ -193,10 +211,15 @@ pub struct Plan {
 impl Plan {
     /// Whether running it would change anything.
     pub fn changes(&self) -> bool {
-        self.steps.iter().any(|p| p.skip.is_none() && p.step.changes())
+        self.steps
+            .iter()
+            .any(|p| p.skip.is_none() && p.step.changes())
     }
     pub fn runnable(&self) -> impl Iterator<Item = &Step> {
-        self.steps.iter().filter(|p| p.skip.is_none()).map(|p| &p.step)
+        self.steps
+            .iter()
+            .filter(|p| p.skip.is_none())
+            .map(|p| &p.step)
     }
 }
 
@@ -205,7 +228,10 @@ impl Plan {
 pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
     let mut steps = Vec::new();
     let run = |step: Step| Planned { step, skip: None };
-    let skip = |step: Step, why: &str| Planned { step, skip: Some(why.to_string()) };
+    let skip = |step: Step, why: &str| Planned {
+        step,
+        skip: Some(why.to_string()),
+    };
     let secure = || Step::SecureConfigDir {
         path: s.config_dir.clone(),
         uid: s.owner.uid,
@@ -220,11 +246,17 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
     };
 
     if !f.missing_dirs.is_empty() && !matches!(layout, Layout::Migrated) {
-        steps.push(run(Step::CreateSharedDir { dirs: f.missing_dirs.clone() }));
+        steps.push(run(Step::CreateSharedDir {
+            dirs: f.missing_dirs.clone(),
+        }));
     }
     match layout {
         Layout::Legacy => {
-            let method = if f.same_fs { Method::Rename } else { Method::VerifiedCopy };
+            let method = if f.same_fs {
+                Method::Rename
+            } else {
+                Method::VerifiedCopy
+            };
             steps.push(run(Step::MoveConfig {
                 from: s.claude_dir(),
                 to: s.config_dir.clone(),
@@ -235,46 +267,75 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
             if needs_secure(&f.claude) {
                 steps.push(run(secure()));
             } else {
-                steps.push(skip(secure(), "already mode 0700 and owned by the home's owner"));
+                steps.push(skip(
+                    secure(),
+                    "already mode 0700 and owned by the home's owner",
+                ));
             }
         }
         Layout::Fresh | Layout::Adopt | Layout::DanglingSymlink | Layout::Migrated => {
             match &f.config {
-                Node::Absent => steps.push(run(Step::CreateConfigDir { path: s.config_dir.clone() })),
+                Node::Absent => steps.push(run(Step::CreateConfigDir {
+                    path: s.config_dir.clone(),
+                })),
                 n if needs_secure(n) => steps.push(run(secure())),
-                _ => steps.push(skip(secure(), "already mode 0700 and owned by the home's owner")),
+                _ => steps.push(skip(
+                    secure(),
+                    "already mode 0700 and owned by the home's owner",
+                )),
             }
             if matches!(f.claude, Node::Dir { empty: true, .. }) {
-                steps.push(run(Step::RemoveEmptyClaudeDir { path: s.claude_dir() }));
+                steps.push(run(Step::RemoveEmptyClaudeDir {
+                    path: s.claude_dir(),
+                }));
             }
         }
         // Refused layouts have no plan; `interrupted` is planned from the journal.
         _ => {}
     }
-    let link_dir = Step::LinkClaudeDir { link: s.claude_dir(), target: s.config_dir.clone() };
+    let link_dir = Step::LinkClaudeDir {
+        link: s.claude_dir(),
+        target: s.config_dir.clone(),
+    };
     if layout == Layout::Migrated {
         steps.push(skip(link_dir, "already a link to the config dir"));
     } else {
         steps.push(run(link_dir));
     }
 
-    let link_json = Step::LinkClaudeJson { link: s.claude_json(), target: s.config_claude_json() };
+    let link_json = Step::LinkClaudeJson {
+        link: s.claude_json(),
+        target: s.config_claude_json(),
+    };
     match claude_json_action(layout, f, s) {
         ClaudeJsonAction::Move => {
-            let method = if f.claude_json_same_fs { Method::Rename } else { Method::VerifiedCopy };
-            steps.push(run(Step::MoveClaudeJson { from: s.claude_json(), to: s.config_claude_json(), method }));
+            let method = if f.claude_json_same_fs {
+                Method::Rename
+            } else {
+                Method::VerifiedCopy
+            };
+            steps.push(run(Step::MoveClaudeJson {
+                from: s.claude_json(),
+                to: s.config_claude_json(),
+                method,
+            }));
             steps.push(run(link_json));
         }
         ClaudeJsonAction::Relink { .. } => steps.push(run(link_json)),
         ClaudeJsonAction::Nothing if matches!(f.claude_json, Node::Absent) => {
             steps.push(skip(link_json, "there is no ~/.claude.json"));
         }
-        ClaudeJsonAction::Nothing => steps.push(skip(link_json, "already a link to the config dir's .claude.json")),
+        ClaudeJsonAction::Nothing => steps.push(skip(
+            link_json,
+            "already a link to the config dir's .claude.json",
+        )),
         ClaudeJsonAction::Refuse(_) => {}
     }
 
     if let Some(env) = &f.env_file {
-        let step = Step::WriteEnvFile { path: env.path.clone() };
+        let step = Step::WriteEnvFile {
+            path: env.path.clone(),
+        };
         let entries = env_entries(s);
         let refs: Vec<(&str, &OsStr)> = entries.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
         match envfile::edit(env.bytes.as_deref().unwrap_or_default(), &refs) {
@@ -284,7 +345,10 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
     }
     if let Some(p) = &f.profile {
         let fish = s.shell == profile::ShellKind::Fish;
-        let step = Step::WriteProfile { path: p.path.clone(), fish };
+        let step = Step::WriteProfile {
+            path: p.path.clone(),
+            fish,
+        };
         let block = profile::render_block(s.shell, &s.config_dir);
         match p.bytes.as_deref().map(|b| profile::apply_block(b, &block)) {
             Some(None) => steps.push(skip(step, "already holds the export block")),

@@ -23,7 +23,11 @@ pub const STALE_LOCK_AFTER: Duration = Duration::from_secs(120);
 /// Age of a lock directory, if it exists.
 pub fn lock_age(path: &Path) -> Option<Duration> {
     let m = std::fs::symlink_metadata(path).ok()?;
-    Some(SystemTime::now().duration_since(m.modified().ok()?).unwrap_or_default())
+    Some(
+        SystemTime::now()
+            .duration_since(m.modified().ok()?)
+            .unwrap_or_default(),
+    )
 }
 
 pub fn lock_dirs(s: &Settings) -> [PathBuf; 2] {
@@ -55,19 +59,29 @@ pub fn agent_running(s: &Settings) -> Option<String> {
     let pids = processes_using(&s.claude_dir());
     if !pids.is_empty() {
         let list: Vec<String> = pids.iter().map(|(p, c)| format!("{p} ({c})")).collect();
-        return Some(format!("processes have their working directory or open files under '{}': PID {}", show(&s.claude_dir()), list.join(", ")));
+        return Some(format!(
+            "processes have their working directory or open files under '{}': PID {}",
+            show(&s.claude_dir()),
+            list.join(", ")
+        ));
     }
     None
 }
 
 /// Best effort, Linux `/proc`: processes whose cwd or an open file is under `dir` (resolved).
 pub fn processes_using(dir: &Path) -> Vec<(u32, String)> {
-    let Ok(real) = std::fs::canonicalize(dir) else { return Vec::new() };
+    let Ok(real) = std::fs::canonicalize(dir) else {
+        return Vec::new();
+    };
     let me = std::process::id();
     let mut out = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == me {
             continue;
         }
@@ -75,11 +89,16 @@ pub fn processes_using(dir: &Path) -> Vec<(u32, String)> {
         let mut hit = std::fs::read_link(base.join("cwd")).is_ok_and(|c| c.starts_with(&real));
         if !hit {
             if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
-                hit = fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&real)));
+                hit = fds
+                    .flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&real)));
             }
         }
         if hit {
-            let comm = std::fs::read_to_string(base.join("comm")).unwrap_or_default().trim().to_string();
+            let comm = std::fs::read_to_string(base.join("comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_string();
             out.push((pid, comm));
         }
     }
@@ -95,7 +114,10 @@ pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
     let touches_claude = plan.runnable().any(|st| {
         matches!(
             st,
-            Step::MoveConfig { .. } | Step::RemoveEmptyClaudeDir { .. } | Step::LinkClaudeDir { .. } | Step::MoveClaudeJson { .. }
+            Step::MoveConfig { .. }
+                | Step::RemoveEmptyClaudeDir { .. }
+                | Step::LinkClaudeDir { .. }
+                | Step::MoveClaudeJson { .. }
         )
     });
     if touches_claude {
@@ -117,15 +139,20 @@ pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
                         need.push((nearest_existing(d), "create the shared dir"))
                     }
                 }
-                Step::CreateConfigDir { path } | Step::MoveConfig { to: path, .. } => {
-                    need.push((nearest_existing(path.parent().unwrap_or(path)), "create the config dir"))
-                }
-                Step::LinkClaudeDir { link, .. } | Step::LinkClaudeJson { link, .. } | Step::RemoveEmptyClaudeDir { path: link } => {
-                    need.push((link.parent().unwrap_or(link).to_path_buf(), "replace ~/.claude with a link"))
-                }
-                Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => {
-                    need.push((nearest_existing(path.parent().unwrap_or(path)), "rewrite the file atomically"))
-                }
+                Step::CreateConfigDir { path } | Step::MoveConfig { to: path, .. } => need.push((
+                    nearest_existing(path.parent().unwrap_or(path)),
+                    "create the config dir",
+                )),
+                Step::LinkClaudeDir { link, .. }
+                | Step::LinkClaudeJson { link, .. }
+                | Step::RemoveEmptyClaudeDir { path: link } => need.push((
+                    link.parent().unwrap_or(link).to_path_buf(),
+                    "replace ~/.claude with a link",
+                )),
+                Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => need.push((
+                    nearest_existing(path.parent().unwrap_or(path)),
+                    "rewrite the file atomically",
+                )),
                 _ => {}
             }
         }
@@ -141,7 +168,11 @@ pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
                 };
                 return Err(Error::refused(
                     "no-permission",
-                    format!("You (uid {}) cannot write '{}', which is needed to {why}.", s.euid, show(&dir)),
+                    format!(
+                        "You (uid {}) cannot write '{}', which is needed to {why}.",
+                        s.euid,
+                        show(&dir)
+                    ),
                 )
                 .with_fix(fix));
             }
@@ -149,7 +180,14 @@ pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
     }
     // Space for a cross-device copy: the bytes plus a margin, and the inodes.
     for st in plan.runnable() {
-        if let Step::MoveConfig { to, method: Method::VerifiedCopy, bytes, files, .. } = st {
+        if let Step::MoveConfig {
+            to,
+            method: Method::VerifiedCopy,
+            bytes,
+            files,
+            ..
+        } = st
+        {
             space_check(to, *bytes, *files)?;
         }
     }
@@ -177,7 +215,11 @@ pub fn space_check(to: &Path, bytes: u64, files: u64) -> Result<(), Error> {
     if inodes != 0 && inodes < files + 1024 {
         return Err(Error::refused(
             "no-space",
-            format!("The filesystem holding '{}' has {inodes} free inodes; the copy needs about {}.", show(to), files + 1024),
+            format!(
+                "The filesystem holding '{}' has {inodes} free inodes; the copy needs about {}.",
+                show(to),
+                files + 1024
+            ),
         )
         .with_fix("free inodes there, or choose another place: --shared-dir DIR"));
     }

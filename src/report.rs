@@ -116,7 +116,11 @@ impl Report {
 
     pub fn set_error(&mut self, e: &Error) {
         self.exit_code = e.exit.code();
-        self.error = Some(ErrorReport { kind: e.kind, message: e.message.clone(), fix: e.fix.clone() });
+        self.error = Some(ErrorReport {
+            kind: e.kind,
+            message: e.message.clone(),
+            fix: e.fix.clone(),
+        });
     }
 }
 
@@ -188,25 +192,52 @@ pub fn print_human(r: &Report, v: Verbosity, st: &Style) {
         }
         if r.command != "completions" && r.home.is_some() {
             kv(&mut out, st, "home", r.home.as_deref().unwrap_or("-"));
-            kv(&mut out, st, "shared dir", r.shared_dir.as_deref().unwrap_or("-"));
-            kv(&mut out, st, "config dir", r.config_dir.as_deref().unwrap_or("-"));
+            kv(
+                &mut out,
+                st,
+                "shared dir",
+                r.shared_dir.as_deref().unwrap_or("-"),
+            );
+            kv(
+                &mut out,
+                st,
+                "config dir",
+                r.config_dir.as_deref().unwrap_or("-"),
+            );
             let env = match (&r.env_file, &r.env_file_note) {
                 (Some(f), Some(n)) => format!("{f} ({n})"),
                 (None, Some(n)) => n.clone(),
                 (f, None) => f.clone().unwrap_or_else(|| "none".into()),
             };
             kv(&mut out, st, "env file", &env);
-            kv(&mut out, st, "profile", r.profile.as_deref().unwrap_or("none (--no-modify-profile)"));
+            kv(
+                &mut out,
+                st,
+                "profile",
+                r.profile.as_deref().unwrap_or("none (--no-modify-profile)"),
+            );
             if v == Verbosity::Verbose {
                 kv(&mut out, st, "journal", r.journal.as_deref().unwrap_or("-"));
             }
         }
         if let Some(s) = r.stopped_at {
-            let _ = writeln!(out, "  {} a previous run stopped in step {s}", st.yellow("interrupted:"));
+            let _ = writeln!(
+                out,
+                "  {} a previous run stopped in step {s}",
+                st.yellow("interrupted:")
+            );
         }
         if !r.steps.is_empty() {
-            let title = if r.steps.iter().all(|s| matches!(s.status, Status::Planned | Status::Skipped)) {
-                if r.command == "undo" { "undo plan:" } else { "plan:" }
+            let title = if r
+                .steps
+                .iter()
+                .all(|s| matches!(s.status, Status::Planned | Status::Skipped))
+            {
+                if r.command == "undo" {
+                    "undo plan:"
+                } else {
+                    "plan:"
+                }
             } else {
                 "steps:"
             };
@@ -214,10 +245,18 @@ pub fn print_human(r: &Report, v: Verbosity, st: &Style) {
             let width = r.steps.iter().map(|s| s.id.len()).max().unwrap_or(0);
             for s in &r.steps {
                 let time = match s.duration_ms {
-                    Some(ms) if v == Verbosity::Verbose || ms >= 1000 => format!(" ({})", human_ms(ms)),
+                    Some(ms) if v == Verbosity::Verbose || ms >= 1000 => {
+                        format!(" ({})", human_ms(ms))
+                    }
                     _ => String::new(),
                 };
-                let _ = writeln!(out, "  {} {:<width$}  {}{time}", st.status(s.status), s.id, s.summary);
+                let _ = writeln!(
+                    out,
+                    "  {} {:<width$}  {}{time}",
+                    st.status(s.status),
+                    s.id,
+                    s.summary
+                );
                 if let Some(d) = &s.detail {
                     if s.status != Status::Skipped || v == Verbosity::Verbose {
                         let _ = writeln!(out, "  {:<11} {:<width$}  {}", "", "", st.dim(d));
@@ -237,7 +276,13 @@ pub fn print_human(r: &Report, v: Verbosity, st: &Style) {
         }
     }
     for p in &r.problems {
-        let _ = writeln!(err, "{} {}\n  fix: {}", st.red("problem:"), p.message, p.fix);
+        let _ = writeln!(
+            err,
+            "{} {}\n  fix: {}",
+            st.red("problem:"),
+            p.message,
+            p.fix
+        );
     }
     if let Some(e) = &r.error {
         let _ = writeln!(err, "{} {}", st.red("error:"), e.message);

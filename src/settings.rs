@@ -86,7 +86,8 @@ impl Settings {
         self.euid == 0
     }
     pub fn owner_ids(&self) -> Option<(u32, u32)> {
-        self.chown_needed().then_some((self.owner.uid, self.owner.gid))
+        self.chown_needed()
+            .then_some((self.owner.uid, self.owner.gid))
     }
 }
 
@@ -117,7 +118,11 @@ impl From<&crate::cli::Opts> for Requested {
 }
 
 fn absolutize(p: &Path, cwd: &Path) -> PathBuf {
-    let joined = if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    };
     // Lexical normalisation only: `.` and `..` are resolved without following links, so the
     // path we write into the env file is the one the operator named.
     let mut out = PathBuf::new();
@@ -143,7 +148,9 @@ fn require_absolute(what: &str, flag: &str, p: &Path) -> Result<PathBuf> {
                 show(p)
             ),
         )
-        .with_fix(format!("pass an absolute path, e.g. {flag} {DEFAULT_SHARED_DIR}")));
+        .with_fix(format!(
+            "pass an absolute path, e.g. {flag} {DEFAULT_SHARED_DIR}"
+        )));
     }
     Ok(absolutize(p, Path::new("/")))
 }
@@ -168,20 +175,29 @@ fn resolve_home(req: &Requested, env: &ProcessEnv) -> Result<PathBuf> {
     }
     match &env.home {
         Some(h) => Ok(absolutize(h, &env.cwd)),
-        None => Err(Error::usage("no-home", "HOME is not set, so there is no ~/.claude to find.")
-            .with_fix("pass it explicitly: --home /home/USER")),
+        None => Err(Error::usage(
+            "no-home",
+            "HOME is not set, so there is no ~/.claude to find.",
+        )
+        .with_fix("pass it explicitly: --home /home/USER")),
     }
 }
 
 pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
     let home = resolve_home(req, env)?;
     let meta = std::fs::metadata(&home).map_err(|e| {
-        Error::usage("bad-home", format!("The home '{}' cannot be used: {e}.", show(&home)))
-            .with_fix("pass an existing home directory with --home DIR")
+        Error::usage(
+            "bad-home",
+            format!("The home '{}' cannot be used: {e}.", show(&home)),
+        )
+        .with_fix("pass an existing home directory with --home DIR")
     })?;
     if !meta.is_dir() {
-        return Err(Error::usage("bad-home", format!("The home '{}' is not a directory.", show(&home)))
-            .with_fix("pass an existing home directory with --home DIR"));
+        return Err(Error::usage(
+            "bad-home",
+            format!("The home '{}' is not a directory.", show(&home)),
+        )
+        .with_fix("pass an existing home directory with --home DIR"));
     }
     let pw = User::from_uid(Uid::from_raw(meta.uid())).ok().flatten();
     let owner = Owner {
@@ -197,7 +213,10 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
     } else if let Some(f) = &req.env_file {
         (Some(absolutize(f, &env.cwd)), "from --env-file".to_string())
     } else if let Some(root) = &env.factory_root {
-        (Some(absolutize(&root.join(".env"), &env.cwd)), "$FACTORY_ROOT/.env".to_string())
+        (
+            Some(absolutize(&root.join(".env"), &env.cwd)),
+            "$FACTORY_ROOT/.env".to_string(),
+        )
     } else {
         let local = env.cwd.join(".env");
         if local.is_file() {
@@ -213,8 +232,14 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
     let file_values = match &env_file {
         Some(f) => match std::fs::read(f) {
             Ok(bytes) => envfile::read_values(&bytes).map_err(|e| {
-                Error::refused("env-file-unreadable", format!("The env file '{}' cannot be parsed: {e}.", show(f)))
-                    .with_fix(format!("fix the file, or pass --no-env-file to leave it alone: $EDITOR '{}'", show(f)))
+                Error::refused(
+                    "env-file-unreadable",
+                    format!("The env file '{}' cannot be parsed: {e}.", show(f)),
+                )
+                .with_fix(format!(
+                    "fix the file, or pass --no-env-file to leave it alone: $EDITOR '{}'",
+                    show(f)
+                ))
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
             Err(e) => {
@@ -232,21 +257,31 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
     // exists to replace, not a choice to honour.
     let claude = home.join(".claude");
     let usable = |v: &&String| !v.is_empty() && !Path::new(v.as_str()).starts_with(&claude);
-    let shared_dir = match (&req.shared_dir, file_values.get("CLAUDE_SHARED_DIR").filter(usable)) {
+    let shared_dir = match (
+        &req.shared_dir,
+        file_values.get("CLAUDE_SHARED_DIR").filter(usable),
+    ) {
         (Some(p), _) => require_absolute("The shared dir", "--shared-dir", p)?,
-        (None, Some(v)) => {
-            require_absolute("CLAUDE_SHARED_DIR in the env file", "--shared-dir", Path::new(v))?
-        }
+        (None, Some(v)) => require_absolute(
+            "CLAUDE_SHARED_DIR in the env file",
+            "--shared-dir",
+            Path::new(v),
+        )?,
         _ => PathBuf::from(DEFAULT_SHARED_DIR),
     };
-    let config_dir = match (&req.config_dir, file_values.get("CLAUDE_CONFIG_DIR").filter(usable)) {
+    let config_dir = match (
+        &req.config_dir,
+        file_values.get("CLAUDE_CONFIG_DIR").filter(usable),
+    ) {
         (Some(p), _) => require_absolute("The config dir", "--config-dir", p)?,
         // A value in the env file only counts when the shared dir did not come from a flag or
         // the environment that contradicts it: `${CLAUDE_SHARED_DIR}/config` was resolved by
         // dotenvy against the file, so recompute it against the chosen shared dir.
-        (None, Some(v)) if req.shared_dir.is_none() => {
-            require_absolute("CLAUDE_CONFIG_DIR in the env file", "--config-dir", Path::new(v))?
-        }
+        (None, Some(v)) if req.shared_dir.is_none() => require_absolute(
+            "CLAUDE_CONFIG_DIR in the env file",
+            "--config-dir",
+            Path::new(v),
+        )?,
         _ => shared_dir.join("config"),
     };
 
@@ -275,7 +310,11 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
         (None, ShellKind::Posix)
     } else if let Some(p) = &req.profile {
         let p = absolutize(p, &env.cwd);
-        let kind = if p.extension().is_some_and(|e| e == "fish") { ShellKind::Fish } else { ShellKind::Posix };
+        let kind = if p.extension().is_some_and(|e| e == "fish") {
+            ShellKind::Fish
+        } else {
+            ShellKind::Posix
+        };
         (Some(p), kind)
     } else {
         let kind = owner
@@ -284,7 +323,11 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
             .map(ShellKind::from_login_shell)
             .unwrap_or(ShellKind::Posix);
         let own_env = env.euid == owner.uid && env.home.as_deref() == Some(home.as_path());
-        let zdotdir = if own_env { env.zdotdir.as_deref() } else { None };
+        let zdotdir = if own_env {
+            env.zdotdir.as_deref()
+        } else {
+            None
+        };
         (Some(profile::default_profile(kind, &home, zdotdir)), kind)
     };
 
@@ -296,8 +339,11 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
     };
     let agent_uid = match &env.agent_uid {
         Some(s) => s.parse().map_err(|_| {
-            Error::usage("bad-agent-uid", format!("DISINTO_AGENT_UID is '{s}', not a number."))
-                .with_fix("export DISINTO_AGENT_UID=1000")
+            Error::usage(
+                "bad-agent-uid",
+                format!("DISINTO_AGENT_UID is '{s}', not a number."),
+            )
+            .with_fix("export DISINTO_AGENT_UID=1000")
         })?,
         None => DEFAULT_AGENT_UID,
     };
@@ -330,15 +376,27 @@ mod tests {
     use super::*;
 
     fn env_for(home: &Path) -> ProcessEnv {
-        ProcessEnv { home: Some(home.into()), cwd: home.into(), euid: 4242, ..Default::default() }
+        ProcessEnv {
+            home: Some(home.into()),
+            cwd: home.into(),
+            euid: 4242,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn precedence_flag_then_file_then_default() {
         let t = tempfile::tempdir().unwrap();
         let envf = t.path().join(".env");
-        std::fs::write(&envf, "CLAUDE_SHARED_DIR=/srv/shared\nCLAUDE_CONFIG_DIR=${CLAUDE_SHARED_DIR}/cfg\n").unwrap();
-        let mut req = Requested { env_file: Some(envf.clone()), ..Default::default() };
+        std::fs::write(
+            &envf,
+            "CLAUDE_SHARED_DIR=/srv/shared\nCLAUDE_CONFIG_DIR=${CLAUDE_SHARED_DIR}/cfg\n",
+        )
+        .unwrap();
+        let mut req = Requested {
+            env_file: Some(envf.clone()),
+            ..Default::default()
+        };
         let s = resolve(&req, &env_for(t.path())).unwrap();
         assert_eq!(s.shared_dir, Path::new("/srv/shared"));
         assert_eq!(s.config_dir, Path::new("/srv/shared/cfg"));
@@ -357,14 +415,24 @@ mod tests {
     #[test]
     fn relative_and_overlapping_paths_are_usage_errors() {
         let t = tempfile::tempdir().unwrap();
-        let req = Requested { shared_dir: Some("rel/dir".into()), no_env_file: true, ..Default::default() };
-        assert_eq!(resolve(&req, &env_for(t.path())).unwrap_err().exit, crate::error::ExitCode::Usage);
+        let req = Requested {
+            shared_dir: Some("rel/dir".into()),
+            no_env_file: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&req, &env_for(t.path())).unwrap_err().exit,
+            crate::error::ExitCode::Usage
+        );
         let req = Requested {
             shared_dir: Some(t.path().join(".claude/x")),
             no_env_file: true,
             ..Default::default()
         };
-        assert_eq!(resolve(&req, &env_for(t.path())).unwrap_err().kind, "overlapping-paths");
+        assert_eq!(
+            resolve(&req, &env_for(t.path())).unwrap_err().kind,
+            "overlapping-paths"
+        );
     }
 
     #[test]
@@ -372,12 +440,21 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let mut env = env_for(t.path());
         env.xdg_state_home = Some("/elsewhere/state".into());
-        let req = Requested { no_env_file: true, ..Default::default() };
+        let req = Requested {
+            no_env_file: true,
+            ..Default::default()
+        };
         // euid 4242 is not the owner of the temp home: XDG_STATE_HOME is not theirs.
         let s = resolve(&req, &env).unwrap();
-        assert_eq!(s.state_dir, t.path().join(".local/state/disinto/claude-init"));
+        assert_eq!(
+            s.state_dir,
+            t.path().join(".local/state/disinto/claude-init")
+        );
         env.euid = s.owner.uid;
         let s = resolve(&req, &env).unwrap();
-        assert_eq!(s.state_dir, Path::new("/elsewhere/state/disinto/claude-init"));
+        assert_eq!(
+            s.state_dir,
+            Path::new("/elsewhere/state/disinto/claude-init")
+        );
     }
 }

@@ -37,7 +37,9 @@ pub struct Txn {
 }
 
 fn mtime_of(p: &Path) -> Option<(i64, i64)> {
-    std::fs::symlink_metadata(p).ok().map(|m| (m.mtime(), m.mtime_nsec()))
+    std::fs::symlink_metadata(p)
+        .ok()
+        .map(|m| (m.mtime(), m.mtime_nsec()))
 }
 
 impl Txn {
@@ -66,7 +68,10 @@ impl Txn {
                 let created = journal::create_state_dir(&s.state_dir, owner).map_err(|e| {
                     Error::refused(
                         "no-permission",
-                        format!("Cannot create the journal's directory '{}': {e}.", show(&s.state_dir)),
+                        format!(
+                            "Cannot create the journal's directory '{}': {e}.",
+                            show(&s.state_dir)
+                        ),
                     )
                     .with_fix("re-run with sudo, or set XDG_STATE_HOME to a writable directory")
                 })?;
@@ -76,10 +81,20 @@ impl Txn {
         let run = journal.next_run();
         journal.dir_times.extend(times);
         for st in steps {
-            journal.entries.push(Entry { run, step: st.clone(), state: State::Planned, undo: Undo::default() });
+            journal.entries.push(Entry {
+                run,
+                step: st.clone(),
+                state: State::Planned,
+                undo: Undo::default(),
+            });
         }
-        let txn = Txn { journal, state_dir: s.state_dir.clone(), owner };
-        txn.save().map_err(|e| Error::failed("journal", e.message))?;
+        let txn = Txn {
+            journal,
+            state_dir: s.state_dir.clone(),
+            owner,
+        };
+        txn.save()
+            .map_err(|e| Error::failed("journal", e.message))?;
         Ok((txn, run))
     }
 
@@ -88,9 +103,12 @@ impl Txn {
     }
 
     pub fn save(&self) -> Result<(), StepError> {
-        self.journal
-            .save(&self.state_dir, self.owner)
-            .map_err(|e| StepError::new(format!("cannot write the journal '{}': {e}", show(&self.journal_path()))))
+        self.journal.save(&self.state_dir, self.owner).map_err(|e| {
+            StepError::new(format!(
+                "cannot write the journal '{}': {e}",
+                show(&self.journal_path())
+            ))
+        })
     }
 
     /// Apply every `planned` or `started` entry, in order. On the first failure, stop and
@@ -101,7 +119,10 @@ impl Txn {
         on_event: &mut dyn FnMut(Event),
     ) -> Result<(), (usize, StepError)> {
         for i in 0..self.journal.entries.len() {
-            if !matches!(self.journal.entries[i].state, State::Planned | State::Started) {
+            if !matches!(
+                self.journal.entries[i].state,
+                State::Planned | State::Started
+            ) {
                 continue;
             }
             let t0 = Instant::now();
@@ -123,7 +144,9 @@ impl Txn {
                 };
                 let mut save = |u: &Undo| -> Result<(), StepError> {
                     journal.entries[i].undo = u.clone();
-                    journal.save(state_dir, owner).map_err(|e| StepError::new(format!("cannot write the journal: {e}")))
+                    journal
+                        .save(state_dir, owner)
+                        .map_err(|e| StepError::new(format!("cannot write the journal: {e}")))
                 };
                 exec::apply(&step, &mut undo, &ctx, &mut save)
             };
@@ -133,11 +156,21 @@ impl Txn {
                 Ok(()) => {
                     self.journal.entries[i].state = State::Done;
                     self.save().map_err(|e| (i, e))?;
-                    on_event(Event { index: i, step, outcome: Outcome::Done, duration_ms: ms });
+                    on_event(Event {
+                        index: i,
+                        step,
+                        outcome: Outcome::Done,
+                        duration_ms: ms,
+                    });
                 }
                 Err(e) => {
                     let _ = self.save();
-                    on_event(Event { index: i, step, outcome: Outcome::Failed(e.message.clone()), duration_ms: ms });
+                    on_event(Event {
+                        index: i,
+                        step,
+                        outcome: Outcome::Failed(e.message.clone()),
+                        duration_ms: ms,
+                    });
                     return Err((i, e));
                 }
             }
@@ -155,7 +188,9 @@ impl Txn {
         progress: &(dyn Fn(u64, u64) + Sync),
         on_event: &mut dyn FnMut(Event),
     ) -> Result<(), (usize, StepError)> {
-        let idx: Vec<usize> = (0..self.journal.entries.len()).filter(|&i| which(&self.journal.entries[i])).collect();
+        let idx: Vec<usize> = (0..self.journal.entries.len())
+            .filter(|&i| which(&self.journal.entries[i]))
+            .collect();
         for &i in idx.iter().rev() {
             let state = self.journal.entries[i].state;
             let step = self.journal.entries[i].step.clone();
@@ -169,7 +204,11 @@ impl Txn {
                 let journal = &mut self.journal;
                 let state_dir = &self.state_dir;
                 let owner = self.owner;
-                let (home, shared, config) = (journal.home.clone(), journal.shared_dir.clone(), journal.config_dir.clone());
+                let (home, shared, config) = (
+                    journal.home.clone(),
+                    journal.shared_dir.clone(),
+                    journal.config_dir.clone(),
+                );
                 let ctx = Ctx {
                     owner,
                     owner_ids: (journal.owner_uid, journal.owner_gid),
@@ -180,7 +219,9 @@ impl Txn {
                 };
                 let mut save = |u: &Undo| -> Result<(), StepError> {
                     journal.entries[i].undo = u.clone();
-                    journal.save(state_dir, owner).map_err(|e| StepError::new(format!("cannot write the journal: {e}")))
+                    journal
+                        .save(state_dir, owner)
+                        .map_err(|e| StepError::new(format!("cannot write the journal: {e}")))
                 };
                 exec::undo(&step, &mut undo, &ctx, &mut save)
             };
@@ -190,11 +231,21 @@ impl Txn {
                 Ok(()) => {
                     self.journal.entries[i].state = State::Undone;
                     self.save().map_err(|e| (i, e))?;
-                    on_event(Event { index: i, step, outcome: Outcome::Undone, duration_ms: ms });
+                    on_event(Event {
+                        index: i,
+                        step,
+                        outcome: Outcome::Undone,
+                        duration_ms: ms,
+                    });
                 }
                 Err(e) => {
                     let _ = self.save();
-                    on_event(Event { index: i, step, outcome: Outcome::Failed(e.message.clone()), duration_ms: ms });
+                    on_event(Event {
+                        index: i,
+                        step,
+                        outcome: Outcome::Failed(e.message.clone()),
+                        duration_ms: ms,
+                    });
                     return Err((i, e));
                 }
             }
@@ -210,8 +261,15 @@ impl Txn {
         self.journal.entries.retain(|e| e.state != State::Undone);
         if runs_left.is_empty() {
             let times = std::mem::take(&mut self.journal.dir_times);
-            journal::remove(&self.state_dir, &self.journal.created_state_dirs)
-                .map_err(|e| (0, StepError::new(format!("cannot remove the journal '{}': {e}", show(&self.journal_path())))))?;
+            journal::remove(&self.state_dir, &self.journal.created_state_dirs).map_err(|e| {
+                (
+                    0,
+                    StepError::new(format!(
+                        "cannot remove the journal '{}': {e}",
+                        show(&self.journal_path())
+                    )),
+                )
+            })?;
             // Oldest record wins: restore newest first so the original time is written last.
             for t in times.iter().rev() {
                 let _ = exec::set_mtime(&t.path, t.mtime);
@@ -225,7 +283,12 @@ impl Txn {
 }
 
 /// Turn a failed apply + its rollback into the contract's error (exit 1 or 6).
-pub fn failure(step: &Step, err: &StepError, rollback: std::result::Result<(), (usize, StepError)>, journal: &Path) -> Error {
+pub fn failure(
+    step: &Step,
+    err: &StepError,
+    rollback: std::result::Result<(), (usize, StepError)>,
+    journal: &Path,
+) -> Error {
     match rollback {
         Ok(()) => Error::failed(
             "apply-failed",

@@ -30,11 +30,16 @@ pub struct Findings {
 /// config dir must have it too.
 pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
     let mut f = Findings::default();
-    let mut problem = |kind, message: String, fix: String| f.problems.push(Problem { kind, message, fix });
+    let mut problem =
+        |kind, message: String, fix: String| f.problems.push(Problem { kind, message, fix });
     let claude = s.claude_dir();
     let config = &s.config_dir;
     let cfg = show(config);
-    let owner = s.owner.name.clone().unwrap_or_else(|| s.owner.uid.to_string());
+    let owner = s
+        .owner
+        .name
+        .clone()
+        .unwrap_or_else(|| s.owner.uid.to_string());
 
     // The config dir itself.
     match std::fs::symlink_metadata(config) {
@@ -101,14 +106,20 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
             if mode != 0o600 {
                 problem(
                     "credentials-mode",
-                    format!("'{}' is mode {mode:04o}; OAuth tokens must be 0600.", show(&cred)),
+                    format!(
+                        "'{}' is mode {mode:04o}; OAuth tokens must be 0600.",
+                        show(&cred)
+                    ),
                     format!("chmod 0600 '{}'", show(&cred)),
                 );
             }
         }
         Err(_) if expect_credentials => problem(
             "credentials-missing",
-            format!("'{}' is missing, though ~/.claude had one before the migration.", show(&cred)),
+            format!(
+                "'{}' is missing, though ~/.claude had one before the migration.",
+                show(&cred)
+            ),
             "disinto-claude-init undo   (the journal knows where everything went)".into(),
         ),
         Err(_) => {}
@@ -129,9 +140,15 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
 
     // The env file says so.
     if let Some(env) = &s.env_file {
-        match std::fs::read(env).map_err(|e| e.to_string()).and_then(|b| envfile::read_values(&b).map_err(|e| e.to_string())) {
+        match std::fs::read(env)
+            .map_err(|e| e.to_string())
+            .and_then(|b| envfile::read_values(&b).map_err(|e| e.to_string()))
+        {
             Ok(v) => {
-                for (k, want) in [("CLAUDE_SHARED_DIR", &s.shared_dir), ("CLAUDE_CONFIG_DIR", config)] {
+                for (k, want) in [
+                    ("CLAUDE_SHARED_DIR", &s.shared_dir),
+                    ("CLAUDE_CONFIG_DIR", config),
+                ] {
                     let got = v.get(k).map(PathBuf::from);
                     if got.as_ref() != Some(want) {
                         problem(
@@ -189,7 +206,9 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
         probe.push(format!(".dci-probe-{}", std::process::id()));
         let probe = PathBuf::from(probe);
         // The probe must leave no trace, the parent's mtime included (a verify changes nothing).
-        let before = std::fs::symlink_metadata(parent).ok().map(|m| (m.mtime(), m.mtime_nsec()));
+        let before = std::fs::symlink_metadata(parent)
+            .ok()
+            .map(|m| (m.mtime(), m.mtime_nsec()));
         let probed = std::fs::create_dir(&probe).and_then(|_| std::fs::remove_dir(&probe));
         if let Some(t) = before {
             let _ = crate::exec::set_mtime(parent, t);

@@ -29,7 +29,11 @@ fn bash_value(file: &Path, key: &str) -> String {
         .env_clear()
         .output()
         .unwrap();
-    assert!(out.status.success(), "bash failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bash failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -44,49 +48,98 @@ fn full_migration(w: &World) {
     assert_eq!(doc["layout"], "legacy");
     assert_eq!(doc["changed"], true);
     assert_eq!(doc["error"], serde_json::Value::Null);
-    let ids: Vec<&str> = doc["steps"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
-    assert!(ids.contains(&"move-config") && ids.contains(&"verify"), "{ids:?}");
+    let ids: Vec<&str> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"move-config") && ids.contains(&"verify"),
+        "{ids:?}"
+    );
 
     // The config dir holds exactly what ~/.claude held (its own mode aside: 0700 now).
     let mut config_after = manifest(&w.config);
     // ~/.claude.json joined it (checked below); everything else must be exactly the old tree.
-    let moved_json = config_after.remove(&b".claude.json"[..]).expect(".claude.json moved in");
+    let moved_json = config_after
+        .remove(&b".claude.json"[..])
+        .expect(".claude.json moved in");
     assert_eq!(moved_json.mode, 0o600);
-    assert_same_except(&claude_before, &config_after, Ignore { root: true, ..Default::default() }, "config dir vs old ~/.claude");
+    assert_same_except(
+        &claude_before,
+        &config_after,
+        Ignore {
+            root: true,
+            ..Default::default()
+        },
+        "config dir vs old ~/.claude",
+    );
     let root_before = &claude_before[&b"."[..]];
     let root_after = &config_after[&b"."[..]];
     assert_eq!(root_after.mode, 0o700, "config dir must end 0700");
-    assert_eq!(root_after.mtime, root_before.mtime, "config dir keeps ~/.claude's mtime");
-    assert_eq!(std::fs::metadata(&w.config).unwrap().uid(), std::fs::metadata(&w.home).unwrap().uid());
+    assert_eq!(
+        root_after.mtime, root_before.mtime,
+        "config dir keeps ~/.claude's mtime"
+    );
+    assert_eq!(
+        std::fs::metadata(&w.config).unwrap().uid(),
+        std::fs::metadata(&w.home).unwrap().uid()
+    );
 
     // ~/.claude is a link to the config dir; ~/.claude.json moved and linked back.
     assert_eq!(std::fs::read_link(w.claude()).unwrap(), w.config);
-    assert_eq!(std::fs::read_link(w.claude_json()).unwrap(), w.config.join(".claude.json"));
-    assert_eq!(std::fs::read(w.config.join(".claude.json")).unwrap(), claude_json_before);
-    assert!(!std::fs::symlink_metadata(w.config.join(".claude.json")).unwrap().file_type().is_symlink());
+    assert_eq!(
+        std::fs::read_link(w.claude_json()).unwrap(),
+        w.config.join(".claude.json")
+    );
+    assert_eq!(
+        std::fs::read(w.config.join(".claude.json")).unwrap(),
+        claude_json_before
+    );
+    assert!(!std::fs::symlink_metadata(w.config.join(".claude.json"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
 
     // The env file: both entries, readable by dotenvy and bash, other bytes unchanged, mode kept.
     let shared = w.shared.to_str().unwrap();
     let config = w.config.to_str().unwrap();
-    assert_eq!(env_value(&w.env_file, "CLAUDE_SHARED_DIR").as_deref(), Some(shared));
-    assert_eq!(env_value(&w.env_file, "CLAUDE_CONFIG_DIR").as_deref(), Some(config));
+    assert_eq!(
+        env_value(&w.env_file, "CLAUDE_SHARED_DIR").as_deref(),
+        Some(shared)
+    );
+    assert_eq!(
+        env_value(&w.env_file, "CLAUDE_CONFIG_DIR").as_deref(),
+        Some(config)
+    );
     assert_eq!(bash_value(&w.env_file, "CLAUDE_CONFIG_DIR"), config);
     assert_eq!(bash_value(&w.env_file, "FORGE_TOKEN"), "abc|def&ghi");
     assert_eq!(mode_of(&w.env_file), env_mode_before);
     let env_now = std::fs::read_to_string(&w.env_file).unwrap();
-    let expected = ENV_FILE_CONTENT
-        .replace("CLAUDE_CONFIG_DIR=/home/user/.claude\n", &format!("CLAUDE_CONFIG_DIR={config}\n"))
-        + &format!("CLAUDE_SHARED_DIR={shared}\n");
-    assert_eq!(env_now, expected, "only the stale line is replaced and the missing one appended");
+    let expected = ENV_FILE_CONTENT.replace(
+        "CLAUDE_CONFIG_DIR=/home/user/.claude\n",
+        &format!("CLAUDE_CONFIG_DIR={config}\n"),
+    ) + &format!("CLAUDE_SHARED_DIR={shared}\n");
+    assert_eq!(
+        env_now, expected,
+        "only the stale line is replaced and the missing one appended"
+    );
 
     // One marked block in the rc file, which an interactive bash reads.
     let rc = std::fs::read_to_string(&w.profile).unwrap();
     assert_eq!(rc.matches(">>> disinto-claude-init >>>").count(), 1, "{rc}");
-    assert!(rc.starts_with(BASHRC_CONTENT), "the rest of the rc file is unchanged");
+    assert!(
+        rc.starts_with(BASHRC_CONTENT),
+        "the rest of the rc file is unchanged"
+    );
 
     // Nothing of the tool's own in the config dir; the journal in the home's state dir, 0700.
     let state = w.home.join(".local/state/disinto/claude-init");
-    assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     assert!(state.join("journal.json").exists());
 
     // verify: healthy.
@@ -99,7 +152,11 @@ fn full_migration(w: &World) {
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["layout"], "migrated");
     assert_eq!(doc["changed"], false);
-    assert_same(&world_before, &w.manifest(), "second run must touch nothing");
+    assert_same(
+        &world_before,
+        &w.manifest(),
+        "second run must touch nothing",
+    );
 }
 
 #[test]
@@ -110,7 +167,9 @@ fn legacy_home_migrates_on_one_filesystem() {
 
 #[test]
 fn legacy_home_migrates_across_filesystems() {
-    let Some(w) = World::cross_device() else { return };
+    let Some(w) = World::cross_device() else {
+        return;
+    };
     build_realistic_home(&w.home);
     write_env_file(&w.env_file);
     write_bashrc(&w.profile);
@@ -123,8 +182,17 @@ fn same_filesystem_move_is_a_rename() {
     let ino = std::fs::metadata(w.claude()).unwrap().ino();
     let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]));
     assert_eq!(code, 0, "{doc:#}");
-    assert_eq!(std::fs::metadata(&w.config).unwrap().ino(), ino, "a rename keeps the inode");
-    let mv = doc["steps"].as_array().unwrap().iter().find(|s| s["id"] == "move-config").unwrap();
+    assert_eq!(
+        std::fs::metadata(&w.config).unwrap().ino(),
+        ino,
+        "a rename keeps the inode"
+    );
+    let mv = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "move-config")
+        .unwrap();
     assert!(mv["summary"].as_str().unwrap().contains("rename"), "{mv}");
 }
 
@@ -150,7 +218,10 @@ fn dry_run_changes_nothing_in_any_layout() {
         assert_eq!(doc["changed"], false);
         assert_same(&before, &w.manifest(), &format!("--dry-run on {name}"));
         if want == 3 {
-            assert!(doc["error"]["message"].as_str().unwrap().len() > 20, "{doc:#}");
+            assert!(
+                doc["error"]["message"].as_str().unwrap().len() > 20,
+                "{doc:#}"
+            );
         }
     }
 }
@@ -162,7 +233,11 @@ fn refused_layouts_exit_3_and_touch_nothing() {
         let before = w.manifest();
         let r = run(w.cmd().arg("--yes"));
         assert_eq!(r.code, 3, "{name}: {}", r.stderr);
-        assert!(r.stderr.contains("fix:"), "{name}: the refusal says what to do: {}", r.stderr);
+        assert!(
+            r.stderr.contains("fix:"),
+            "{name}: the refusal says what to do: {}",
+            r.stderr
+        );
         assert_same(&before, &w.manifest(), &format!("refused {name}"));
     }
 }
@@ -187,12 +262,24 @@ fn every_fixture_layout_migrates_or_refuses() {
         ("dangling-symlink", 0),
     ] {
         let w = load_fixture(name);
-        let (code, doc) = run_json(w.cmd().args(["--yes", "--json", "--no-env-file", "--no-modify-profile"]));
+        let (code, doc) =
+            run_json(
+                w.cmd()
+                    .args(["--yes", "--json", "--no-env-file", "--no-modify-profile"]),
+            );
         assert_eq!(code, want, "{name}: {doc:#}");
         assert_eq!(std::fs::read_link(w.claude()).unwrap(), w.config, "{name}");
         let m = std::fs::metadata(&w.config).unwrap();
         assert_eq!(m.permissions().mode() & 0o7777, 0o700, "{name}");
-        let (code, doc) = run_json(w.cmd().args(["--yes", "--json", "--no-env-file", "--no-modify-profile"]));
-        assert_eq!((code, &doc["changed"], &doc["layout"]), (0, &serde_json::json!(false), &serde_json::json!("migrated")), "{name} rerun");
+        let (code, doc) =
+            run_json(
+                w.cmd()
+                    .args(["--yes", "--json", "--no-env-file", "--no-modify-profile"]),
+            );
+        assert_eq!(
+            (code, &doc["changed"], &doc["layout"]),
+            (0, &serde_json::json!(false), &serde_json::json!("migrated")),
+            "{name} rerun"
+        );
     }
 }
