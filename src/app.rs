@@ -81,7 +81,7 @@ pub fn run(cli: &Cli, io: &Io) -> Report {
 fn planned_reports(plan: &Plan) -> Vec<StepReport> {
     plan.steps
         .iter()
-        .map(|Planned { step, skip }| StepReport {
+        .map(|Planned { step, skip, detail }| StepReport {
             id: step.id(),
             summary: step.summary(),
             status: if skip.is_some() {
@@ -89,7 +89,7 @@ fn planned_reports(plan: &Plan) -> Vec<StepReport> {
             } else {
                 Status::Planned
             },
-            detail: skip.clone(),
+            detail: skip.clone().or(detail.clone()),
             duration_ms: None,
         })
         .collect()
@@ -100,6 +100,13 @@ fn refuse(r: layout::Refusal) -> Error {
 }
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        return Error::refused(
+            "no-permission",
+            format!("{what}: {e}. Nothing was changed."),
+        )
+        .with_fix("re-run with sudo, or as the home's owner");
+    }
     Error::failed("io", format!("{what}: {e}. Nothing was changed."))
 }
 
@@ -384,11 +391,13 @@ fn journal_plan(j: &Journal, pending_only: bool) -> Plan {
         .map(|e| Planned {
             step: e.step.clone(),
             skip: None,
+            detail: None,
         })
         .collect();
     steps.push(Planned {
         step: Step::Verify,
         skip: None,
+        detail: None,
     });
     Plan {
         layout: Layout::Interrupted,

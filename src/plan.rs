@@ -200,6 +200,30 @@ pub struct Planned {
     pub step: Step,
     /// `Some(reason)` when the step is already satisfied and will be skipped.
     pub skip: Option<String>,
+    /// What exactly it will write, for people (e.g. the env file lines it adds or replaces).
+    pub detail: Option<String>,
+}
+
+/// The lines a rewrite removes (`-`) and adds (`+`): only ours, so nothing secret is shown.
+pub fn line_changes(old: &[u8], new: &[u8]) -> String {
+    let lines = |b: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(b)
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_string())
+            .collect()
+    };
+    let (a, b) = (lines(old), lines(new));
+    let mut out: Vec<String> = a
+        .iter()
+        .filter(|l| !b.contains(l))
+        .map(|l| format!("- {l}"))
+        .collect();
+    out.extend(
+        b.iter()
+            .filter(|l| !a.contains(l))
+            .map(|l| format!("+ {l}")),
+    );
+    out.join("\n")
 }
 
 #[derive(Debug, Clone)]
@@ -227,10 +251,20 @@ impl Plan {
 /// Pure: everything comes from the facts and settings.
 pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
     let mut steps = Vec::new();
-    let run = |step: Step| Planned { step, skip: None };
+    let run = |step: Step| Planned {
+        step,
+        skip: None,
+        detail: None,
+    };
+    let run_with = |step: Step, detail: String| Planned {
+        step,
+        skip: None,
+        detail: Some(detail),
+    };
     let skip = |step: Step, why: &str| Planned {
         step,
         skip: Some(why.to_string()),
+        detail: None,
     };
     let secure = || Step::SecureConfigDir {
         path: s.config_dir.clone(),
@@ -338,8 +372,10 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
         };
         let entries = env_entries(s);
         let refs: Vec<(&str, &OsStr)> = entries.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-        match envfile::edit(env.bytes.as_deref().unwrap_or_default(), &refs) {
+        let old = env.bytes.as_deref().unwrap_or_default();
+        match envfile::edit(old, &refs) {
             Ok(None) if env.bytes.is_some() => steps.push(skip(step, "already sets both entries")),
+            Ok(Some(new)) => steps.push(run_with(step, line_changes(old, &new))),
             _ => steps.push(run(step)),
         }
     }
@@ -352,9 +388,252 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
         let block = profile::render_block(s.shell, &s.config_dir);
         match p.bytes.as_deref().map(|b| profile::apply_block(b, &block)) {
             Some(None) => steps.push(skip(step, "already holds the export block")),
-            _ => steps.push(run(step)),
+            Some(Some(new)) => {
+                let old = p.bytes.as_deref().unwrap_or_default();
+                steps.push(run_with(step, line_changes(old, &new)))
+            }
+            None => steps.push(run_with(
+                step,
+                format!("(new file)\n{}", line_changes(b"", &block)),
+            )),
         }
     }
     steps.push(run(Step::Verify));
     Plan { layout, steps }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsops::TreeStats;
+    use crate::settings::Owner;
+    use std::path::Path;
+
+    fn settings() -> Settings {
+        Settings {
+            home: "/h".into(),
+            owner: Owner {
+                uid: 1000,
+                gid: 1000,
+                name: Some("u".into()),
+                shell: None,
+            },
+            shared_dir: "/s".into(),
+            config_dir: "/s/config".into(),
+            env_file: None,
+            env_file_note: String::new(),
+            profile: None,
+            shell: profile::ShellKind::Posix,
+            state_dir: "/h/.local/state/disinto/claude-init".into(),
+            agent_uid: 1000,
+            euid: 1000,
+        }
+    }
+
+    fn facts(claude: Node, config: Node, same_fs: bool) -> Facts {
+        Facts {
+            config_canonical: (!matches!(config, Node::Absent)).then(|| "/s/config".into()),
+            claude,
+            config,
+            claude_json: Node::File { size: 2 },
+            config_claude_json: Node::Absent,
+            inner_claude_json: Node::Absent,
+            claude_stats: TreeStats {
+                files: 3,
+                bytes: 2048,
+                ..Default::default()
+            },
+            same_fs,
+            claude_json_same_fs: same_fs,
+            missing_dirs: vec!["/s".into()],
+            env_file: None,
+            profile: None,
+        }
+    }
+
+    fn ids(p: &Plan) -> Vec<(&'static str, bool)> {
+        p.steps
+            .iter()
+            .map(|s| (s.step.id(), s.skip.is_none()))
+            .collect()
+    }
+
+    const DIR: Node = Node::Dir {
+        empty: false,
+        mode: 0o755,
+        uid: 1000,
+        gid: 1000,
+    };
+    const EMPTY: Node = Node::Dir {
+        empty: true,
+        mode: 0o755,
+        uid: 1000,
+        gid: 1000,
+    };
+
+    #[test]
+    fn legacy_moves_then_links_then_verifies() {
+        let s = settings();
+        let p = build(Layout::Legacy, &facts(DIR, Node::Absent, true), &s);
+        assert_eq!(
+            ids(&p),
+            [
+                ("create-shared-dir", true),
+                ("move-config", true),
+                ("secure-config-dir", true),
+                ("link-claude-dir", true),
+                ("move-claude-json", true),
+                ("link-claude-json", true),
+                ("verify", true)
+            ]
+        );
+        assert!(
+            p.steps[1].step.summary().contains("by rename"),
+            "{}",
+            p.steps[1].step.summary()
+        );
+        assert!(p.steps[1].step.summary().contains("3 files, 2.0 KiB"));
+        let p = build(Layout::Legacy, &facts(DIR, Node::Absent, false), &s);
+        assert!(matches!(
+            p.steps[1].step,
+            Step::MoveConfig {
+                method: Method::VerifiedCopy,
+                ..
+            }
+        ));
+        assert!(matches!(
+            p.steps[4].step,
+            Step::MoveClaudeJson {
+                method: Method::VerifiedCopy,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn fresh_adopt_and_dangling_plans() {
+        let s = settings();
+        let p = build(Layout::Fresh, &facts(Node::Absent, Node::Absent, true), &s);
+        assert_eq!(
+            ids(&p)[..3],
+            [
+                ("create-shared-dir", true),
+                ("create-config-dir", true),
+                ("link-claude-dir", true)
+            ]
+        );
+        let p = build(Layout::Fresh, &facts(EMPTY, Node::Absent, true), &s);
+        assert!(ids(&p).contains(&("remove-empty-claude-dir", true)));
+        let mut f = facts(
+            Node::Absent,
+            Node::Dir {
+                empty: false,
+                mode: 0o700,
+                uid: 1000,
+                gid: 1000,
+            },
+            true,
+        );
+        f.missing_dirs.clear();
+        let p = build(Layout::Adopt, &f, &s);
+        assert_eq!(
+            ids(&p)[0],
+            ("secure-config-dir", false),
+            "already 0700: skipped"
+        );
+        let dangling = Node::Symlink {
+            target: "/gone".into(),
+            resolves_to: None,
+        };
+        let p = build(
+            Layout::DanglingSymlink,
+            &facts(dangling, Node::Absent, true),
+            &s,
+        );
+        assert!(ids(&p).contains(&("link-claude-dir", true)));
+    }
+
+    #[test]
+    fn migrated_with_everything_in_place_changes_nothing() {
+        let s = settings();
+        let link = Node::Symlink {
+            target: "/s/config".into(),
+            resolves_to: Some("/s/config".into()),
+        };
+        let mut f = facts(
+            link,
+            Node::Dir {
+                empty: false,
+                mode: 0o700,
+                uid: 1000,
+                gid: 1000,
+            },
+            true,
+        );
+        f.claude_json = Node::Symlink {
+            target: "/s/config/.claude.json".into(),
+            resolves_to: Some("/s/config/.claude.json".into()),
+        };
+        f.config_claude_json = Node::File { size: 2 };
+        f.missing_dirs.clear();
+        let p = build(Layout::Migrated, &f, &s);
+        assert!(!p.changes(), "{:?}", ids(&p));
+        // A predecessor's 0755 config dir is fixed on the next run.
+        f.config = Node::Dir {
+            empty: false,
+            mode: 0o755,
+            uid: 1000,
+            gid: 1000,
+        };
+        assert!(build(Layout::Migrated, &f, &s).changes());
+    }
+
+    #[test]
+    fn env_file_plan_shows_exact_lines_and_skips_when_current() {
+        let mut s = settings();
+        s.env_file = Some("/f/.env".into());
+        let mut f = facts(DIR, Node::Absent, true);
+        f.env_file = Some(crate::layout::FileFacts {
+            path: "/f/.env".into(),
+            bytes: Some(b"A=1\nCLAUDE_CONFIG_DIR=/h/.claude\n".to_vec()),
+        });
+        let p = build(Layout::Legacy, &f, &s);
+        let env = p
+            .steps
+            .iter()
+            .find(|p| p.step.id() == "write-env-file")
+            .unwrap();
+        assert_eq!(
+            env.detail.as_deref(),
+            Some("- CLAUDE_CONFIG_DIR=/h/.claude\n+ CLAUDE_CONFIG_DIR=/s/config\n+ CLAUDE_SHARED_DIR=/s")
+        );
+        f.env_file.as_mut().unwrap().bytes =
+            Some(b"CLAUDE_SHARED_DIR=/s\nCLAUDE_CONFIG_DIR=${CLAUDE_SHARED_DIR}/config\n".to_vec());
+        let p = build(Layout::Legacy, &f, &s);
+        let env = p
+            .steps
+            .iter()
+            .find(|p| p.step.id() == "write-env-file")
+            .unwrap();
+        assert!(
+            env.skip.is_some(),
+            "a ${{}} reference that resolves right is left alone"
+        );
+        let _ = Path::new("/");
+    }
+
+    #[test]
+    fn steps_round_trip_through_the_journal_format() {
+        let p = build(
+            Layout::Legacy,
+            &facts(DIR, Node::Absent, false),
+            &settings(),
+        );
+        for st in p.runnable() {
+            let json = serde_json::to_string(st).unwrap();
+            assert!(json.contains(&format!("\"id\":\"{}\"", st.id())), "{json}");
+            let back: Step = serde_json::from_str(&json).unwrap();
+            assert_eq!(&back, st);
+        }
+    }
 }

@@ -244,11 +244,10 @@ pub fn print_human(r: &Report, v: Verbosity, st: &Style) {
             let _ = writeln!(out, "{}", st.bold(title));
             let width = r.steps.iter().map(|s| s.id.len()).max().unwrap_or(0);
             for s in &r.steps {
+                // After a run every step that ran shows its time; a plan shows none.
                 let time = match s.duration_ms {
-                    Some(ms) if v == Verbosity::Verbose || ms >= 1000 => {
-                        format!(" ({})", human_ms(ms))
-                    }
-                    _ => String::new(),
+                    Some(ms) => format!("  {}", st.dim(&human_ms(ms))),
+                    None => String::new(),
                 };
                 let _ = writeln!(
                     out,
@@ -258,8 +257,10 @@ pub fn print_human(r: &Report, v: Verbosity, st: &Style) {
                     s.summary
                 );
                 if let Some(d) = &s.detail {
-                    if s.status != Status::Skipped || v == Verbosity::Verbose {
-                        let _ = writeln!(out, "  {:<11} {:<width$}  {}", "", "", st.dim(d));
+                    // Skip reasons are one short line; a planned step's detail (the exact
+                    // lines written) is shown unless -q; failures always.
+                    for line in d.lines() {
+                        let _ = writeln!(out, "  {:<11} {:<width$}    {}", "", "", st.dim(line));
                     }
                 }
             }
