@@ -295,7 +295,9 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
                     show(&claude)
                 ),
             )
-            .with_fix(format!("use the default: --shared-dir {DEFAULT_SHARED_DIR}")));
+            .with_fix(format!(
+                "if CLAUDE_SHARED_DIR or CLAUDE_CONFIG_DIR is exported in this shell from the old setup, unset it (unset CLAUDE_SHARED_DIR CLAUDE_CONFIG_DIR); else pass the default: --shared-dir {DEFAULT_SHARED_DIR}"
+            )));
         }
     }
     if config_dir == shared_dir {
