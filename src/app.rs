@@ -165,6 +165,40 @@ fn disturbed_dirs(s: &Settings, steps: &[Step]) -> Vec<PathBuf> {
     v
 }
 
+/// A progress bar for a cross-device copy: only on a terminal, never with --json or -q.
+/// Files, bytes, rate and ETA, on stderr.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    files: u64,
+}
+
+impl Progress {
+    fn new(io: &Io, steps: &[Step]) -> Progress {
+        let files = steps
+            .iter()
+            .find_map(|s| match s {
+                Step::MoveConfig { files, .. } => Some(*files),
+                _ => None,
+            })
+            .unwrap_or(0);
+        Progress {
+            bar: progress_bar(io, steps),
+            files,
+        }
+    }
+    fn update(&self, files: u64, bytes: u64) {
+        if let Some(pb) = &self.bar {
+            pb.set_position(bytes);
+            pb.set_message(format!("{files}/{} files", self.files));
+        }
+    }
+    fn finish(&self) {
+        if let Some(pb) = &self.bar {
+            pb.finish_and_clear();
+        }
+    }
+}
+
 fn progress_bar(io: &Io, steps: &[Step]) -> Option<indicatif::ProgressBar> {
     let bytes = steps.iter().find_map(|s| match s {
         Step::MoveConfig {
@@ -285,17 +319,11 @@ fn execute(
         .filter(|e| e.run == run && e.state != State::Done)
         .map(|e| e.step.clone())
         .collect();
-    let pb = progress_bar(io, &pending);
-    let progress = |_files: u64, bytes: u64| {
-        if let Some(pb) = &pb {
-            pb.set_position(bytes);
-        }
-    };
+    let pb = Progress::new(io, &pending);
+    let progress = |files: u64, bytes: u64| pb.update(files, bytes);
     let mut events = Vec::new();
     let res = txn.apply_pending(&progress, &mut |e| events.push(e));
-    if let Some(pb) = &pb {
-        pb.finish_and_clear();
-    }
+    pb.finish();
     let journal_path = txn.journal_path();
     let mark = |report: &mut Report,
                 step: &Step,
@@ -600,17 +628,11 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
     txn.journal.undoing = true;
     txn.save()
         .map_err(|e| Error::failed("journal", e.message))?;
-    let pb = progress_bar(io, &todo.iter().map(|e| e.step.clone()).collect::<Vec<_>>());
-    let progress = |_f: u64, b: u64| {
-        if let Some(pb) = &pb {
-            pb.set_position(b);
-        }
-    };
+    let pb = Progress::new(io, &todo.iter().map(|e| e.step.clone()).collect::<Vec<_>>());
+    let progress = |files: u64, bytes: u64| pb.update(files, bytes);
     let mut events = Vec::new();
     let res = txn.undo_entries(&|_| true, &progress, &mut |e| events.push(e));
-    if let Some(pb) = &pb {
-        pb.finish_and_clear();
-    }
+    pb.finish();
     for e in &events {
         let id = e.step.id();
         if let Some(r) = report
