@@ -12,6 +12,8 @@ use std::path::PathBuf;
 /// that survives a crash, and verifies the result. `--dry-run` shows the plan and changes nothing.
 #[derive(Debug, Parser)]
 #[command(name = "disinto-claude-init", version, about, long_about)]
+// A later occurrence of an option wins, so wrappers can append overrides to a base command.
+#[command(args_override_self = true)]
 #[command(
     after_help = "Exit codes: 0 done or nothing to do, 1 failed and rolled back, 2 usage, \
 3 refused (needs an operator), 4 not confirmed, 5 verify found problems, 6 rollback failed."

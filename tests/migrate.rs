@@ -283,3 +283,43 @@ fn every_fixture_layout_migrates_or_refuses() {
         );
     }
 }
+
+#[test]
+fn shared_dir_with_shell_metacharacters_round_trips_through_env_and_rc() {
+    // The predecessor edited .env with sed and broke on `|` and `&` (BRIEF §4).
+    let w = World::realistic();
+    let odd = w.root.join("var/lib/disinto/sh|a&red $dir #1 'q'");
+    let (code, doc) = run_json(
+        w.cmd()
+            .arg("--shared-dir")
+            .arg(&odd)
+            .args(["--yes", "--json"]),
+    );
+    assert_eq!(code, 0, "{doc:#}");
+    let config = odd.join("config");
+    assert_eq!(std::fs::read_link(w.claude()).unwrap(), config);
+    let want = config.to_str().unwrap();
+    assert_eq!(
+        env_value(&w.env_file, "CLAUDE_CONFIG_DIR").as_deref(),
+        Some(want)
+    );
+    assert_eq!(bash_value(&w.env_file, "CLAUDE_CONFIG_DIR"), want);
+    assert_eq!(
+        bash_value(&w.env_file, "CLAUDE_SHARED_DIR"),
+        odd.to_str().unwrap()
+    );
+    // The rc block, read by a real (interactive, since the rc returns early otherwise) bash.
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "-i", "-c"])
+        .arg("source \"$1\" >/dev/null 2>&1; printf %s \"$CLAUDE_CONFIG_DIR\"")
+        .arg("bash")
+        .arg(&w.profile)
+        .env_clear()
+        .env("HOME", &w.home)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    let r = run(w.cmd().arg("--shared-dir").arg(&odd).arg("verify"));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}
