@@ -121,15 +121,41 @@ fn confirm(opts: &Opts, io: &Io, question: &str, rerun: &str) -> Result<()> {
         )
         .with_fix(rerun.to_string()));
     }
+    // Ctrl-C at the prompt: console (under dialoguer) restores the terminal mode, then raises
+    // SIGINT on us. With the default action the process dies with the cursor dialoguer hid
+    // still hidden. A no-op handler for the prompt's duration lets the read fail instead, so we
+    // show the cursor and exit 4 like any other "no".
+    extern "C" fn ignore(_: nix::libc::c_int) {}
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let noop = SigAction::new(
+        SigHandler::Handler(ignore),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, which is async-signal-safe.
+    let old = unsafe { sigaction(Signal::SIGINT, &noop) }.ok();
+    let term = dialoguer::console::Term::stderr();
     let answer = dialoguer::Confirm::new()
         .with_prompt(question)
         .default(false)
-        .interact_on_opt(&dialoguer::console::Term::stderr());
+        .interact_on_opt(&term);
+    if let Some(old) = old {
+        // SAFETY: puts back the disposition we found.
+        let _ = unsafe { sigaction(Signal::SIGINT, &old) };
+    }
+    let _ = term.show_cursor();
     match answer {
         Ok(Some(true)) => Ok(()),
-        _ => {
+        Ok(_) => {
             Err(Error::not_confirmed("Not confirmed; nothing was changed.")
                 .with_fix(rerun.to_string()))
+        }
+        Err(_) => {
+            let _ = term.write_line("");
+            Err(
+                Error::not_confirmed("Interrupted at the prompt; nothing was changed.")
+                    .with_fix(rerun.to_string()),
+            )
         }
     }
 }
@@ -548,6 +574,12 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
     let Some(j) = Journal::load(&s.state_dir)
         .map_err(|e| Error::refused("journal-unreadable", e.to_string()))?
     else {
+        if !opts.dry_run && crate::journal::clear_stale_staging(&s.state_dir) {
+            report.notes.push(
+                "Removed the unfinished state directory of a run killed before it changed anything."
+                    .into(),
+            );
+        }
         let facts = Facts::gather(s).map_err(|e| io_err("cannot inspect the home", e))?;
         report.layout = Some(layout::detect(&facts));
         report.notes.push(format!(
@@ -596,10 +628,12 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
             if e.undo.phase.as_deref() == Some("placed")
                 && e.undo.undo_phase.as_deref() != Some("restored")
             {
-                let stats = crate::fsops::tree_stats(&s.config_dir).map_err(|e| {
-                    io_err("cannot measure the config dir", std::io::Error::other(e))
-                })?;
-                preflight::space_check(&s.home, stats.bytes, stats.files)?;
+                // Blocks and inodes as the copy back will take them, not just file sizes.
+                let (bytes, inodes) =
+                    preflight::copy_need(&s.config_dir, &s.home).map_err(|e| {
+                        io_err("cannot measure the config dir", std::io::Error::other(e))
+                    })?;
+                preflight::space_check(&s.home, bytes, inodes)?;
             }
         }
     }

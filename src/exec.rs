@@ -140,6 +140,60 @@ fn hash(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
+/// Remove what a killed run of this tool can leave next to `path`: the temp file of an atomic
+/// write (`.<name>.dci-tmp-<pid>`, see `atomic::write_file_atomic`) or of an atomic symlink
+/// (`.<name>.symlink-<pid>-<n>`, see `fsops::atomic_symlink`), but only when process `<pid>`
+/// is gone (a SIGKILL runs no cleanup). Best effort: any error is ignored.
+pub fn remove_stale_temps(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut prefix = b".".to_vec();
+    prefix.extend_from_slice(name.as_bytes());
+    for e in rd.flatten() {
+        let n = e.file_name();
+        let Some(rest) = n.as_bytes().strip_prefix(&prefix[..]) else {
+            continue;
+        };
+        let pid = if let Some(p) = rest.strip_prefix(b".dci-tmp-") {
+            p
+        } else if let Some(p) = rest.strip_prefix(b".symlink-") {
+            match p.iter().position(|&c| c == b'-') {
+                Some(i) if p[i + 1..].iter().all(u8::is_ascii_digit) && i + 1 < p.len() => &p[..i],
+                _ => continue,
+            }
+        } else {
+            continue;
+        };
+        let Some(pid) = std::str::from_utf8(pid)
+            .ok()
+            .filter(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id() as i32
+            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+            || std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if alive {
+            continue;
+        }
+        let p = dir.join(&n);
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| !m.is_dir()) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
 fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, StepError> {
     match std::fs::read(path) {
         Ok(b) => Ok(Some(b)),
@@ -221,15 +275,18 @@ pub fn apply(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<()
                                 Some(meta_of(link).map_err(|e| io("cannot stat", link, e))?);
                         }
                     }
-                    Ok(_) => return Err(StepError::new(format!(
+                    Ok(_) => {
+                        return Err(StepError::new(format!(
                         "'{}' appeared since planning and is not a link; nothing will replace it",
                         show(link)
-                    ))),
+                    )))
+                    }
                     Err(_) => {}
                 }
                 u.recorded = true;
                 save(u)?;
             }
+            remove_stale_temps(link);
             fsops::atomic_symlink(target, link, ctx.owner)?;
         }
         Step::WriteEnvFile { path } => {
@@ -293,6 +350,7 @@ fn write_file(
     new_mode: u32,
     edit: &mut Edit,
 ) -> Result<(), StepError> {
+    remove_stale_temps(path);
     let cur = read_opt(path)?;
     let Some(new) = edit(cur.as_deref().unwrap_or_default())? else {
         if cur.is_some() {
@@ -471,6 +529,11 @@ fn move_json(
 pub fn precheck_undo(step: &Step, u: &Undo) -> Result<(), StepError> {
     match step {
         Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => {
+            if u.after_hash.is_none() {
+                // Never written: the step stopped (or failed) before its atomic write, which
+                // only happens after `after_hash` is journaled. Nothing of ours to undo.
+                return Ok(());
+            }
             let cur = read_opt(path)?;
             let cur_hash = cur.as_deref().map(hash);
             if cur_hash.is_some() && cur_hash == u.after_hash {
@@ -639,6 +702,7 @@ pub fn undo(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<(),
             atomic::sync_dir(ctx.home).map_err(|e| io("cannot sync", ctx.home, e))?;
         }
         Step::LinkClaudeDir { link, target } | Step::LinkClaudeJson { link, target } => {
+            remove_stale_temps(link);
             match std::fs::read_link(link) {
                 Ok(t) if &t == target => {
                     if let Some(prev) = &u.prev_link {
@@ -668,8 +732,11 @@ pub fn undo(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<(),
         }
         Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => {
             precheck_undo(step, u)?;
+            remove_stale_temps(path);
             let cur = read_opt(path)?;
-            if cur != u.prev_bytes {
+            if u.after_hash.is_none() {
+                // Never written (see `precheck_undo`): leave the file alone.
+            } else if cur != u.prev_bytes {
                 match (&u.prev_bytes, &u.file_meta) {
                     (Some(b), Some(m)) => {
                         let owner = Some((m.uid, m.gid)).filter(|_| ctx.owner.is_some());

@@ -10,6 +10,10 @@
 //! saved as `started` together with the data its undo needs; after, as `done`. A crash therefore
 //! leaves at most one `started` entry, and that step's apply and undo both know how to finish a
 //! half-done change.
+//!
+//! The very first journal of a home appears together with its state directories (built under
+//! a temporary name, then one rename; failpoint `journal-staged` sits just before it), so
+//! there is never a state directory of ours without a journal saying so.
 
 use crate::atomic;
 use crate::pathser;
@@ -193,8 +197,16 @@ impl Journal {
                 .any(|e| matches!(e.state, State::Planned | State::Started))
     }
 
-    /// The entry a crash stopped in (or the next one to run).
+    /// The entry a crash stopped in (or the next one to run). For an interrupted undo, which
+    /// goes newest first: the next entry it has to undo.
     pub fn stopped_at(&self) -> Option<&Entry> {
+        if self.undoing {
+            return self
+                .entries
+                .iter()
+                .rev()
+                .find(|e| matches!(e.state, State::Started | State::Done));
+        }
         self.entries
             .iter()
             .find(|e| e.state == State::Started)
@@ -208,6 +220,149 @@ impl Journal {
             .max()
             .map_or(1, |r| r + 1)
     }
+}
+
+/// The state directories missing down to `state_dir`, outermost first.
+fn missing_dirs(state_dir: &Path) -> Vec<PathBuf> {
+    let mut missing = Vec::new();
+    let mut d = Some(state_dir);
+    while let Some(p) = d {
+        if std::fs::symlink_metadata(p).is_ok() {
+            break;
+        }
+        missing.push(p.to_path_buf());
+        d = p.parent();
+    }
+    missing.reverse();
+    missing
+}
+
+const STAGING_TAG: &str = ".dci-state-";
+
+/// `<parent>/.<name>.dci-state-<pid>`: where the missing state directories are built, with the
+/// first journal inside, before one rename puts them in place.
+fn staging_for(top: &Path, pid: u32) -> Option<PathBuf> {
+    let parent = top.parent()?;
+    let mut name = std::ffi::OsString::from(".");
+    name.push(top.file_name()?);
+    name.push(format!("{STAGING_TAG}{pid}"));
+    Some(parent.join(name))
+}
+
+/// Create the journal's missing directories and write `journal` into them as one atomic
+/// change: the directories are built under a temporary name next to the outermost missing one
+/// (mode 0700, owned by the home's owner), the journal written inside, and a single rename
+/// makes both appear. A SIGKILL therefore leaves either no state directory or one holding a
+/// journal — never state directories without the journal that says they are ours (the only
+/// possible leftover is the staging directory, which [`clear_stale_staging`] recognises).
+/// Sets `journal.created_state_dirs`.
+pub fn create_with_journal(
+    state_dir: &Path,
+    owner: Option<(u32, u32)>,
+    journal: &mut Journal,
+) -> std::io::Result<()> {
+    let missing = missing_dirs(state_dir);
+    journal.created_state_dirs = missing.clone();
+    let Some(top) = missing.first() else {
+        return journal.save(state_dir, owner);
+    };
+    let staging = staging_for(top, std::process::id())
+        .ok_or_else(|| std::io::Error::other("the state directory has no parent"))?;
+    if std::fs::symlink_metadata(&staging).is_ok() {
+        std::fs::remove_dir_all(&staging)?; // ours (same pid), from a run that died
+    }
+    let build = || -> std::io::Result<()> {
+        for dir in &missing {
+            let rel = dir.strip_prefix(top).map_err(std::io::Error::other)?;
+            let d = if rel.as_os_str().is_empty() {
+                staging.clone()
+            } else {
+                staging.join(rel)
+            };
+            std::fs::DirBuilder::new().mode(0o700).create(&d)?;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+            if let Some((u, g)) = owner {
+                nix::unistd::chown(&d, Some(u.into()), Some(g.into()))
+                    .map_err(std::io::Error::from)?;
+            }
+        }
+        let staged_state =
+            staging.join(state_dir.strip_prefix(top).map_err(std::io::Error::other)?);
+        journal.save(&staged_state, owner)?;
+        crate::failpoint::failpoint("journal-staged")
+            .map_err(|e| std::io::Error::other(e.message))?;
+        // rename(2) onto a name that appeared meanwhile fails (EEXIST/ENOTEMPTY for a
+        // non-empty directory, and we check for an empty one): never merge into it.
+        if std::fs::symlink_metadata(top).is_ok() {
+            return Err(std::io::Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{} appeared meanwhile", top.display()),
+            ));
+        }
+        std::fs::rename(&staging, top)?;
+        if let Some(parent) = top.parent() {
+            atomic::sync_dir(parent)?;
+        }
+        Ok(())
+    };
+    build().inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&staging);
+    })
+}
+
+/// Remove the staging directory of a run that was killed before its first journal was in
+/// place (see [`create_with_journal`]), and put back the mtime of the directory it was made
+/// in, as that journal recorded it. Only staging directories of processes that are gone are
+/// touched. Returns whether one was removed.
+pub fn clear_stale_staging(state_dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let missing = missing_dirs(state_dir);
+    let Some(top) = missing.first() else {
+        return false;
+    };
+    let (Some(parent), Some(top_name)) = (top.parent(), top.file_name()) else {
+        return false;
+    };
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return false;
+    };
+    let mut prefix = b".".to_vec();
+    prefix.extend_from_slice(top_name.as_bytes());
+    prefix.extend_from_slice(STAGING_TAG.as_bytes());
+    let mut removed = false;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .as_bytes()
+            .strip_prefix(&prefix[..])
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .filter(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let staging = parent.join(&name);
+        let staged_state = match state_dir.strip_prefix(top) {
+            Ok(rel) => staging.join(rel),
+            Err(_) => continue,
+        };
+        let times = Journal::load(&staged_state)
+            .ok()
+            .flatten()
+            .map(|j| j.dir_times)
+            .unwrap_or_default();
+        if std::fs::remove_dir_all(&staging).is_ok() {
+            removed = true;
+            let _ = atomic::sync_dir(parent);
+            if let Some(t) = times.iter().find(|t| t.path == parent) {
+                let _ = crate::exec::set_mtime(parent, t.mtime);
+            }
+        }
+    }
+    removed
 }
 
 /// Create the journal's directory (and any missing parents) mode 0700, owned by the home's
@@ -249,6 +404,8 @@ pub fn create_state_dir(
 /// Remove the journal and the state directories created for it (innermost first; a directory
 /// that something else has since put files in is left alone).
 pub fn remove(state_dir: &Path, created: &[PathBuf]) -> std::io::Result<()> {
+    // The temp file of a journal write that a SIGKILL interrupted would keep the directory.
+    crate::exec::remove_stale_temps(&Journal::path(state_dir));
     match std::fs::remove_file(Journal::path(state_dir)) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {}

@@ -16,12 +16,19 @@ fn main() -> anyhow::Result<()> {
         }
     };
     if let Some(Command::Completions { shell }) = &cli.command {
-        clap_complete::generate(
-            *shell,
-            &mut Cli::command(),
-            "disinto-claude-init",
-            &mut std::io::stdout(),
-        );
+        let mut buf = Vec::new();
+        clap_complete::generate(*shell, &mut Cli::command(), "disinto-claude-init", &mut buf);
+        let mut script = String::from_utf8_lossy(&buf).into_owned();
+        if *shell == clap_complete::Shell::Bash {
+            // clap-rs/clap#6421: the bash generator spells the case labels of subcommands
+            // `disinto__subcmd__claude__subcmd__init__...` while its dispatch loop computes
+            // `disinto__claude__init__...`, so nothing completes after a subcommand.
+            script = script.replace(
+                "disinto__subcmd__claude__subcmd__init",
+                "disinto__claude__init",
+            );
+        }
+        print!("{script}");
         return Ok(());
     }
     let io = app::Io::detect(&cli.opts);

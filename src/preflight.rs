@@ -178,20 +178,77 @@ pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
             }
         }
     }
-    // Space for a cross-device copy: the bytes plus a margin, and the inodes.
+    // Space for a cross-device copy: what the tree takes on the target filesystem plus a
+    // margin, and the inodes.
     for st in plan.runnable() {
         if let Step::MoveConfig {
+            from,
             to,
             method: Method::VerifiedCopy,
             bytes,
             files,
-            ..
         } = st
         {
-            space_check(to, *bytes, *files)?;
+            let (need_bytes, need_inodes) = copy_need(from, to).unwrap_or((*bytes, *files));
+            space_check(to, need_bytes, need_inodes)?;
         }
     }
     Ok(())
+}
+
+/// What a copy of the tree at `from` takes on the filesystem that will hold `to`: bytes, with
+/// every file rounded up to that filesystem's block (a 1-byte transcript takes a whole 4 KiB
+/// block, and `projects/` holds thousands of small files), plus a block for each directory and
+/// for each symlink too long to live in its inode; and inodes, one per entry (directories and
+/// symlinks need one too; hard-linked files count once). The plan's `bytes`/`files` count
+/// only regular files' sizes, which a tree of many small files or directories outgrows.
+pub fn copy_need(from: &Path, to: &Path) -> Result<(u64, u64), fsops::FsError> {
+    use std::collections::HashSet;
+    use std::os::unix::fs::MetadataExt;
+    let dst = nearest_existing(to);
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    let block = nix::sys::statvfs::statvfs(&dst)
+        .map(|v| v.fragment_size() as u64)
+        .unwrap_or(4096)
+        .clamp(512, 1 << 20);
+    let round = |n: u64| n.div_ceil(block) * block;
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    for e in walkdir::WalkDir::new(from)
+        .follow_links(false)
+        .follow_root_links(false)
+    {
+        let e = e.map_err(|e| fsops::FsError::Io {
+            path: e.path().unwrap_or(from).to_path_buf(),
+            op: "walk",
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("walk error")),
+        })?;
+        let m = e.metadata().map_err(|e| fsops::FsError::Io {
+            path: from.to_path_buf(),
+            op: "lstat",
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("lstat error")),
+        })?;
+        let ft = m.file_type();
+        if ft.is_file() && m.nlink() > 1 && !seen.insert((m.dev(), m.ino())) {
+            continue; // another name of an inode already counted
+        }
+        inodes += 1;
+        if ft.is_dir() {
+            bytes += block;
+        } else if ft.is_symlink() {
+            // ext4 keeps targets under 60 bytes in the inode, tmpfs under 128.
+            if m.size() >= 60 {
+                bytes += round(m.size());
+            }
+        } else if ft.is_file() {
+            bytes += round(m.size());
+        }
+    }
+    Ok((bytes, inodes))
 }
 
 /// Whether the filesystem holding `to` can take `bytes` in `files` files, with a margin of

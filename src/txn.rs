@@ -52,6 +52,10 @@ impl Txn {
         disturbed: &[PathBuf],
     ) -> Result<(Txn, u32)> {
         let owner = s.owner_ids();
+        if existing.is_none() {
+            // A run killed before its first journal was in place left only a staging dir.
+            journal::clear_stale_staging(&s.state_dir);
+        }
         let mut times: Vec<DirTime> = Vec::new();
         let mut dirs: Vec<PathBuf> = disturbed.to_vec();
         dirs.push(crate::fsops::nearest_existing(&s.state_dir));
@@ -62,22 +66,8 @@ impl Txn {
                 }
             }
         }
-        let mut journal = match existing {
-            Some(j) => j,
-            None => {
-                let created = journal::create_state_dir(&s.state_dir, owner).map_err(|e| {
-                    Error::refused(
-                        "no-permission",
-                        format!(
-                            "Cannot create the journal's directory '{}': {e}.",
-                            show(&s.state_dir)
-                        ),
-                    )
-                    .with_fix("re-run with sudo, or set XDG_STATE_HOME to a writable directory")
-                })?;
-                Journal::new(s, created, Vec::new())
-            }
-        };
+        let is_new = existing.is_none();
+        let mut journal = existing.unwrap_or_else(|| Journal::new(s, Vec::new(), Vec::new()));
         let run = journal.next_run();
         journal.dir_times.extend(times);
         for st in steps {
@@ -88,13 +78,28 @@ impl Txn {
                 undo: Undo::default(),
             });
         }
-        let txn = Txn {
+        let mut txn = Txn {
             journal,
             state_dir: s.state_dir.clone(),
             owner,
         };
-        txn.save()
-            .map_err(|e| Error::failed("journal", e.message))?;
+        if is_new {
+            // The state dirs and the first journal appear together (one rename), so a kill
+            // here leaves nothing that is not recorded in a journal.
+            journal::create_with_journal(&s.state_dir, owner, &mut txn.journal).map_err(|e| {
+                Error::refused(
+                    "no-permission",
+                    format!(
+                        "Cannot create the journal '{}': {e}. Nothing was changed.",
+                        show(&txn.journal_path())
+                    ),
+                )
+                .with_fix("re-run with sudo, or set XDG_STATE_HOME to a writable directory")
+            })?;
+        } else {
+            txn.save()
+                .map_err(|e| Error::failed("journal", e.message))?;
+        }
         Ok((txn, run))
     }
 
@@ -191,6 +196,14 @@ impl Txn {
         let idx: Vec<usize> = (0..self.journal.entries.len())
             .filter(|&i| which(&self.journal.entries[i]))
             .collect();
+        // A rollback is an undo: if it is killed or fails half way, the journal must say so
+        // (`status` reports `interrupted`, `migrate` refuses, `undo` finishes it) rather than
+        // look like a finished run with some entries missing. Best effort: a journal that
+        // cannot be written must not stop the rollback itself.
+        if !self.journal.undoing {
+            self.journal.undoing = true;
+            let _ = self.save();
+        }
         for &i in idx.iter().rev() {
             let state = self.journal.entries[i].state;
             let step = self.journal.entries[i].step.clone();

@@ -1,0 +1,587 @@
+//! Fault injection (issue 3): a failure or a crash at every point of a realistic migration,
+//! seen as a user of the binary sees it. Each test compares a full manifest of the world.
+//!
+//! Needs the `failpoints` feature (`DCI_FAILPOINTS=name=error|kill`): `cargo test --all-features`.
+#![cfg(feature = "failpoints")]
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// The realistic home, env file and rc file, in a same-filesystem or a cross-device world.
+fn world(cross: bool) -> Option<World> {
+    if !cross {
+        return Some(World::realistic());
+    }
+    let w = World::cross_device()?;
+    build_realistic_home(&w.home);
+    write_env_file(&w.env_file);
+    write_bashrc(&w.profile);
+    Some(w)
+}
+
+/// The ids of the steps a real run would apply, in order, from `--dry-run --json`.
+fn step_ids(w: &World) -> Vec<String> {
+    let (code, doc) = run_json(w.cmd().args(["--dry-run", "--json"]));
+    assert_eq!(code, 0, "dry run: {doc:#}");
+    doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "planned" && s["id"] != "verify")
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The journal's directory tree: `~/.local` did not exist before any run.
+fn state_root(w: &World) -> std::path::PathBuf {
+    w.home.join(".local")
+}
+
+fn exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+/// Run without panicking on a signal: (status, stdout, stderr).
+fn run_raw(cmd: &mut Command) -> (std::process::ExitStatus, String, String) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What a finished migration must leave, against what the home held before.
+#[track_caller]
+fn assert_migrated(w: &World, claude_before: &Manifest, json_before: &[u8], what: &str) {
+    let mut config = manifest(&w.config);
+    let moved = config
+        .remove(&b".claude.json"[..])
+        .unwrap_or_else(|| panic!("{what}: ~/.claude.json not in the config dir"));
+    assert_eq!(moved.kind, Kind::File, "{what}");
+    assert_eq!(moved.mode, 0o600, "{what}");
+    assert_same_except(
+        claude_before,
+        &config,
+        Ignore {
+            root: true,
+            ..Default::default()
+        },
+        &format!("{what}: config dir vs the old ~/.claude"),
+    );
+    let (b, a) = (&claude_before[&b"."[..]], &config[&b"."[..]]);
+    assert_eq!(a.mode, 0o700, "{what}: config dir mode");
+    assert_eq!(
+        a.mtime, b.mtime,
+        "{what}: config dir keeps ~/.claude's mtime"
+    );
+    assert_eq!(
+        std::fs::read(w.config.join(".claude.json")).unwrap(),
+        json_before,
+        "{what}: .claude.json bytes"
+    );
+    assert_eq!(
+        std::fs::read_link(w.claude()).unwrap(),
+        w.config,
+        "{what}: ~/.claude link"
+    );
+    assert_eq!(
+        std::fs::read_link(w.claude_json()).unwrap(),
+        w.config.join(".claude.json"),
+        "{what}: ~/.claude.json link"
+    );
+    let env = std::fs::read_to_string(&w.env_file).unwrap();
+    assert!(
+        env.contains(&format!("\nCLAUDE_CONFIG_DIR={}\n", w.config.display())),
+        "{what}: env file:\n{env}"
+    );
+    assert_eq!(
+        env.matches("CLAUDE_SHARED_DIR=").count(),
+        1,
+        "{what}: env file:\n{env}"
+    );
+    let rc = std::fs::read_to_string(&w.profile).unwrap();
+    assert_eq!(
+        rc.matches(">>> disinto-claude-init >>>").count(),
+        1,
+        "{what}: rc file:\n{rc}"
+    );
+    assert!(rc.starts_with(BASHRC_CONTENT), "{what}: rc file:\n{rc}");
+    assert!(
+        w.home
+            .join(".local/state/disinto/claude-init/journal.json")
+            .is_file(),
+        "{what}: the journal stays for undo"
+    );
+    let r = run(w.cmd_sub("verify").arg("--json"));
+    assert_eq!(r.code, 0, "{what}: verify:\n{}\n{}", r.stdout, r.stderr);
+}
+
+/// After a crash: `status` says interrupted and where; then finish with `migrate` (check the
+/// result) or reverse with `undo` (check the whole world is back).
+fn recover(
+    w: &World,
+    finish: bool,
+    world_before: &Manifest,
+    claude_before: &Manifest,
+    json_before: &[u8],
+    what: &str,
+) {
+    if finish {
+        let r = run(w.cmd().args(["--yes", "--json"]));
+        assert_eq!(
+            r.code, 0,
+            "{what}: migrate after the crash:\n{}\n{}",
+            r.stdout, r.stderr
+        );
+        assert_migrated(w, claude_before, json_before, what);
+        // And undo after that brings back the original world.
+        let r = run(w.cmd_sub("undo").args(["--yes", "--json"]));
+        assert_eq!(
+            r.code, 0,
+            "{what}: undo after resume:\n{}\n{}",
+            r.stdout, r.stderr
+        );
+        assert_same(
+            world_before,
+            &w.manifest(),
+            &format!("{what}: resume then undo"),
+        );
+    } else {
+        let r = run(w.cmd_sub("undo").args(["--yes", "--json"]));
+        assert_eq!(
+            r.code, 0,
+            "{what}: undo after the crash:\n{}\n{}",
+            r.stdout, r.stderr
+        );
+        assert_same(world_before, &w.manifest(), &format!("{what}: undo"));
+        assert!(!exists(&state_root(w)), "{what}: state dir left behind");
+    }
+}
+
+/// `status --json` after a crash that left a journal.
+fn assert_interrupted(w: &World, what: &str) -> Value {
+    let (code, doc) = run_json(w.cmd_sub("status").arg("--json"));
+    assert_eq!(code, 0, "{what}: status: {doc:#}");
+    assert_eq!(doc["layout"], "interrupted", "{what}: status: {doc:#}");
+    assert!(
+        doc["stopped_at"].is_string(),
+        "{what}: status names the step: {doc:#}"
+    );
+    doc
+}
+
+// ---------------------------------------------------------------------------------------------
+// An error at every failpoint: exit 1, everything rolled back, not one byte changed.
+// ---------------------------------------------------------------------------------------------
+
+fn error_at_every_failpoint(cross: bool) {
+    let Some(probe) = world(cross) else { return };
+    let ids = step_ids(&probe);
+    drop(probe);
+    assert!(ids.contains(&"move-config".to_string()), "{ids:?}");
+    let mut points: Vec<(usize, String)> = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        points.push((i, format!("apply-{id}")));
+        points.push((i, format!("applied-{id}")));
+        if cross && id == "move-config" {
+            points.push((i, "copied-move-config".into()));
+            points.push((i, "placed-move-config".into()));
+        }
+    }
+    let t0 = Instant::now();
+    for (failing, fp) in &points {
+        let w = world(cross).unwrap();
+        let before = w.manifest();
+        let (code, doc) = run_json(
+            w.cmd()
+                .args(["--yes", "--json"])
+                .env("DCI_FAILPOINTS", format!("{fp}=error")),
+        );
+        let what = format!("{fp} (cross-device: {cross})");
+        assert_eq!(code, 1, "{what}: {doc:#}");
+        assert_eq!(doc["error"]["kind"], "apply-failed", "{what}: {doc:#}");
+        let msg = doc["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(&ids[*failing]) && msg.contains("rolled back"),
+            "{what}: {msg}"
+        );
+        assert_eq!(doc["changed"], false, "{what}: {doc:#}");
+        let steps = doc["steps"].as_array().unwrap();
+        for (j, id) in ids.iter().enumerate() {
+            let s = steps
+                .iter()
+                .find(|s| s["id"] == id.as_str())
+                .unwrap_or_else(|| panic!("{what}: no step {id}"));
+            let want = match j.cmp(failing) {
+                std::cmp::Ordering::Less => "rolled-back",
+                std::cmp::Ordering::Equal => "failed",
+                std::cmp::Ordering::Greater => "planned",
+            };
+            assert_eq!(s["status"], want, "{what}: step {id}: {doc:#}");
+        }
+        assert_same(&before, &w.manifest(), &what);
+        assert!(
+            !exists(&state_root(&w)),
+            "{what}: ~/.local created and left behind"
+        );
+    }
+    eprintln!(
+        "{} error failpoints (cross-device: {cross}) in {:?}",
+        points.len(),
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn error_at_every_failpoint_same_filesystem() {
+    error_at_every_failpoint(false);
+}
+
+#[test]
+fn error_at_every_failpoint_cross_device() {
+    error_at_every_failpoint(true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A rollback that itself fails: exit 6, the journal named; `undo` then restores everything.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn failed_rollback_exits_6_and_undo_recovers() {
+    for cross in [false, true] {
+        let Some(w) = world(cross) else { continue };
+        let before = w.manifest();
+        let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]).env(
+            "DCI_FAILPOINTS",
+            "apply-write-profile=error,undo-link-claude-dir=error",
+        ));
+        let what = format!("cross-device: {cross}");
+        assert_eq!(code, 6, "{what}: {doc:#}");
+        assert_eq!(doc["error"]["kind"], "rollback-failed", "{what}: {doc:#}");
+        let msg = doc["error"]["message"].as_str().unwrap();
+        let journal = w.home.join(".local/state/disinto/claude-init/journal.json");
+        assert!(
+            msg.contains(journal.to_str().unwrap()),
+            "{what}: names the journal: {msg}"
+        );
+        assert!(journal.is_file(), "{what}: the journal is kept");
+        let st = assert_interrupted(&w, &what);
+        assert_eq!(st["stopped_at"], "link-claude-dir", "{what}: {st:#}");
+        // A plain migrate refuses to guess; undo finishes the rollback.
+        let mid = w.manifest();
+        let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]));
+        assert_eq!(code, 3, "{what}: migrate after a failed rollback: {doc:#}");
+        assert_eq!(doc["error"]["kind"], "undo-interrupted", "{what}: {doc:#}");
+        assert_same(&mid, &w.manifest(), &format!("{what}: the refusal"));
+        let r = run(w.cmd_sub("undo").args(["--yes", "--json"]));
+        assert_eq!(r.code, 0, "{what}: undo:\n{}\n{}", r.stdout, r.stderr);
+        assert_same(&before, &w.manifest(), &format!("{what}: after undo"));
+    }
+}
+
+#[test]
+fn kill_during_rollback_then_undo_finishes() {
+    for cross in [false, true] {
+        let Some(probe) = world(cross) else { continue };
+        let ids = step_ids(&probe);
+        drop(probe);
+        // The last step fails; the rollback is killed while undoing each earlier step.
+        let last = ids.last().unwrap().clone();
+        for id in &ids[..ids.len() - 1] {
+            let w = world(cross).unwrap();
+            let before = w.manifest();
+            let what =
+                format!("{last} fails, rollback killed at undo-{id} (cross-device: {cross})");
+            let (status, out, err) = run_raw(w.cmd().args(["--yes", "--json"]).env(
+                "DCI_FAILPOINTS",
+                format!("apply-{last}=error,undo-{id}=kill"),
+            ));
+            assert_eq!(status.signal(), Some(9), "{what}: {status:?}\n{out}\n{err}");
+            let st = assert_interrupted(&w, &what);
+            assert_eq!(st["stopped_at"], id.as_str(), "{what}: {st:#}");
+            let r = run(w.cmd_sub("undo").args(["--yes", "--json"]));
+            assert_eq!(r.code, 0, "{what}: {}\n{}", r.stdout, r.stderr);
+            assert_same(&before, &w.manifest(), &what);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGKILL at every failpoint, then resume or undo.
+// ---------------------------------------------------------------------------------------------
+
+fn kill_at_every_failpoint(cross: bool) {
+    let Some(probe) = world(cross) else { return };
+    let ids = step_ids(&probe);
+    drop(probe);
+    let mut points: Vec<String> = Vec::new();
+    for id in &ids {
+        points.push(format!("apply-{id}"));
+        if cross && id == "move-config" {
+            points.push("copied-move-config".into());
+            points.push("placed-move-config".into());
+        }
+        points.push(format!("applied-{id}"));
+    }
+    let t0 = Instant::now();
+    for (i, fp) in points.iter().enumerate() {
+        let w = world(cross).unwrap();
+        let before = w.manifest();
+        let claude_before = manifest(&w.claude());
+        let json_before = std::fs::read(w.claude_json()).unwrap();
+        let what = format!("kill at {fp} (cross-device: {cross})");
+        let (status, out, err) = run_raw(
+            w.cmd()
+                .args(["--yes", "--json"])
+                .env("DCI_FAILPOINTS", format!("{fp}=kill")),
+        );
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{what}: not killed: {status:?}\n{out}\n{err}"
+        );
+        let doc = assert_interrupted(&w, &what);
+        let _ = doc;
+        // Alternate, and the other way round on the other filesystem layout, so every point
+        // is both resumed and undone across the two tests.
+        let finish = (i + usize::from(cross)) % 2 == 0;
+        recover(&w, finish, &before, &claude_before, &json_before, &what);
+    }
+    eprintln!(
+        "{} kill failpoints (cross-device: {cross}) in {:?}",
+        points.len(),
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn kill_at_every_failpoint_same_filesystem() {
+    kill_at_every_failpoint(false);
+}
+
+#[test]
+fn kill_at_every_failpoint_cross_device() {
+    kill_at_every_failpoint(true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGKILL while the first journal and its directories are being put in place.
+// ---------------------------------------------------------------------------------------------
+
+/// Kill at `journal-staged` (state dirs and journal built, not yet renamed into place): the
+/// run changed nothing of the user's, so there is no journal; `then` recovers.
+fn kill_before_first_journal(then_undo: bool) {
+    let w = World::realistic();
+    let before = w.manifest();
+    let claude_before = manifest(&w.claude());
+    let json_before = std::fs::read(w.claude_json()).unwrap();
+    let (status, out, err) = run_raw(
+        w.cmd()
+            .args(["--yes", "--json"])
+            .env("DCI_FAILPOINTS", "journal-staged=kill"),
+    );
+    assert_eq!(status.signal(), Some(9), "{status:?}\n{out}\n{err}");
+    assert!(
+        !exists(&w.home.join(".local/state/disinto/claude-init/journal.json")),
+        "no journal in place yet"
+    );
+    let (code, st) = run_json(w.cmd_sub("status").arg("--json"));
+    assert_eq!((code, &st["layout"]), (0, &Value::from("legacy")), "{st:#}");
+    if then_undo {
+        let (code, doc) = run_json(w.cmd_sub("undo").args(["--yes", "--json"]));
+        assert_eq!(code, 0, "{doc:#}");
+        assert_same(
+            &before,
+            &w.manifest(),
+            "undo after a kill before the first journal",
+        );
+    } else {
+        let r = run(w.cmd().args(["--yes", "--json"]));
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        assert_migrated(&w, &claude_before, &json_before, "migrate after the kill");
+        let r = run(w.cmd_sub("undo").args(["--yes", "--json"]));
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        assert_same(&before, &w.manifest(), "migrate then undo after the kill");
+    }
+}
+
+#[test]
+fn kill_before_first_journal_then_migrate_and_undo() {
+    kill_before_first_journal(false);
+}
+
+#[test]
+fn kill_before_first_journal_then_undo() {
+    kill_before_first_journal(true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGKILL during undo, then undo again.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn kill_during_undo_then_undo_finishes() {
+    for cross in [false, true] {
+        let Some(probe) = world(cross) else { continue };
+        let ids = step_ids(&probe);
+        drop(probe);
+        for id in &ids {
+            let w = world(cross).unwrap();
+            let before = w.manifest();
+            let r = run(w.cmd().args(["--yes", "--json"]));
+            assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+            let what = format!("kill at undo-{id} (cross-device: {cross})");
+            let (status, out, err) = run_raw(
+                w.cmd_sub("undo")
+                    .args(["--yes", "--json"])
+                    .env("DCI_FAILPOINTS", format!("undo-{id}=kill")),
+            );
+            assert_eq!(status.signal(), Some(9), "{what}: {status:?}\n{out}\n{err}");
+            assert_interrupted(&w, &what);
+            // migrate refuses while an undo is half done.
+            let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]));
+            assert_eq!(
+                code, 3,
+                "{what}: migrate during an interrupted undo: {doc:#}"
+            );
+            let r = run(w.cmd_sub("undo").args(["--yes", "--json"]));
+            assert_eq!(r.code, 0, "{what}: {}\n{}", r.stdout, r.stderr);
+            assert_same(&before, &w.manifest(), &what);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGKILL from outside at random instants of a cross-device migration of a few thousand files.
+// ---------------------------------------------------------------------------------------------
+
+const MANY: usize = 3000;
+
+fn big_world() -> Option<World> {
+    let w = world(true)?;
+    build_many_files(&w.claude().join("projects/-home-user-src-big"), MANY);
+    let mut n = 1_000_000;
+    stamp_tree(&w.claude().join("projects/-home-user-src-big"), &mut n);
+    // Re-stamp ~/.claude itself: adding the tree above changed its parents' mtimes.
+    stamp_tree_shallow(&w.claude().join("projects"), &mut n);
+    stamp_tree_shallow(&w.claude(), &mut n);
+    Some(w)
+}
+
+/// Give one directory a distinct nanosecond mtime (not its contents).
+fn stamp_tree_shallow(p: &Path, n: &mut i64) {
+    *n += 1;
+    set_mtime(p, 1_700_000_000 + *n, 123_456_789);
+}
+
+/// A cheap pseudo-random sequence (no dependency): xorshift seeded from the clock, printed
+/// so a failure can be replayed with DCI_KILL_SEED.
+fn seed() -> u64 {
+    if let Some(s) = std::env::var("DCI_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return s;
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1
+}
+
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+#[test]
+fn sigkill_at_random_instants_of_a_big_cross_device_migration() {
+    let t_all = Instant::now();
+    // One unkilled run first, to learn how long a run takes here.
+    let Some(w) = big_world() else { return };
+    let claude_before = manifest(&w.claude());
+    let json_before = std::fs::read(w.claude_json()).unwrap();
+    let t0 = Instant::now();
+    let r = run(w.cmd().args(["--yes", "--json"]));
+    let full = t0.elapsed();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_migrated(&w, &claude_before, &json_before, "unkilled big run");
+    drop(w);
+    eprintln!("an unkilled migration of {MANY}+ files across devices takes {full:?}");
+
+    let mut rng = seed();
+    eprintln!("kill seed: {rng} (replay with DCI_KILL_SEED={rng})");
+    const TRIALS: u32 = 8;
+    let full_us = full.as_micros().max(2000) as u64;
+    let mut interrupted = 0;
+    for t in 0..TRIALS {
+        let w = big_world().unwrap();
+        let before = w.manifest();
+        let claude_before = manifest(&w.claude());
+        let json_before = std::fs::read(w.claude_json()).unwrap();
+        // Spread over [1 ms, full]: trial t lands in the t-th slice, at a random point of it.
+        let lo = 1000 + (full_us - 1000) * u64::from(t) / u64::from(TRIALS);
+        let hi = 1000 + (full_us - 1000) * u64::from(t + 1) / u64::from(TRIALS);
+        let delay = Duration::from_micros(lo + next(&mut rng) % (hi - lo).max(1));
+        let mut child = w
+            .cmd()
+            .args(["--yes", "--json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let status = child.wait().unwrap();
+        let killed = status.signal() == Some(9);
+        let (_, st) = run_json(w.cmd_sub("status").arg("--json"));
+        if st["layout"] == "interrupted" {
+            interrupted += 1;
+        }
+        let finish = t % 2 == 0;
+        let what = format!(
+            "trial {t}: SIGKILL after {delay:?} (killed: {killed}, status layout {}, stopped at {}), then {}",
+            st["layout"],
+            st["stopped_at"],
+            if finish { "migrate" } else { "undo" }
+        );
+        eprintln!("{what}");
+        if finish {
+            let r = run(w.cmd().args(["--yes", "--json"]));
+            assert_eq!(r.code, 0, "{what}:\n{}\n{}", r.stdout, r.stderr);
+            assert_migrated(&w, &claude_before, &json_before, &what);
+        } else {
+            let r = run(w.cmd_sub("undo").args(["--yes", "--json"]));
+            assert_eq!(r.code, 0, "{what}:\n{}\n{}", r.stdout, r.stderr);
+            assert_same(&before, &w.manifest(), &what);
+        }
+    }
+    eprintln!(
+        "{TRIALS} kill trials ({interrupted} left an interrupted journal) in {:?}",
+        t_all.elapsed()
+    );
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} of {TRIALS} kills landed inside the run: the trials tested little"
+    );
+}
