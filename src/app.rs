@@ -75,7 +75,82 @@ pub fn run(cli: &Cli, io: &Io) -> Report {
     } else if !report.problems.is_empty() {
         report.exit_code = ExitCode::Problems.code();
     }
+    // A fix pasted as printed must act on the same home and paths as this run did.
+    let args = rerun_args(&cli.opts);
+    if !args.is_empty() {
+        if let Some(e) = report.error.as_mut() {
+            e.fix = e.fix.as_deref().map(|f| with_args(f, &args));
+        }
+        for p in &mut report.problems {
+            p.fix = with_args(&p.fix, &args);
+        }
+    }
     report
+}
+
+/// Quote a path for a POSIX shell when it needs it.
+pub fn shell_quote(s: &std::ffi::OsStr) -> String {
+    let t = s.to_string_lossy();
+    if !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:,@%=".contains(&b))
+    {
+        t.into_owned()
+    } else {
+        format!("'{}'", t.replace('\'', "'\\''"))
+    }
+}
+
+/// The path options this run was given, as they would be typed again.
+fn rerun_args(o: &Opts) -> String {
+    let mut out = String::new();
+    let mut add = |flag: &str, v: Option<&std::path::Path>| {
+        out.push(' ');
+        out.push_str(flag);
+        if let Some(v) = v {
+            out.push(' ');
+            out.push_str(&shell_quote(v.as_os_str()));
+        }
+    };
+    if let Some(h) = &o.home {
+        add("--home", Some(h));
+    }
+    if let Some(d) = &o.shared_dir {
+        add("--shared-dir", Some(d));
+    }
+    if let Some(d) = &o.config_dir {
+        add("--config-dir", Some(d));
+    }
+    if o.no_env_file {
+        add("--no-env-file", None);
+    } else if let Some(f) = &o.env_file {
+        add("--env-file", Some(f));
+    }
+    if o.no_modify_profile {
+        add("--no-modify-profile", None);
+    } else if let Some(f) = &o.profile {
+        add("--profile", Some(f));
+    }
+    out
+}
+
+/// Insert `args` after every `disinto-claude-init` command in a fix line.
+fn with_args(fix: &str, args: &str) -> String {
+    const BIN: &str = "disinto-claude-init";
+    let mut out = String::with_capacity(fix.len() + args.len());
+    let mut rest = fix;
+    while let Some(i) = rest.find(BIN) {
+        let end = i + BIN.len();
+        out.push_str(&rest[..end]);
+        // Only a command word: not `disinto-claude-init.1`, not a path component.
+        let next = rest[end..].chars().next();
+        if next.is_none_or(|c| c == ' ' || c == ';' || c == ')') && !rest[..i].ends_with('/') {
+            out.push_str(args);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn planned_reports(plan: &Plan) -> Vec<StepReport> {
@@ -517,10 +592,12 @@ fn status(s: &Settings, report: &mut Report) -> Result<()> {
                 status: match e.state {
                     State::Done => Status::Done,
                     State::Undone => Status::RolledBack,
-                    State::Started => Status::Failed,
-                    State::Planned => Status::Planned,
+                    // Half done, not failed: `migrate` finishes it, `undo` reverses it.
+                    State::Started | State::Planned => Status::Planned,
                 },
-                detail: (e.state == State::Started).then(|| "stopped here".to_string()),
+                detail: (e.state == State::Started).then(|| {
+                    "the run stopped in this step (its work may be half done)".to_string()
+                }),
                 duration_ms: None,
             })
             .collect();
@@ -606,17 +683,29 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
         .rev()
         .map(|e| StepReport {
             id: e.step.id(),
-            summary: format!("undo: {}", e.step.summary()),
+            summary: format!("reverse of: {}", e.step.summary()),
             status: Status::Planned,
             detail: None,
             duration_ms: None,
         })
         .collect();
     // Refuse, before anything changes, to clobber an edit or lose files written since.
-    for e in &todo {
-        if let Err(err) = crate::exec::precheck_undo(&e.step, &e.undo) {
-            return Err(Error::refused("changed-since", err.message)
-                .with_fix("put the file back as the migration left it, or undo that part by hand, then re-run: disinto-claude-init undo"));
+    // Newest first, as undo runs: a file written by two runs is checked, for the older run,
+    // against what undoing the newer one puts back.
+    let mut will_be: std::collections::HashMap<PathBuf, Option<Vec<u8>>> = Default::default();
+    for e in todo.iter().rev() {
+        let path = match &e.step {
+            Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => Some(path),
+            _ => None,
+        };
+        let over = path.and_then(|p| will_be.get(p)).map(|c| c.as_deref());
+        if let Err(err) = crate::exec::precheck_undo_as(&e.step, &e.undo, over) {
+            return Err(Error::refused("changed-since", err.message).with_fix(
+                "put back what the migration wrote (or remove your edit), then re-run: disinto-claude-init undo --yes; to keep your edit, undo the rest by hand (docs/recovery.md)",
+            ));
+        }
+        if let (Some(p), Some(_)) = (path, &e.undo.after_hash) {
+            will_be.insert(p.clone(), e.undo.prev_bytes.clone());
         }
     }
     for e in &todo {
@@ -703,4 +792,34 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
     );
     let _ = Node::Absent;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixes_carry_the_options_of_the_run() {
+        let a = " --home '/h/my home' --no-env-file";
+        assert_eq!(
+            with_args("mv x y && disinto-claude-init --yes", a),
+            "mv x y && disinto-claude-init --home '/h/my home' --no-env-file --yes"
+        );
+        assert_eq!(
+            with_args("disinto-claude-init", a),
+            format!("disinto-claude-init{a}")
+        );
+        assert_eq!(
+            with_args("see docs/disinto-claude-init.1", a),
+            "see docs/disinto-claude-init.1"
+        );
+        assert_eq!(
+            shell_quote(std::ffi::OsStr::new("/a b/it's")),
+            "'/a b/it'\\''s'"
+        );
+        assert_eq!(
+            shell_quote(std::ffi::OsStr::new("/plain/path")),
+            "/plain/path"
+        );
+    }
 }

@@ -527,6 +527,18 @@ fn move_json(
 /// Check, before anything is undone, that undoing this step will not clobber someone's edit
 /// or lose data written since. Read-only.
 pub fn precheck_undo(step: &Step, u: &Undo) -> Result<(), StepError> {
+    precheck_undo_as(step, u, None)
+}
+
+/// `precheck_undo`, with the file's content as it will be once newer entries are undone
+/// (`Some(content)`, where `None` content means absent) instead of as it is on disk now. Undo
+/// checks a whole journal before changing anything: when two runs both wrote the env file, the
+/// older entry must be checked against what undoing the newer one will put back.
+pub fn precheck_undo_as(
+    step: &Step,
+    u: &Undo,
+    will_be: Option<Option<&[u8]>>,
+) -> Result<(), StepError> {
     match step {
         Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => {
             if u.after_hash.is_none() {
@@ -534,7 +546,10 @@ pub fn precheck_undo(step: &Step, u: &Undo) -> Result<(), StepError> {
                 // only happens after `after_hash` is journaled. Nothing of ours to undo.
                 return Ok(());
             }
-            let cur = read_opt(path)?;
+            let cur = match will_be {
+                Some(c) => c.map(<[u8]>::to_vec),
+                None => read_opt(path)?,
+            };
             let cur_hash = cur.as_deref().map(hash);
             if cur_hash.is_some() && cur_hash == u.after_hash {
                 return Ok(());
@@ -545,7 +560,7 @@ pub fn precheck_undo(step: &Step, u: &Undo) -> Result<(), StepError> {
             let mut e = StepError::new(format!(
                 "'{}' was changed after the migration wrote it; undo will not overwrite that edit.\n{}",
                 show(path),
-                diff_hint(u.prev_bytes.as_deref(), cur.as_deref())
+                diff_hint(u.prev_bytes.as_deref(), cur.as_deref()).trim_end()
             ));
             e.changed_since = true;
             Err(e)

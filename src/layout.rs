@@ -70,6 +70,9 @@ impl Node {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Node::Absent),
+            // A parent that is not a directory (e.g. `<config>/.claude.json` when the config
+            // dir is a regular file): the path cannot exist.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => return Ok(Node::Absent),
             Err(e) => return Err(e),
         };
         let ft = meta.file_type();
@@ -105,6 +108,10 @@ impl Node {
             Node::Dir { empty: true, .. } => "an empty directory".into(),
             Node::Dir { .. } => "a directory".into(),
             Node::File { size } => format!("a regular file ({size} bytes)"),
+            Node::Symlink {
+                target,
+                resolves_to: Some(r),
+            } if target == r => format!("a symlink to '{}'", show(target)),
             Node::Symlink {
                 target,
                 resolves_to: Some(r),
@@ -284,12 +291,16 @@ pub fn refusal(layout: Layout, f: &Facts, s: &Settings) -> Option<Refusal> {
             return r(
                 "foreign-symlink",
                 format!(
-                    "'{claude}' is {}, not the config dir '{config}'. Moving it would split Claude's state between two places (the predecessor silently did nothing here).",
+                    "'{claude}' is {}, not the config dir '{config}'. Migrating through it would leave Claude's state split between two places, so this needs a person to choose.",
                     f.claude.describe()
                 ),
-                format!(
-                    "if that target is the config you want, move it into place and re-run: rm '{claude}' && mv TARGET '{claude}' && disinto-claude-init --yes"
-                ),
+                match &f.claude {
+                    Node::Symlink { resolves_to: Some(real), .. } => format!(
+                        "if that directory is the config you want, put it in place of the link and re-run: rm '{claude}' && mv '{}' '{claude}' && disinto-claude-init --yes",
+                        show(real)
+                    ),
+                    _ => format!("remove the link and re-run: rm '{claude}' && disinto-claude-init --yes"),
+                },
             )
         }
         Layout::NotADirectory => {

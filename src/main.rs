@@ -1,5 +1,6 @@
 //! The binary: parse, run, print, exit with the contract's code.
 
+use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use disinto_claude_init::app;
 use disinto_claude_init::cli::{Cli, Command};
@@ -12,6 +13,28 @@ fn main() -> anyhow::Result<()> {
             // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
+            // A caller that asked for --json still gets its one document for a usage error.
+            if e.use_stderr() && std::env::args_os().any(|a| a == "--json") {
+                let command = std::env::args()
+                    .skip(1)
+                    .find_map(|a| {
+                        ["migrate", "status", "verify", "undo", "completions"]
+                            .into_iter()
+                            .find(|c| *c == a)
+                    })
+                    .unwrap_or("migrate");
+                let mut r = report::Report::new(command, false);
+                let msg = e.render().to_string();
+                let first = msg.lines().next().unwrap_or("usage error");
+                r.set_error(
+                    &disinto_claude_init::error::Error::usage(
+                        "usage",
+                        first.trim_start_matches("error: ").to_string(),
+                    )
+                    .with_fix("disinto-claude-init --help"),
+                );
+                report::print_json(&r);
+            }
             std::process::exit(code);
         }
     };
@@ -28,7 +51,11 @@ fn main() -> anyhow::Result<()> {
                 "disinto__claude__init",
             );
         }
-        print!("{script}");
+        // `completions bash | head` closes the pipe early: that is not an error.
+        match std::io::Write::write_all(&mut std::io::stdout().lock(), script.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.context("cannot write the completion script")?,
+        }
         return Ok(());
     }
     let io = app::Io::detect(&cli.opts);

@@ -130,7 +130,7 @@ impl Step {
                 files,
                 bytes,
             } => format!(
-                "move {} -> {} by {} ({files} files, {})",
+                "move {} -> {} by {}: {files} files, {}",
                 show(from),
                 show(to),
                 match method {
@@ -216,12 +216,12 @@ pub fn line_changes(old: &[u8], new: &[u8]) -> String {
     let mut out: Vec<String> = a
         .iter()
         .filter(|l| !b.contains(l))
-        .map(|l| format!("- {l}"))
+        .map(|l| format!("- {l}").trim_end().to_string())
         .collect();
     out.extend(
         b.iter()
             .filter(|l| !a.contains(l))
-            .map(|l| format!("+ {l}")),
+            .map(|l| format!("+ {l}").trim_end().to_string()),
     );
     out.join("\n")
 }

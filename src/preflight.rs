@@ -129,6 +129,23 @@ pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
             .with_fix("stop the factory first, then re-run: disinto down && disinto-claude-init --yes && disinto up"));
         }
     }
+    // A file can only be written atomically into a directory that exists: say so now rather
+    // than fail (and roll back) at that step.
+    for st in plan.runnable() {
+        if let Step::WriteEnvFile { path } = st {
+            if let Some(dir) = path.parent().filter(|d| !d.is_dir()) {
+                return Err(Error::refused(
+                    "env-file-dir-missing",
+                    format!(
+                        "The env file '{}' is in '{}', which does not exist (is FACTORY_ROOT right?).",
+                        show(path),
+                        show(dir)
+                    ),
+                )
+                .with_fix("pass the factory's env file: disinto-claude-init --env-file /path/to/factory/.env (or --no-env-file)"));
+            }
+        }
+    }
     // Permissions: the nearest existing ancestor of everything we create or replace.
     if s.euid != 0 {
         let mut need: Vec<(PathBuf, &str)> = Vec::new();

@@ -143,14 +143,17 @@ fn require_absolute(what: &str, flag: &str, p: &Path) -> Result<PathBuf> {
         return Err(Error::usage(
             "relative-path",
             format!(
-                "{what} '{}' is relative. Every process, on the host and in containers, must \
-                 compute the same lock path from it, so it has to be absolute.",
+                "{what} '{}' is relative. Claude's refresh lock is a sibling of the config dir, \
+                 and every process, on the host and in containers, must name the same one, so \
+                 the path has to be absolute.",
                 show(p)
             ),
         )
-        .with_fix(format!(
-            "pass an absolute path, e.g. {flag} {DEFAULT_SHARED_DIR}"
-        )));
+        .with_fix(if flag == "--config-dir" {
+            format!("pass an absolute path, e.g. {flag} {DEFAULT_SHARED_DIR}/config")
+        } else {
+            format!("pass an absolute path, e.g. {flag} {DEFAULT_SHARED_DIR}")
+        }));
     }
     Ok(absolutize(p, Path::new("/")))
 }
@@ -188,7 +191,11 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
     let meta = std::fs::metadata(&home).map_err(|e| {
         Error::usage(
             "bad-home",
-            format!("The home '{}' cannot be used: {e}.", show(&home)),
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("The home '{}' does not exist.", show(&home))
+            } else {
+                format!("The home '{}' cannot be used: {e}.", show(&home))
+            },
         )
         .with_fix("pass an existing home directory with --home DIR")
     })?;

@@ -201,7 +201,8 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
     }
 
     // The atomic mkdir proper-lockfile relies on must work next to the config dir, for the owner.
-    if let Some(parent) = config.parent() {
+    // (Only when the directory exists: a missing one is already reported above.)
+    if let Some(parent) = config.parent().filter(|p| p.is_dir()) {
         let mut probe = config.clone().into_os_string();
         probe.push(format!(".dci-probe-{}", std::process::id()));
         let probe = PathBuf::from(probe);
