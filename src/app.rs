@@ -495,6 +495,14 @@ fn run_verify(s: &Settings, had_creds: bool, report: &mut Report) {
     report.warnings.extend(findings.warnings);
 }
 
+/// The file a step rewrites, if it is an env or rc file write.
+fn written_file(step: &Step) -> Option<&PathBuf> {
+    match step {
+        Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => Some(path),
+        _ => None,
+    }
+}
+
 /// Settings as the journal recorded them: a resumed or undone run acts on the same paths.
 fn settings_from_journal(s: &Settings, j: &Journal) -> Settings {
     let mut s2 = s.clone();
@@ -690,22 +698,19 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
         })
         .collect();
     // Refuse, before anything changes, to clobber an edit or lose files written since.
-    // Newest first, as undo runs: a file written by two runs is checked, for the older run,
-    // against what undoing the newer one puts back.
-    let mut will_be: std::collections::HashMap<PathBuf, Option<Vec<u8>>> = Default::default();
+    // Newest first, as undo runs. A file written by several runs is checked once, against
+    // the newest write: the older writes are superseded (see `Undo::superseded`).
+    let mut seen = std::collections::HashSet::new();
     for e in todo.iter().rev() {
-        let path = match &e.step {
-            Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => Some(path),
-            _ => None,
-        };
-        let over = path.and_then(|p| will_be.get(p)).map(|c| c.as_deref());
-        if let Err(err) = crate::exec::precheck_undo_as(&e.step, &e.undo, over) {
+        if let Some(p) = written_file(&e.step) {
+            if !seen.insert(p.clone()) {
+                continue;
+            }
+        }
+        if let Err(err) = crate::exec::precheck_undo(&e.step, &e.undo) {
             return Err(Error::refused("changed-since", err.message).with_fix(
                 "put back what the migration wrote (or remove your edit), then re-run: disinto-claude-init undo --yes; to keep your edit, undo the rest by hand (docs/recovery.md)",
             ));
-        }
-        if let (Some(p), Some(_)) = (path, &e.undo.after_hash) {
-            will_be.insert(p.clone(), e.undo.prev_bytes.clone());
         }
     }
     for e in &todo {
@@ -749,6 +754,14 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
         owner: s.owner_ids(),
     };
     txn.journal.undoing = true;
+    let mut seen = std::collections::HashSet::new();
+    for e in txn.journal.entries.iter_mut().rev() {
+        if matches!(e.state, State::Started | State::Done) {
+            if let Some(p) = written_file(&e.step) {
+                e.undo.superseded = !seen.insert(p.clone());
+            }
+        }
+    }
     txn.save()
         .map_err(|e| Error::failed("journal", e.message))?;
     let pb = Progress::new(io, &todo.iter().map(|e| e.step.clone()).collect::<Vec<_>>());

@@ -527,18 +527,6 @@ fn move_json(
 /// Check, before anything is undone, that undoing this step will not clobber someone's edit
 /// or lose data written since. Read-only.
 pub fn precheck_undo(step: &Step, u: &Undo) -> Result<(), StepError> {
-    precheck_undo_as(step, u, None)
-}
-
-/// `precheck_undo`, with the file's content as it will be once newer entries are undone
-/// (`Some(content)`, where `None` content means absent) instead of as it is on disk now. Undo
-/// checks a whole journal before changing anything: when two runs both wrote the env file, the
-/// older entry must be checked against what undoing the newer one will put back.
-pub fn precheck_undo_as(
-    step: &Step,
-    u: &Undo,
-    will_be: Option<Option<&[u8]>>,
-) -> Result<(), StepError> {
     match step {
         Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => {
             if u.after_hash.is_none() {
@@ -546,10 +534,7 @@ pub fn precheck_undo_as(
                 // only happens after `after_hash` is journaled. Nothing of ours to undo.
                 return Ok(());
             }
-            let cur = match will_be {
-                Some(c) => c.map(<[u8]>::to_vec),
-                None => read_opt(path)?,
-            };
+            let cur = read_opt(path)?;
             let cur_hash = cur.as_deref().map(hash);
             if cur_hash.is_some() && cur_hash == u.after_hash {
                 return Ok(());
@@ -746,7 +731,9 @@ pub fn undo(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<(),
             }
         }
         Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => {
-            precheck_undo(step, u)?;
+            if !u.superseded {
+                precheck_undo(step, u)?;
+            }
             remove_stale_temps(path);
             let cur = read_opt(path)?;
             if u.after_hash.is_none() {

@@ -83,6 +83,11 @@ pub struct Undo {
     /// dir's manifest stays exactly the old `~/.claude`'s (and again on undo).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_mtime: Option<(i64, i64)>,
+    /// A later run rewrote the same file: undoing that run puts back the bytes this one
+    /// wrote (or an edit made in between, which the later run took over), so this entry's
+    /// "changed since" check does not apply; its job is only to restore the original.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub superseded: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -282,3 +282,54 @@ fn undo_reverses_every_run() {
     assert_eq!(code, 0, "{doc:#}");
     assert_same(&before, &w.manifest(), "undo of two runs");
 }
+
+/// Two runs that both wrote the env file (someone set a stale value in between): undo checks
+/// the older write against what undoing the newer one puts back, and restores the original.
+#[test]
+fn undo_of_two_runs_that_both_wrote_the_env_file() {
+    let w = World::realistic();
+    migrate_ok(&w);
+    // Between the runs, an operator puts a stale value back (this edit is part of the world
+    // the second run starts from, so undo must restore exactly it, then the original).
+    let migrated_env = std::fs::read(&w.env_file).unwrap();
+    let mut stale = String::from_utf8(migrated_env.clone()).unwrap();
+    let shared = w.shared.to_str().unwrap();
+    stale = stale.replace(
+        &format!("CLAUDE_SHARED_DIR={shared}\n"),
+        "CLAUDE_SHARED_DIR=/stale\n",
+    );
+    assert_ne!(stale.as_bytes(), &migrated_env[..]);
+    std::fs::write(&w.env_file, &stale).unwrap();
+    let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]));
+    assert_eq!((code, &doc["changed"]), (0, &Value::Bool(true)), "{doc:#}");
+    assert_eq!(std::fs::read(&w.env_file).unwrap(), migrated_env);
+
+    let (code, doc) = undo_json(&w, &["--yes"]);
+    assert_eq!(code, 0, "both runs undone: {doc:#}");
+    assert_eq!(
+        std::fs::read_to_string(&w.env_file).unwrap(),
+        ENV_FILE_CONTENT
+    );
+    assert!(!state_dir(&w).exists(), "no journal left");
+    assert!(std::fs::symlink_metadata(w.claude()).unwrap().is_dir());
+}
+
+/// A config dir that is a regular file is a conflict (exit 3), not an I/O failure.
+#[test]
+fn config_dir_that_is_a_file_is_a_conflict() {
+    let w = World::realistic();
+    std::fs::create_dir_all(&w.shared).unwrap();
+    write_file(&w.config, b"not a dir\n", 0o644);
+    let before = w.manifest();
+    let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]));
+    assert_eq!(code, 3, "{doc:#}");
+    assert_eq!(doc["layout"], "conflict");
+    assert_eq!(doc["error"]["kind"], "conflict");
+    let (code, doc) = run_json(w.cmd_sub("status").arg("--json"));
+    assert_eq!(
+        (code, &doc["layout"]),
+        (0, &Value::from("conflict")),
+        "{doc:#}"
+    );
+    assert_same(&before, &w.manifest(), "conflict refusal");
+}
