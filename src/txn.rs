@@ -131,8 +131,9 @@ impl Txn {
                 continue;
             }
             let t0 = Instant::now();
+            // `started` reaches the disk with the step's own first save, which every step makes
+            // before its first change (`exec::apply`): one journal write per step, not three.
             self.journal.entries[i].state = State::Started;
-            self.save().map_err(|e| (i, e))?;
             let step = self.journal.entries[i].step.clone();
             let mut undo = self.journal.entries[i].undo.clone();
             let res = {
@@ -159,8 +160,9 @@ impl Txn {
             let ms = t0.elapsed().as_millis() as u64;
             match res {
                 Ok(()) => {
+                    // Written with the next step's first save, or at the end. A crash before
+                    // then leaves this step `started`, and applying it again is a no-op.
                     self.journal.entries[i].state = State::Done;
-                    self.save().map_err(|e| (i, e))?;
                     on_event(Event {
                         index: i,
                         step,
@@ -180,7 +182,8 @@ impl Txn {
                 }
             }
         }
-        Ok(())
+        self.save()
+            .map_err(|e| (self.journal.entries.len().saturating_sub(1), e))
     }
 
     /// Undo the entries selected by `which` (started or done), newest first, recording progress
