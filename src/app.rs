@@ -511,6 +511,7 @@ fn settings_from_journal(s: &Settings, j: &Journal) -> Settings {
     s2.config_dir = j.config_dir.clone();
     s2.env_file = j.env_file.clone();
     s2.profile = j.profile.clone();
+    s2.env_file_note = "as recorded in the journal".into();
     s2.owner.uid = j.owner_uid;
     s2.owner.gid = j.owner_gid;
     s2

@@ -371,8 +371,8 @@ fn the_schema_rejects_broken_documents() {
             Box::new(|d| d["stopped_at"] = json!("move-config")),
         ),
         (
-            "completions is not a JSON command",
-            Box::new(|d| d["command"] = json!("completions")),
+            "an unknown command",
+            Box::new(|d| d["command"] = json!("frobnicate")),
         ),
     ];
     for (what, mutate) in &mutations {
