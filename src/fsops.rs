@@ -11,17 +11,20 @@
 //! it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
+use nix::dir::Dir;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
 /// Read/write buffer for file copies and hashing: large enough to amortise syscalls, small
@@ -133,18 +136,6 @@ pub struct Manifest {
     pub entries: BTreeMap<PathBuf, Entry>,
 }
 
-/// One entry as seen by a scan, with the inode facts needed to group hard links and to notice a
-/// source that changes under us. Kept only while a manifest or a copy is being built.
-struct Scanned {
-    rel: PathBuf,
-    entry: Entry,
-    dev: u64,
-    ino: u64,
-    nlink: u64,
-    ctime: (i64, i64),
-    atime: (i64, i64),
-}
-
 /// lstat `root` and require a real directory: a symlink root would otherwise be followed (or
 /// yield an empty manifest), and either silently checks the wrong thing.
 fn require_dir(root: &Path) -> Result<fs::Metadata, FsError> {
@@ -157,92 +148,550 @@ fn require_dir(root: &Path) -> Result<fs::Metadata, FsError> {
     Ok(m)
 }
 
-fn walker(root: &Path) -> walkdir::WalkDir {
-    walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .follow_root_links(false)
-        .min_depth(1)
-        .sort_by(|a, b| a.file_name().cmp(b.file_name()))
+/// lstat as a raw `stat`, for the top of a tree and single files.
+fn lstat(path: &Path) -> Result<FileStat, FsError> {
+    nix::sys::stat::lstat(path).map_err(nix_err(path, "lstat"))
 }
 
-fn walk_err(root: &Path, e: walkdir::Error) -> FsError {
-    let path = e.path().unwrap_or(root).to_path_buf();
-    let source = e
-        .into_io_error()
-        .unwrap_or_else(|| io::Error::other("filesystem loop"));
-    FsError::Io {
-        path,
-        op: "read directory",
-        source,
+/// What an entry is; `EntryKind` without the payload, one byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn kind_of(st_mode: u32) -> Kind {
+    match st_mode as nix::libc::mode_t & nix::libc::S_IFMT {
+        nix::libc::S_IFREG => Kind::File,
+        nix::libc::S_IFDIR => Kind::Dir,
+        nix::libc::S_IFLNK => Kind::Symlink,
+        nix::libc::S_IFIFO => Kind::Fifo,
+        nix::libc::S_IFSOCK => Kind::Socket,
+        nix::libc::S_IFCHR => Kind::CharDev,
+        _ => Kind::BlockDev,
     }
 }
 
-fn kind_of(path: &Path, m: &fs::Metadata) -> Result<EntryKind, FsError> {
-    let ft = m.file_type();
-    Ok(if ft.is_file() {
-        EntryKind::File {
-            size: m.size(),
-            hash: [0; 32],
-        }
-    } else if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_symlink() {
-        EntryKind::Symlink {
-            target: fs::read_link(path).map_err(io_err(path, "readlink"))?,
-        }
-    } else if ft.is_fifo() {
-        EntryKind::Fifo
-    } else if ft.is_socket() {
-        EntryKind::Socket
-    } else if ft.is_char_device() {
-        EntryKind::CharDev(m.rdev())
-    } else {
-        EntryKind::BlockDev(m.rdev())
-    })
+/// `st_mode` as `u32` (it is `mode_t`, whose width is the platform's).
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+fn mode_of(st: &FileStat) -> u32 {
+    st.st_mode as u32
 }
 
-fn scanned_from(root: &Path, path: &Path, m: &fs::Metadata) -> Result<Scanned, FsError> {
-    let rel = path.strip_prefix(root).unwrap_or(path).to_path_buf();
-    Ok(Scanned {
-        rel,
-        entry: Entry {
-            kind: kind_of(path, m)?,
-            mode: m.mode() & 0o7777,
-            uid: m.uid(),
-            gid: m.gid(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ino_group: None,
-        },
-        dev: m.dev(),
-        ino: m.ino(),
-        nlink: m.nlink(),
-        ctime: (m.ctime(), m.ctime_nsec()),
-        atime: (m.atime(), m.atime_nsec()),
-    })
+/// "No index": the parent of a top-level entry, or an entry in no hard-link group.
+const NONE: u32 = u32::MAX;
+
+/// One entry of a scanned tree, in 128 bytes: a copy of 200,000 files keeps 200,000 of these
+/// (plus their names in one shared buffer) and nothing else per entry, which is what bounds the
+/// memory of a copy (issue 5: < 64 MiB at 200,000 files).
+#[derive(Debug)]
+struct Rec {
+    /// Regular files: `st_size`; devices: `st_rdev`; else 0.
+    size: u64,
+    ino: u64,
+    dev: u64,
+    mtime: i64,
+    ctime: i64,
+    atime: i64,
+    /// blake3 of the content (files), written by the worker that hashed it.
+    hash: [AtomicU64; 4],
+    /// Index of the parent directory's record, or [`NONE`] for a child of the root.
+    parent: u32,
+    /// Directories: the index just past the last record of their subtree; others: own index + 1.
+    end: u32,
+    /// Offset of the name in [`Tree::names`]; a symlink's target follows its name there.
+    name_off: u32,
+    nlink: u32,
+    uid: u32,
+    gid: u32,
+    /// Index of the first path of this inode in the tree, when at least two paths share it.
+    group: u32,
+    mtime_ns: u32,
+    ctime_ns: u32,
+    atime_ns: u32,
+    name_len: u16,
+    target_len: u16,
+    /// `st_mode & 0o7777`.
+    mode: u16,
+    kind: Kind,
 }
 
-/// lstat walk of everything under `root`, in manifest order. Reads no file content.
-fn scan(root: &Path) -> Result<Vec<Scanned>, FsError> {
+const _: () = assert!(std::mem::size_of::<Rec>() <= 128);
+
+impl Rec {
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    fn from_stat(st: &FileStat) -> Rec {
+        let kind = kind_of(mode_of(st));
+        Rec {
+            size: match kind {
+                Kind::File => st.st_size as u64,
+                Kind::CharDev | Kind::BlockDev => st.st_rdev as u64,
+                _ => 0,
+            },
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+            mtime: st.st_mtime as i64,
+            ctime: st.st_ctime as i64,
+            atime: st.st_atime as i64,
+            hash: Default::default(),
+            parent: NONE,
+            end: 0,
+            name_off: 0,
+            nlink: (st.st_nlink as u64).min(u32::MAX as u64) as u32,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            group: NONE,
+            mtime_ns: st.st_mtime_nsec as u32,
+            ctime_ns: st.st_ctime_nsec as u32,
+            atime_ns: st.st_atime_nsec as u32,
+            name_len: 0,
+            target_len: 0,
+            mode: (st.st_mode & 0o7777) as u16,
+            kind,
+        }
+    }
+    fn mtime(&self) -> (i64, i64) {
+        (self.mtime, self.mtime_ns as i64)
+    }
+    fn atime(&self) -> (i64, i64) {
+        (self.atime, self.atime_ns as i64)
+    }
+    fn ctime(&self) -> (i64, i64) {
+        (self.ctime, self.ctime_ns as i64)
+    }
+    fn hash(&self) -> [u8; 32] {
+        let mut h = [0u8; 32];
+        for (i, w) in self.hash.iter().enumerate() {
+            h[i * 8..i * 8 + 8].copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        h
+    }
+    fn set_hash(&self, h: &[u8; 32]) {
+        for (i, w) in self.hash.iter().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h[i * 8..i * 8 + 8]);
+            w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+    }
+    /// Whether (inode, size of a file, mtime, ctime) still match `st`: any write, truncation,
+    /// chmod, rename over or replacement changes one of them.
+    #[allow(clippy::unnecessary_cast)]
+    fn unchanged(&self, st: &FileStat) -> bool {
+        let now = Rec::from_stat(st);
+        now.ino == self.ino
+            && now.kind == self.kind
+            && (self.kind != Kind::File || now.size == self.size)
+            && now.mtime() == self.mtime()
+            && now.ctime() == self.ctime()
+    }
+}
+
+/// A scanned tree: every entry under a root (root excluded) in manifest order, i.e. depth
+/// first with each directory's entries sorted bytewise by name, which is the component-wise
+/// order of their relative paths. Names live in one buffer; paths are rebuilt from the parent
+/// chain when needed.
+#[derive(Debug, Default)]
+struct Tree {
+    recs: Vec<Rec>,
+    names: Vec<u8>,
+}
+
+impl Tree {
+    fn name(&self, i: u32) -> &[u8] {
+        let r = &self.recs[i as usize];
+        &self.names[r.name_off as usize..r.name_off as usize + r.name_len as usize]
+    }
+    fn target(&self, i: u32) -> &[u8] {
+        let r = &self.recs[i as usize];
+        let start = r.name_off as usize + r.name_len as usize;
+        &self.names[start..start + r.target_len as usize]
+    }
+    /// Path relative to the root.
+    fn rel(&self, i: u32) -> PathBuf {
+        let mut chain = Vec::new();
+        let mut j = i;
+        while j != NONE {
+            chain.push(j);
+            j = self.recs[j as usize].parent;
+        }
+        let mut p = PathBuf::new();
+        for j in chain.into_iter().rev() {
+            p.push(OsStr::from_bytes(self.name(j)));
+        }
+        p
+    }
+    /// `base` joined with the path of `i`, or `base` itself for [`NONE`].
+    fn path_in(&self, base: &Path, i: u32) -> PathBuf {
+        if i == NONE {
+            base.to_path_buf()
+        } else {
+            base.join(self.rel(i))
+        }
+    }
+    fn push(&mut self, mut r: Rec, name: &[u8], target: Option<&[u8]>) -> Result<u32, io::Error> {
+        let too_big = || io::Error::other("tree too large (more than 4 GiB of names)");
+        let i = u32::try_from(self.recs.len())
+            .ok()
+            .filter(|&i| i != NONE)
+            .ok_or_else(too_big)?;
+        r.name_off = u32::try_from(self.names.len()).map_err(|_| too_big())?;
+        r.name_len = name.len() as u16;
+        self.names.extend_from_slice(name);
+        if let Some(t) = target {
+            r.target_len =
+                u16::try_from(t.len()).map_err(|_| io::Error::other("symlink target too long"))?;
+            self.names.extend_from_slice(t);
+        }
+        r.end = i + 1;
+        self.recs.push(r);
+        Ok(i)
+    }
+    /// The next entry in the same directory after `i` (skipping `i`'s subtree).
+    fn next_sibling(&self, i: u32) -> u32 {
+        self.recs[i as usize].end
+    }
+    /// Children of the directory `d` ([`NONE`] for the root), in order.
+    fn children(&self, d: u32) -> impl Iterator<Item = u32> + '_ {
+        let (mut j, end) = if d == NONE {
+            (0, self.recs.len() as u32)
+        } else {
+            (d + 1, self.recs[d as usize].end)
+        };
+        std::iter::from_fn(move || {
+            if j >= end {
+                return None;
+            }
+            let out = j;
+            j = self.next_sibling(j);
+            Some(out)
+        })
+    }
+    fn entry(&self, i: u32) -> Entry {
+        let r = &self.recs[i as usize];
+        Entry {
+            kind: match r.kind {
+                Kind::File => EntryKind::File {
+                    size: r.size,
+                    hash: r.hash(),
+                },
+                Kind::Dir => EntryKind::Dir,
+                Kind::Symlink => EntryKind::Symlink {
+                    target: PathBuf::from(OsStr::from_bytes(self.target(i))),
+                },
+                Kind::Fifo => EntryKind::Fifo,
+                Kind::Socket => EntryKind::Socket,
+                Kind::CharDev => EntryKind::CharDev(r.size),
+                Kind::BlockDev => EntryKind::BlockDev(r.size),
+            },
+            mode: r.mode as u32,
+            uid: r.uid,
+            gid: r.gid,
+            mtime: r.mtime(),
+            ino_group: (r.group != NONE).then_some(r.group as u64),
+        }
+    }
+    /// Regular files to process, grouped by directory in chunks of at most [`CHUNK`], so that a
+    /// worker opens each directory once per chunk and reaches its files by name (`openat`)
+    /// rather than resolving a full path per file.
+    fn file_chunks(&self, want: impl Fn(u32) -> bool) -> Vec<(u32, Vec<u32>)> {
+        let mut out = Vec::new();
+        let dirs = std::iter::once(NONE).chain(
+            (0..self.recs.len() as u32).filter(|&i| self.recs[i as usize].kind == Kind::Dir),
+        );
+        for d in dirs {
+            let mut cur = Vec::new();
+            for c in self.children(d) {
+                if self.recs[c as usize].kind == Kind::File && want(c) {
+                    cur.push(c);
+                    if cur.len() == CHUNK {
+                        out.push((d, std::mem::take(&mut cur)));
+                    }
+                }
+            }
+            if !cur.is_empty() {
+                out.push((d, cur));
+            }
+        }
+        out
+    }
+}
+
+/// Files per unit of parallel work.
+const CHUNK: usize = 128;
+
+fn cstr(name: &[u8]) -> CString {
+    // Names from readdir and paths from lstat never hold a NUL byte.
+    CString::new(name).unwrap_or_default()
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// Open a directory (never through a symlink at its last component), relative to `at` if given.
+fn open_dir(at: Option<RawFd>, path: &Path, shown: &Path) -> Result<Dir, FsError> {
+    Dir::openat(at, path, DIR_FLAGS, Mode::empty()).map_err(nix_err(shown, "open directory"))
+}
+
+/// `openat(2)` into a `File`.
+fn open_at(dir: RawFd, name: &CStr, flags: OFlag, mode: Mode) -> nix::Result<File> {
+    let fd = nix::fcntl::openat(Some(dir), name, flags | OFlag::O_CLOEXEC, mode)?;
+    // SAFETY: `fd` was just returned by openat(2) and nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Open a file for reading without following a symlink and, where the kernel allows it (owner
+/// or root), without updating its atime: copying or verifying should not modify what it reads.
+fn open_read_at(dir: RawFd, name: &CStr) -> nix::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW;
+    match open_at(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
+        Err(nix::errno::Errno::EPERM) => open_at(dir, name, flags, Mode::empty()),
+        r => r,
+    }
+}
+
+/// The entries of an open directory (not `.` and `..`), each lstat'ed through the directory's
+/// descriptor, sorted bytewise by name.
+fn read_sorted(
+    dir: &mut Dir,
+    shown: &dyn Fn() -> PathBuf,
+) -> Result<Vec<(CString, FileStat)>, FsError> {
+    let fd = dir.as_raw_fd();
+    let mut names = Vec::new();
+    for e in dir.iter() {
+        let e = e.map_err(|e| nix_err(&shown(), "read directory")(e))?;
+        let n = e.file_name();
+        if n.to_bytes() != b"." && n.to_bytes() != b".." {
+            names.push(n.to_owned());
+        }
+    }
+    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    names
+        .into_iter()
+        .map(|n| {
+            let st = nix::sys::stat::fstatat(Some(fd), n.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(|e| nix_err(&shown().join(OsStr::from_bytes(n.as_bytes())), "lstat")(e))?;
+            Ok((n, st))
+        })
+        .collect()
+}
+
+fn readlink_at(dir: RawFd, name: &CStr, shown: &dyn Fn() -> PathBuf) -> Result<Vec<u8>, FsError> {
+    nix::fcntl::readlinkat(Some(dir), name)
+        .map(|t| t.into_vec())
+        .map_err(|e| nix_err(&shown(), "readlink")(e))
+}
+
+/// lstat walk of everything under `root` (a real directory), in manifest order, through
+/// directory descriptors (`openat`/`fstatat`: no path is resolved twice). Reads no content.
+/// Returns the tree and the root's own record.
+fn scan(root: &Path) -> Result<(Tree, Rec), FsError> {
     require_dir(root)?;
-    let mut out = Vec::new();
-    for e in walker(root) {
-        let e = e.map_err(|e| walk_err(root, e))?;
-        let m = e.metadata().map_err(|e| walk_err(root, e))?;
-        out.push(scanned_from(root, e.path(), &m)?);
+    let top = Rec::from_stat(&lstat(root)?);
+    let mut t = Tree::default();
+    struct Frame {
+        dir: Dir,
+        entries: std::vec::IntoIter<(CString, FileStat)>,
+        idx: u32,
     }
-    // Walk order (depth first, names sorted bytewise) is already component-wise path order; the
-    // sort only makes that an invariant rather than an assumption, and is O(n) when sorted.
-    out.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(out)
+    let mut dir = open_dir(None, root, root)?;
+    let entries = read_sorted(&mut dir, &|| root.to_path_buf())?;
+    let mut stack = vec![Frame {
+        dir,
+        entries: entries.into_iter(),
+        idx: NONE,
+    }];
+    while let Some(f) = stack.last_mut() {
+        let Some((name, st)) = f.entries.next() else {
+            let done = stack.pop().map(|f| f.idx).unwrap_or(NONE);
+            if done != NONE {
+                t.recs[done as usize].end = t.recs.len() as u32;
+            }
+            continue;
+        };
+        let (fd, parent) = (f.dir.as_raw_fd(), f.idx);
+        let mut rec = Rec::from_stat(&st);
+        rec.parent = parent;
+        let kind = rec.kind;
+        let shown = || {
+            t.path_in(root, parent)
+                .join(OsStr::from_bytes(name.as_bytes()))
+        };
+        let target = if kind == Kind::Symlink {
+            Some(readlink_at(fd, &name, &shown)?)
+        } else {
+            None
+        };
+        let sub = if kind == Kind::Dir {
+            let mut d = open_dir(
+                Some(fd),
+                Path::new(OsStr::from_bytes(name.as_bytes())),
+                &shown(),
+            )?;
+            let e = read_sorted(&mut d, &shown)?;
+            Some((d, e))
+        } else {
+            None
+        };
+        let i = t
+            .push(rec, name.as_bytes(), target.as_deref())
+            .map_err(|e| io_err(root, "scan")(e))?;
+        if let Some((dir, e)) = sub {
+            stack.push(Frame {
+                dir,
+                entries: e.into_iter(),
+                idx: i,
+            });
+        }
+    }
+    Ok((t, top))
 }
 
-/// Hash a file's content with blake3. `drop_cache` asks the kernel to forget cached pages first,
-/// so that a verification after `syncfs` reads what is on the device rather than what we wrote
-/// into memory.
-fn hash_file(path: &Path, drop_cache: bool) -> Result<[u8; 32], FsError> {
-    let mut f = open_noatime(path)?;
+/// What [`merge_walk`] found at one position of the two sorted trees.
+enum Seen<'a> {
+    /// In the scanned tree (`i`) and on disk (`st`, reachable as `name` in directory `dir`).
+    Both {
+        i: u32,
+        st: &'a FileStat,
+        dir: RawFd,
+        name: &'a CStr,
+    },
+    /// In the scanned tree only (the whole subtree of `i`, if a directory).
+    Expected(u32),
+    /// On disk only: `name` in the directory whose record is `parent`.
+    Actual { parent: u32, name: &'a CStr },
+}
+
+/// Walk the tree on disk at `root` in manifest order alongside the scanned tree `t`, merging
+/// the two by name directory by directory, and report every position to `f`. Descends where
+/// both sides hold a directory. Streaming: memory is one directory listing per level.
+fn merge_walk(
+    t: &Tree,
+    root: &Path,
+    f: &mut dyn FnMut(Seen<'_>) -> Result<(), FsError>,
+) -> Result<(), FsError> {
+    struct Frame {
+        dir: Dir,
+        actual: Vec<(CString, FileStat)>,
+        pos: usize,
+        next: u32,
+        end: u32,
+        idx: u32,
+    }
+    let mut dir = open_dir(None, root, root)?;
+    let actual = read_sorted(&mut dir, &|| root.to_path_buf())?;
+    let mut stack = vec![Frame {
+        dir,
+        actual,
+        pos: 0,
+        next: 0,
+        end: t.recs.len() as u32,
+        idx: NONE,
+    }];
+    while let Some(fr) = stack.last_mut() {
+        let exp = (fr.next < fr.end).then_some(fr.next);
+        let act = fr.actual.get(fr.pos);
+        let order = match (exp, act) {
+            (None, None) => {
+                stack.pop();
+                continue;
+            }
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(j), Some((n, _))) => t.name(j).cmp(n.as_bytes()),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                let j = fr.next;
+                fr.next = t.next_sibling(j);
+                f(Seen::Expected(j))?;
+            }
+            std::cmp::Ordering::Greater => {
+                let parent = fr.idx;
+                fr.pos += 1;
+                let (name, _) = &fr.actual[fr.pos - 1];
+                f(Seen::Actual { parent, name })?;
+            }
+            std::cmp::Ordering::Equal => {
+                let j = fr.next;
+                fr.next = t.next_sibling(j);
+                fr.pos += 1;
+                let fd = fr.dir.as_raw_fd();
+                let (name, st) = &fr.actual[fr.pos - 1];
+                f(Seen::Both {
+                    i: j,
+                    st,
+                    dir: fd,
+                    name,
+                })?;
+                if t.recs[j as usize].kind == Kind::Dir && kind_of(mode_of(st)) == Kind::Dir {
+                    let name = name.clone();
+                    let shown = || t.path_in(root, j);
+                    let mut d = open_dir(
+                        Some(fd),
+                        Path::new(OsStr::from_bytes(name.as_bytes())),
+                        &shown(),
+                    )?;
+                    let actual = read_sorted(&mut d, &shown)?;
+                    stack.push(Frame {
+                        dir: d,
+                        actual,
+                        pos: 0,
+                        next: j + 1,
+                        end: t.recs[j as usize].end,
+                        idx: j,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hash an open file's content into `h`, reading through `buf`: up to end of file, or exactly
+/// `limit` bytes when given (fewer if the file is shorter: the hash then differs).
+fn hash_into(
+    f: &mut File,
+    buf: &mut [u8],
+    h: &mut blake3::Hasher,
+    limit: Option<u64>,
+) -> io::Result<u64> {
+    let mut n_total = 0u64;
+    loop {
+        let want = match limit {
+            Some(l) if n_total >= l => return Ok(n_total),
+            Some(l) => buf.len().min((l - n_total).min(usize::MAX as u64) as usize),
+            None => buf.len(),
+        };
+        match f.read(&mut buf[..want]) {
+            Ok(0) => return Ok(n_total),
+            Ok(n) => {
+                h.update(&buf[..n]);
+                n_total += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Hash one open file. `drop_cache` asks the kernel to forget its cached pages first, so that a
+/// verification after `syncfs` reads what is on the device rather than what we wrote into
+/// memory (advisory: filesystems without a page cache ignore it).
+fn hash_open(
+    f: &mut File,
+    buf: &mut [u8],
+    drop_cache: bool,
+    limit: Option<u64>,
+) -> io::Result<[u8; 32]> {
     if drop_cache {
-        // Advisory: failure (e.g. on filesystems without a page cache) changes nothing.
         let _ = nix::fcntl::posix_fadvise(
             f.as_raw_fd(),
             0,
@@ -251,36 +700,58 @@ fn hash_file(path: &Path, drop_cache: bool) -> Result<[u8; 32], FsError> {
         );
     }
     let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; BUF_SIZE];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                h.update(&buf[..n]);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_err(path, "read")(e)),
-        }
-    }
+    hash_into(f, buf, &mut h, limit)?;
     Ok(*h.finalize().as_bytes())
 }
 
-/// Open for reading without updating the source's atime where the kernel allows it (owner or
-/// root): copying or verifying should not modify what it copies.
-fn open_noatime(path: &Path) -> Result<File, FsError> {
-    let r = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOATIME | nix::libc::O_NOFOLLOW)
-        .open(path);
-    match r {
-        Ok(f) => Ok(f),
-        Err(e) if e.raw_os_error() == Some(nix::libc::EPERM) => OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(io_err(path, "open")),
-        Err(e) => Err(io_err(path, "open")(e)),
+/// A read buffer for a chunk of files: as large as the largest file needs (plus one byte, so
+/// one read returns a small file whole and the next sees its end), at most [`BUF_SIZE`].
+fn chunk_buf(t: &Tree, files: &[u32]) -> Vec<u8> {
+    let max = files
+        .iter()
+        .map(|&i| t.recs[i as usize].size)
+        .max()
+        .unwrap_or(0);
+    vec![0u8; (max as usize).saturating_add(1).clamp(4096, BUF_SIZE)]
+}
+
+/// Hash every file of `t` (found under `root`) in parallel, each hard-linked inode once.
+fn hash_tree(t: &Tree, root: &Path, drop_cache: bool) -> Result<(), FsError> {
+    let mut seen: HashMap<(u64, u64), u32> = HashMap::new();
+    let mut links: Vec<(u32, u32)> = Vec::new();
+    for (i, r) in t.recs.iter().enumerate() {
+        if r.kind == Kind::File && r.nlink > 1 {
+            match seen.entry((r.dev, r.ino)) {
+                std::collections::hash_map::Entry::Occupied(o) => links.push((*o.get(), i as u32)),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i as u32);
+                }
+            }
+        }
     }
+    let second: HashSet<u32> = links.iter().map(|&(_, i)| i).collect();
+    drop(seen);
+    let chunks = t.file_chunks(|i| !second.contains(&i));
+    par_for(chunks.len(), &|c| {
+        let (d, files) = &chunks[c];
+        let dpath = t.path_in(root, *d);
+        let dir = open_dir(None, &dpath, &dpath)?;
+        let mut buf = chunk_buf(t, files);
+        for &i in files {
+            let name = cstr(t.name(i));
+            let shown = || t.path_in(root, i);
+            let mut f =
+                open_read_at(dir.as_raw_fd(), &name).map_err(|e| nix_err(&shown(), "open")(e))?;
+            let h = hash_open(&mut f, &mut buf, drop_cache, None)
+                .map_err(|e| io_err(&shown(), "read")(e))?;
+            t.recs[i as usize].set_hash(&h);
+        }
+        Ok(())
+    })?;
+    for (first, i) in links {
+        t.recs[i as usize].set_hash(&t.recs[first as usize].hash());
+    }
+    Ok(())
 }
 
 /// Number of worker threads for content work: the cores we have, capped, since a copy is
@@ -335,56 +806,22 @@ fn par_for<T: Send>(
     Ok(results.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// Hash every regular file of a scan in parallel (each hard-linked inode once).
-fn hash_scanned(root: &Path, items: &mut [Scanned], drop_cache: bool) -> Result<(), FsError> {
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
-    let jobs: Vec<usize> = (0..items.len())
-        .filter(|&i| {
-            matches!(items[i].entry.kind, EntryKind::File { .. })
-                && (items[i].nlink < 2 || seen.insert((items[i].dev, items[i].ino)))
-        })
-        .collect();
-    let ro: &[Scanned] = items;
-    let hashes = par_for(jobs.len(), &|j| {
-        hash_file(&root.join(&ro[jobs[j]].rel), drop_cache)
-    })?;
-    let mut by_inode: HashMap<(u64, u64), [u8; 32]> = HashMap::new();
-    for (j, h) in hashes {
-        let it = &mut items[jobs[j]];
-        if it.nlink > 1 {
-            by_inode.insert((it.dev, it.ino), h);
-        }
-        set_hash(&mut it.entry, h);
-    }
-    for it in items.iter_mut() {
-        if it.nlink > 1 {
-            if let Some(h) = by_inode.get(&(it.dev, it.ino)) {
-                set_hash(&mut it.entry, *h);
-            }
+/// Set hard-link groups on a scanned tree, counting only the paths present in it.
+fn group_links(t: &mut Tree) {
+    let mut first: HashMap<(u64, u64), (u32, u32)> = HashMap::new();
+    for (i, r) in t.recs.iter().enumerate() {
+        if r.nlink > 1 && r.kind == Kind::File {
+            first.entry((r.dev, r.ino)).or_insert((i as u32, 0)).1 += 1;
         }
     }
-    Ok(())
-}
-
-fn set_hash(e: &mut Entry, h: [u8; 32]) {
-    if let EntryKind::File { hash, .. } = &mut e.kind {
-        *hash = h;
+    if first.is_empty() {
+        return;
     }
-}
-
-/// Set hard-link groups on a sorted scan, counting only the paths present in it.
-fn group_links(items: &mut [Scanned]) {
-    let mut first: HashMap<(u64, u64), (u64, u32)> = HashMap::new();
-    for (i, it) in items.iter().enumerate() {
-        if it.nlink > 1 && matches!(it.entry.kind, EntryKind::File { .. }) {
-            first.entry((it.dev, it.ino)).or_insert((i as u64, 0)).1 += 1;
-        }
-    }
-    for it in items.iter_mut() {
-        if it.nlink > 1 {
-            if let Some(&(idx, count)) = first.get(&(it.dev, it.ino)) {
+    for r in t.recs.iter_mut() {
+        if r.nlink > 1 && r.kind == Kind::File {
+            if let Some(&(idx, count)) = first.get(&(r.dev, r.ino)) {
                 if count > 1 {
-                    it.entry.ino_group = Some(idx);
+                    r.group = idx;
                 }
             }
         }
@@ -392,55 +829,15 @@ fn group_links(items: &mut [Scanned]) {
 }
 
 /// Every entry under `root` (root excluded), with content hashes. `root` must be a real
-/// directory (not a symlink to one): see [`FsError::NotADirectory`].
-///
-/// Built straight into the map (no intermediate list of scans) so that 200,000 entries stay
-/// around 50 MiB: paths, metadata and hashes only.
+/// directory (a symlink is refused, not followed). Hard links are grouped by the first path of
+/// their inode inside the tree.
 pub fn manifest(root: &Path) -> Result<Manifest, FsError> {
-    require_dir(root)?;
-    let mut entries: BTreeMap<PathBuf, Entry> = BTreeMap::new();
-    // Inode of every multiply-linked file, to group links afterwards; rare, so kept aside.
-    let mut linked: HashMap<PathBuf, (u64, u64)> = HashMap::new();
-    for e in walker(root) {
-        let e = e.map_err(|e| walk_err(root, e))?;
-        let m = e.metadata().map_err(|e| walk_err(root, e))?;
-        let s = scanned_from(root, e.path(), &m)?;
-        if s.nlink > 1 && m.file_type().is_file() {
-            linked.insert(s.rel.clone(), (s.dev, s.ino));
-        }
-        entries.insert(s.rel, s.entry);
-    }
-    let files: Vec<&Path> = entries
-        .iter()
-        .filter(|(_, e)| matches!(e.kind, EntryKind::File { .. }))
-        .map(|(p, _)| p.as_path())
+    let (mut t, _) = scan(root)?;
+    hash_tree(&t, root, false)?;
+    group_links(&mut t);
+    let entries = (0..t.recs.len() as u32)
+        .map(|i| (t.rel(i), t.entry(i)))
         .collect();
-    let mut hashes = vec![[0u8; 32]; files.len()];
-    for (i, h) in par_for(files.len(), &|i| hash_file(&root.join(files[i]), false))? {
-        hashes[i] = h;
-    }
-    drop(files);
-    let mut hi = hashes.into_iter();
-    for e in entries.values_mut() {
-        if matches!(e.kind, EntryKind::File { .. }) {
-            set_hash(e, hi.next().unwrap_or([0; 32]));
-        }
-    }
-    if !linked.is_empty() {
-        let mut first: HashMap<(u64, u64), (u64, u32)> = HashMap::new();
-        for (i, p) in entries.keys().enumerate() {
-            if let Some(k) = linked.get(p) {
-                first.entry(*k).or_insert((i as u64, 0)).1 += 1;
-            }
-        }
-        for (p, k) in &linked {
-            if let (Some(&(idx, n)), Some(e)) = (first.get(k), entries.get_mut(p)) {
-                if n > 1 {
-                    e.ino_group = Some(idx);
-                }
-            }
-        }
-    }
     Ok(Manifest { entries })
 }
 
@@ -579,33 +976,159 @@ pub struct TreeStats {
     pub bytes: u64,
 }
 
-/// One lstat walk (root excluded), no content read: for plans and space checks.
+/// What [`par_walk`] calls for each directory: returns the subdirectories to visit.
+type DirVisitor<'a> = dyn Fn(&Path, &mut Dir) -> Result<Vec<PathBuf>, FsError> + Sync + 'a;
+
+/// Visit every directory under `root` (root included) on a pool of `threads` threads: `visit`
+/// gets each directory's path and open descriptor and returns the paths of the
+/// subdirectories to visit next. Stops at the first error and returns it. Directories are
+/// opened with `O_NOFOLLOW`: a directory swapped for a symlink mid-walk is an error, never
+/// followed.
+fn par_walk(root: &Path, threads: usize, visit: &DirVisitor) -> Result<(), FsError> {
+    struct Queue {
+        dirs: Vec<PathBuf>,
+        busy: usize,
+    }
+    let q = Mutex::new(Queue {
+        dirs: vec![root.to_path_buf()],
+        busy: 0,
+    });
+    let cv = std::sync::Condvar::new();
+    let failed = AtomicBool::new(false);
+    let first_err: Mutex<Option<FsError>> = Mutex::new(None);
+    let lock = || q.lock().unwrap_or_else(|p| p.into_inner());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| loop {
+                let dir = {
+                    let mut g = lock();
+                    loop {
+                        if failed.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        if let Some(d) = g.dirs.pop() {
+                            g.busy += 1;
+                            break d;
+                        }
+                        if g.busy == 0 {
+                            cv.notify_all();
+                            return;
+                        }
+                        g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
+                    }
+                };
+                let r = open_dir(None, &dir, &dir).and_then(|mut d| visit(&dir, &mut d));
+                let mut g = lock();
+                g.busy -= 1;
+                match r {
+                    Ok(subs) => g.dirs.extend(subs),
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        first_err
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                    }
+                }
+                cv.notify_all();
+            });
+        }
+    });
+    match first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Threads for a metadata walk: waits on the disk when the cache is cold, so a few more than
+/// the cores help there and cost nothing when warm.
+const WALK_THREADS: usize = 4;
+
+/// Threads for unlinking: an ext4 unlink mostly waits (journal, bitmaps), so more threads than
+/// cores pay off. Measured on 2 cores, 20,000 files: 1 thread 1.20 s, 2: 0.78 s, 4: 0.65 s,
+/// 8: 0.57 s (`rm -rf`: 1.06 s).
+const UNLINK_THREADS: usize = 8;
+
+/// The type of a directory entry: from `d_type` when the filesystem provides it, else lstat.
+fn entry_kind(
+    dir: RawFd,
+    e: &nix::dir::Entry,
+    shown: &dyn Fn() -> PathBuf,
+) -> Result<Kind, FsError> {
+    use nix::dir::Type;
+    Ok(match e.file_type() {
+        Some(Type::File) => Kind::File,
+        Some(Type::Directory) => Kind::Dir,
+        Some(Type::Symlink) => Kind::Symlink,
+        Some(Type::Fifo) => Kind::Fifo,
+        Some(Type::Socket) => Kind::Socket,
+        Some(Type::CharacterDevice) => Kind::CharDev,
+        Some(Type::BlockDevice) => Kind::BlockDev,
+        None => {
+            let st =
+                nix::sys::stat::fstatat(Some(dir), e.file_name(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map_err(|err| nix_err(&shown(), "lstat")(err))?;
+            kind_of(mode_of(&st))
+        }
+    })
+}
+
+/// One metadata walk (root excluded), no content read, directories visited in parallel: for
+/// plans and space checks. Only regular files are lstat'ed (for their size); everything else is
+/// counted from the directory entry's type.
 pub fn tree_stats(root: &Path) -> Result<TreeStats, FsError> {
     require_dir(root)?;
-    let mut st = TreeStats::default();
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
-    for e in walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .follow_root_links(false)
-        .min_depth(1)
-    {
-        let e = e.map_err(|e| walk_err(root, e))?;
-        let ft = e.file_type();
-        if ft.is_dir() {
-            st.dirs += 1;
-        } else if ft.is_symlink() {
-            st.symlinks += 1;
-        } else if ft.is_file() {
-            st.files += 1;
-            let m = e.metadata().map_err(|e| walk_err(root, e))?;
-            if m.nlink() < 2 || seen.insert((m.dev(), m.ino())) {
-                st.bytes += m.size();
+    let total = Mutex::new(TreeStats::default());
+    let linked: Mutex<HashSet<(u64, u64)>> = Mutex::new(HashSet::new());
+    par_walk(root, WALK_THREADS, &|path, dir| {
+        let fd = dir.as_raw_fd();
+        let mut st = TreeStats::default();
+        let mut subs = Vec::new();
+        for e in dir.iter() {
+            let e = e.map_err(nix_err(path, "read directory"))?;
+            let name = e.file_name();
+            if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                continue;
             }
-        } else {
-            st.others += 1;
+            let shown = || path.join(OsStr::from_bytes(name.to_bytes()));
+            match entry_kind(fd, &e, &shown)? {
+                Kind::Dir => {
+                    st.dirs += 1;
+                    subs.push(shown());
+                }
+                Kind::Symlink => st.symlinks += 1,
+                Kind::File => {
+                    st.files += 1;
+                    let m = nix::sys::stat::fstatat(Some(fd), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .map_err(|err| nix_err(&shown(), "lstat")(err))?;
+                    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+                    let (nlink, dev, ino, size) = (
+                        m.st_nlink as u64,
+                        m.st_dev as u64,
+                        m.st_ino as u64,
+                        m.st_size as u64,
+                    );
+                    if nlink < 2
+                        || linked
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert((dev, ino))
+                    {
+                        st.bytes += size;
+                    }
+                }
+                _ => st.others += 1,
+            }
         }
-    }
-    Ok(st)
+        let mut t = total.lock().unwrap_or_else(|p| p.into_inner());
+        t.files += st.files;
+        t.dirs += st.dirs;
+        t.symlinks += st.symlinks;
+        t.others += st.others;
+        t.bytes += st.bytes;
+        Ok(subs)
+    })?;
+    Ok(total.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
 /// The path itself if it exists (lstat), else its nearest existing ancestor. A relative path
@@ -740,19 +1263,18 @@ fn ts(t: (i64, i64)) -> TimeSpec {
 
 /// chown (optional), chmod, then times, in that order: chown clears setuid/setgid bits, and any
 /// change would bump times we set earlier. Never follows a symlink.
-fn apply_meta(path: &Path, s: &Scanned, opts: &CopyOptions) -> Result<(), FsError> {
-    let is_link = matches!(s.entry.kind, EntryKind::Symlink { .. });
+fn apply_meta(path: &Path, r: &Rec, opts: &CopyOptions) -> Result<(), FsError> {
     if opts.preserve_owner {
-        std::os::unix::fs::lchown(path, Some(s.entry.uid), Some(s.entry.gid))
+        std::os::unix::fs::lchown(path, Some(r.uid), Some(r.gid))
             .map_err(io_err(path, "lchown"))?;
     }
-    if !is_link {
+    if r.kind != Kind::Symlink {
         // The path was just created by us and is not a symlink, so chmod (which follows links)
         // acts on it.
         nix::sys::stat::fchmodat(
             None,
             path,
-            Mode::from_bits_truncate(s.entry.mode as _),
+            Mode::from_bits_truncate(r.mode as _),
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )
         .map_err(nix_err(path, "chmod"))?;
@@ -760,75 +1282,88 @@ fn apply_meta(path: &Path, s: &Scanned, opts: &CopyOptions) -> Result<(), FsErro
     nix::sys::stat::utimensat(
         None,
         path,
-        &ts(s.atime),
-        &ts(s.entry.mtime),
+        &ts(r.atime()),
+        &ts(r.mtime()),
         UtimensatFlags::NoFollowSymlink,
     )
     .map_err(nix_err(path, "set times"))
 }
 
-/// Copy one file's bytes from `src` into the new file `dst` (created exclusively), hashing what
-/// is written, then set owner, mode and times on the open descriptor. The hash is of the exact
-/// bytes written, so a later read-back of `dst` proves what landed on disk.
+/// Which side of a copy an I/O error happened on.
+enum Side {
+    Src(io::Error),
+    Dst(io::Error),
+    /// The source is not the length it had when scanned.
+    Changed(String),
+}
+
+/// Copy `input` to `out` through `buf`, hashing the bytes on their way through (the source is
+/// read once, while the data is hot in cache), then give `out` the owner (optional), mode and
+/// times of `r` and close it, checking the close. The hash is of the exact bytes written, so a
+/// later read-back of the destination proves what landed on disk. Reads exactly `r.size` bytes
+/// (no extra read to see the end of a small file): a source shorter than that is
+/// [`FsError::SourceChanged`] here, a longer one is caught by the callers' re-check of the
+/// source's size and times after the copy.
 ///
 /// A read/hash/write loop is used rather than `copy_file_range`: the bytes have to be hashed
 /// anyway, and doing it on the way through reads the source once instead of twice. Across
 /// filesystems (the only case where this tool copies instead of renaming) the kernel would fall
 /// back to a splice through a pipe for `copy_file_range` anyway, so nothing is lost.
-fn copy_file_data(
-    src: &Path,
-    dst: &Path,
-    s: &Scanned,
+fn copy_data(
+    mut input: File,
+    mut out: File,
+    r: &Rec,
     opts: &CopyOptions,
+    buf: &mut [u8],
     on_bytes: &dyn Fn(u64),
-) -> Result<[u8; 32], FsError> {
-    let mut input = open_noatime(src)?;
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(dst)
-        .map_err(io_err(dst, "create"))?;
+) -> Result<[u8; 32], Side> {
     let mut h = blake3::Hasher::new();
     let mut copied = 0u64;
-    let mut buf = vec![0u8; BUF_SIZE.min(s_size(s).max(4096) as usize)];
-    loop {
-        let n = match input.read(&mut buf) {
+    // Exactly the size scanned: bytes appended since then are not copied, and the re-check of
+    // the source after the copy (size, mtime, ctime) refuses the copy for it.
+    while copied < r.size {
+        let want = buf
+            .len()
+            .min((r.size - copied).min(usize::MAX as u64) as usize);
+        let n = match input.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err(src, "read")(e)),
+            Err(e) => return Err(Side::Src(e)),
         };
-        out.write_all(&buf[..n]).map_err(io_err(dst, "write"))?;
+        out.write_all(&buf[..n]).map_err(Side::Dst)?;
         h.update(&buf[..n]);
         copied += n as u64;
         on_bytes(n as u64);
     }
-    if copied != s_size(s) {
-        return Err(FsError::SourceChanged {
-            path: src.to_path_buf(),
-            detail: format!("{} bytes read where lstat said {}", copied, s_size(s)),
-        });
+    if copied != r.size {
+        return Err(Side::Changed(format!(
+            "{copied} bytes read where lstat said {}",
+            r.size
+        )));
+    }
+    if opts.preserve_owner {
+        std::os::unix::fs::fchown(&out, Some(r.uid), Some(r.gid)).map_err(Side::Dst)?;
     }
     let fd = out.as_raw_fd();
-    if opts.preserve_owner {
-        std::os::unix::fs::fchown(&out, Some(s.entry.uid), Some(s.entry.gid))
-            .map_err(io_err(dst, "fchown"))?;
-    }
-    nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(s.entry.mode as _))
-        .map_err(nix_err(dst, "fchmod"))?;
-    nix::sys::stat::futimens(fd, &ts(s.atime), &ts(s.entry.mtime))
-        .map_err(nix_err(dst, "set times"))?;
-    // Errors that a filesystem only reports at close (NFS, quota) would otherwise be lost.
-    drop(out);
+    nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(r.mode as _))
+        .map_err(|e| Side::Dst(e.into()))?;
+    nix::sys::stat::futimens(fd, &ts(r.atime()), &ts(r.mtime()))
+        .map_err(|e| Side::Dst(e.into()))?;
+    // Errors that a filesystem only reports at close (NFS, quota) must not be lost.
+    nix::unistd::close(out.into_raw_fd()).map_err(|e| Side::Dst(e.into()))?;
     Ok(*h.finalize().as_bytes())
 }
 
-fn s_size(s: &Scanned) -> u64 {
-    match s.entry.kind {
-        EntryKind::File { size, .. } => size,
-        _ => 0,
+/// [`copy_data`]'s error, with the path of the side that failed.
+fn side_err(src: &Path, dst: &Path, e: Side) -> FsError {
+    match e {
+        Side::Changed(detail) => FsError::SourceChanged {
+            path: src.to_path_buf(),
+            detail,
+        },
+        Side::Src(e) => io_err(src, "read")(e),
+        Side::Dst(e) => io_err(dst, "write")(e),
     }
 }
 
@@ -872,41 +1407,47 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Create everything that is not a regular file's content: directories (private 0700 until the
-/// end, so nothing is readable through them mid-copy), symlinks, fifos, sockets and devices.
+/// Create entry `i` of `t` under `dst` unless it is a regular file (whose content is copied
+/// later): directories (private 0700 until the end, so nothing is readable through them
+/// mid-copy), symlinks, fifos, sockets and devices.
 fn create_special(
-    src_root: &Path,
+    src: &Path,
     dst: &Path,
-    s: &Scanned,
+    t: &Tree,
+    i: u32,
     opts: &CopyOptions,
 ) -> Result<(), FsError> {
-    match &s.entry.kind {
-        EntryKind::Dir => fs::DirBuilder::new()
+    let r = &t.recs[i as usize];
+    if r.kind == Kind::File {
+        return Ok(());
+    }
+    let p = t.path_in(dst, i);
+    match r.kind {
+        Kind::Dir => fs::DirBuilder::new()
             .mode(0o700)
-            .create(dst)
-            .map_err(io_err(dst, "mkdir")),
-        EntryKind::Symlink { target } => {
-            std::os::unix::fs::symlink(target, dst).map_err(io_err(dst, "symlink"))?;
-            apply_meta(dst, s, opts)
+            .create(&p)
+            .map_err(io_err(&p, "mkdir")),
+        Kind::Symlink => {
+            std::os::unix::fs::symlink(OsStr::from_bytes(t.target(i)), &p)
+                .map_err(io_err(&p, "symlink"))?;
+            apply_meta(&p, r, opts)
         }
-        EntryKind::File { .. } => Ok(()),
         other => {
             let (kind, dev) = match other {
-                EntryKind::Fifo => (SFlag::S_IFIFO, 0),
-                EntryKind::Socket => (SFlag::S_IFSOCK, 0),
-                EntryKind::CharDev(d) => (SFlag::S_IFCHR, *d),
-                EntryKind::BlockDev(d) => (SFlag::S_IFBLK, *d),
-                _ => unreachable!("handled above"),
+                Kind::Fifo => (SFlag::S_IFIFO, 0),
+                Kind::Socket => (SFlag::S_IFSOCK, 0),
+                Kind::CharDev => (SFlag::S_IFCHR, r.size),
+                _ => (SFlag::S_IFBLK, r.size),
             };
             if dev != 0 && !is_root() {
                 return Err(FsError::DeviceNeedsRoot {
-                    path: src_root.join(&s.rel),
+                    path: t.path_in(src, i),
                 });
             }
             #[allow(clippy::useless_conversion)]
-            nix::sys::stat::mknod(dst, kind, Mode::from_bits_truncate(0o600), dev.into())
-                .map_err(nix_err(dst, "mknod"))?;
-            apply_meta(dst, s, opts)
+            nix::sys::stat::mknod(&p, kind, Mode::from_bits_truncate(0o600), dev.into())
+                .map_err(nix_err(&p, "mknod"))?;
+            apply_meta(&p, r, opts)
         }
     }
 }
@@ -919,6 +1460,11 @@ fn create_special(
 /// fifos, sockets and (as root) device nodes. `dst` itself gets `src`'s mode and times.
 /// Directory metadata is set after their contents, deepest first.
 ///
+/// Speed: one metadata scan through directory descriptors, then the files are copied by a
+/// small pool of workers (one per core, up to four), a chunk of one directory's files at a time,
+/// each file opened by name relative to its directory (`openat`) and hashed as it is copied, so
+/// the source is read once while the data is hot.
+///
 /// Durability: one `syncfs(2)` on the destination filesystem after everything is written. It
 /// gives the guarantee a `fsync` of every file and directory gives (everything on stable
 /// storage before the caller deletes the source), without tens of thousands of flushes.
@@ -929,6 +1475,9 @@ fn create_special(
 /// bytes read during the copy. The source is then lstat'ed again: any entry added, removed or
 /// modified (size, mtime, ctime, inode) since the copy started is [`FsError::SourceChanged`].
 ///
+/// Memory: 128 bytes per entry plus its name (about 35 MiB for 200,000 files), nothing that
+/// grows with file sizes.
+///
 /// `progress(files_done, bytes_done)` is called during the copy phase, at most every few
 /// milliseconds and once at its end. On error the partial `dst` is left for the caller to
 /// remove; `src` is never modified.
@@ -938,43 +1487,44 @@ pub fn copy_tree_verified(
     opts: &CopyOptions,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<CopyStats, FsError> {
-    let top = require_dir(src)?;
+    require_dir(src)?;
     check_dst_free(dst)?;
-    let items = scan(src)?;
-    let top_scan = scanned_from(src, src, &top)?;
+    let (mut t, top) = scan(src)?;
 
     fs::DirBuilder::new()
         .mode(0o700)
         .create(dst)
         .map_err(io_err(dst, "mkdir"))?;
 
-    // Directories, symlinks and special files first (in order, so parents exist), and the list
-    // of regular files to copy: the first path of each hard-linked inode is copied, the others
-    // are linked to it afterwards.
+    // Directories, symlinks and special files first (in order, so parents exist). Of each
+    // hard-linked inode the first path is copied, the others are linked to it afterwards.
     let mut stats = CopyStats::default();
-    let mut jobs: Vec<usize> = Vec::new();
-    let mut links: Vec<(usize, usize)> = Vec::new();
-    let mut first_of: HashMap<(u64, u64), usize> = HashMap::new();
-    for (i, s) in items.iter().enumerate() {
-        match s.entry.kind {
-            EntryKind::File { .. } => {
+    let mut first_of: HashMap<(u64, u64), u32> = HashMap::new();
+    let mut links: Vec<(u32, u32)> = Vec::new();
+    for i in 0..t.recs.len() as u32 {
+        let r = &t.recs[i as usize];
+        match r.kind {
+            Kind::File => {
                 stats.files += 1;
-                if s.nlink > 1 {
-                    if let Some(&f) = first_of.get(&(s.dev, s.ino)) {
-                        links.push((f, i));
-                        continue;
+                if r.nlink > 1 {
+                    match first_of.entry((r.dev, r.ino)) {
+                        std::collections::hash_map::Entry::Occupied(o) => links.push((*o.get(), i)),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(i);
+                        }
                     }
-                    first_of.insert((s.dev, s.ino), i);
                 }
-                jobs.push(i);
             }
-            EntryKind::Dir => stats.dirs += 1,
-            EntryKind::Symlink { .. } => stats.symlinks += 1,
+            Kind::Dir => stats.dirs += 1,
+            Kind::Symlink => stats.symlinks += 1,
             _ => {}
         }
-        create_special(src, &dst.join(&s.rel), s, opts)?;
+        create_special(src, dst, &t, i, opts)?;
     }
     drop(first_of);
+    let second: HashSet<u32> = links.iter().map(|&(_, i)| i).collect();
+    let chunks = t.file_chunks(|i| !second.contains(&i));
+    drop(second);
 
     let prog = Progress {
         cb: progress,
@@ -983,126 +1533,97 @@ pub fn copy_tree_verified(
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
     };
-    let hashes = par_for(jobs.len(), &|j| {
-        let s = &items[jobs[j]];
-        let h = copy_file_data(&src.join(&s.rel), &dst.join(&s.rel), s, opts, &|n| {
-            prog.tick(0, n)
-        })?;
-        prog.tick(1, 0);
-        Ok(h)
+    let create = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+    par_for(chunks.len(), &|c| {
+        let (d, files) = &chunks[c];
+        let (sp, dp) = (t.path_in(src, *d), t.path_in(dst, *d));
+        let sdir = open_dir(None, &sp, &sp)?;
+        let ddir = open_dir(None, &dp, &dp)?;
+        let mut buf = chunk_buf(&t, files);
+        for &i in files {
+            let r = &t.recs[i as usize];
+            let name = cstr(t.name(i));
+            let input = open_read_at(sdir.as_raw_fd(), &name)
+                .map_err(|e| nix_err(&t.path_in(src, i), "open")(e))?;
+            let out = open_at(
+                ddir.as_raw_fd(),
+                &name,
+                create,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(|e| nix_err(&t.path_in(dst, i), "create")(e))?;
+            let h = copy_data(input, out, r, opts, &mut buf, &|n| prog.tick(0, n))
+                .map_err(|e| side_err(&t.path_in(src, i), &t.path_in(dst, i), e))?;
+            r.set_hash(&h);
+            prog.tick(1, 0);
+        }
+        Ok(())
     })?;
+    drop(chunks);
     for &(f, i) in &links {
-        let (a, b) = (dst.join(&items[f].rel), dst.join(&items[i].rel));
+        let (a, b) = (t.path_in(dst, f), t.path_in(dst, i));
         fs::hard_link(&a, &b).map_err(io_err(&b, "link"))?;
+        t.recs[i as usize].set_hash(&t.recs[f as usize].hash());
         prog.tick(1, 0);
     }
+    drop(links);
     prog.finish();
     stats.bytes = prog.bytes.load(Ordering::Relaxed);
 
     // Directory metadata last and deepest first: creating entries inside a directory bumps its
     // mtime, and a read-only directory mode would stop us creating them.
-    for s in items.iter().rev() {
-        if matches!(s.entry.kind, EntryKind::Dir) {
-            apply_meta(&dst.join(&s.rel), s, opts)?;
+    for i in (0..t.recs.len() as u32).rev() {
+        let r = &t.recs[i as usize];
+        if r.kind == Kind::Dir {
+            apply_meta(&t.path_in(dst, i), r, opts)?;
         }
     }
-    apply_meta(dst, &top_scan, opts)?;
+    apply_meta(dst, &top, opts)?;
 
     sync_tree(dst)?;
 
-    // The source manifest: the copy-time scan with the hashes of the bytes actually copied.
-    let mut src_items = items;
-    let mut by_inode: HashMap<(u64, u64), [u8; 32]> = HashMap::new();
-    for (j, h) in hashes {
-        let s = &mut src_items[jobs[j]];
-        set_hash(&mut s.entry, h);
-        if s.nlink > 1 {
-            by_inode.insert((s.dev, s.ino), h);
-        }
-    }
-    for &(_, i) in &links {
-        let s = &mut src_items[i];
-        if let Some(h) = by_inode.get(&(s.dev, s.ino)) {
-            set_hash(&mut s.entry, *h);
-        }
-    }
-    drop(by_inode);
-    drop(jobs);
-    drop(links);
-
-    group_links(&mut src_items);
+    group_links(&mut t);
     // Source first: a source that moved under us explains any mismatch better than the diff.
-    check_source_unchanged(src, &top_scan, &src_items)?;
-    verify_against(&src_items, src, dst, opts.preserve_owner, true)?;
+    check_source_unchanged(src, &top, &t)?;
+    verify_against(&t, src, dst, opts.preserve_owner, true)?;
     // Compare the top directories themselves too: mode and mtime of `dst` must be `src`'s.
-    check_top(src, dst, &top_scan, opts.preserve_owner)?;
+    check_top(src, dst, &top, opts.preserve_owner)?;
     Ok(stats)
 }
 
 /// Walk the source again (lstat only, streaming) and require every entry to be as scanned.
-/// Relies on the walk order being manifest order; if it ever were not, the result would be a
-/// spurious refusal, never a missed change.
-fn check_source_unchanged(src: &Path, top: &Scanned, expected: &[Scanned]) -> Result<(), FsError> {
-    let top_now = fs::symlink_metadata(src).map_err(io_err(src, "lstat"))?;
-    if (top_now.ino(), top_now.ctime(), top_now.ctime_nsec()) != (top.ino, top.ctime.0, top.ctime.1)
-    {
+fn check_source_unchanged(src: &Path, top: &Rec, t: &Tree) -> Result<(), FsError> {
+    if !top.unchanged(&lstat(src)?) {
         return Err(FsError::SourceChanged {
             path: src.to_path_buf(),
             detail: "the directory itself was modified".into(),
         });
     }
-    let changed = |p: &Path, detail: &str| FsError::SourceChanged {
-        path: src.join(p),
+    let changed = |path: PathBuf, detail: &str| FsError::SourceChanged {
+        path,
         detail: detail.into(),
     };
-    let mut exp = expected.iter();
-    for e in walker(src) {
-        let e = e.map_err(|e| walk_err(src, e))?;
-        let m = e.metadata().map_err(|e| walk_err(src, e))?;
-        let rel = e.path().strip_prefix(src).unwrap_or(e.path());
-        let Some(Scanned {
-            rel: p,
-            entry: ent,
-            ino,
-            ctime,
-            ..
-        }) = exp.next()
-        else {
-            return Err(changed(rel, "appeared during the copy"));
-        };
-        if p != rel {
-            return Err(changed(p, "the set of entries changed during the copy"));
-        }
-        let size = match ent.kind {
-            EntryKind::File { size, .. } => size,
-            _ => m.size(),
-        };
-        if (*ino, size, ent.mtime, *ctime)
-            != (
-                m.ino(),
-                m.size(),
-                (m.mtime(), m.mtime_nsec()),
-                (m.ctime(), m.ctime_nsec()),
-            )
-        {
-            return Err(changed(
-                rel,
-                "size, times or inode differ from when it was copied",
-            ));
-        }
-    }
-    if let Some(x) = exp.next() {
-        return Err(changed(&x.rel, "vanished during the copy"));
-    }
-    Ok(())
+    merge_walk(t, src, &mut |s| match s {
+        Seen::Expected(j) => Err(changed(t.path_in(src, j), "vanished during the copy")),
+        Seen::Actual { parent, name } => Err(changed(
+            t.path_in(src, parent)
+                .join(OsStr::from_bytes(name.to_bytes())),
+            "appeared during the copy",
+        )),
+        Seen::Both { i, st, .. } if !t.recs[i as usize].unchanged(st) => Err(changed(
+            t.path_in(src, i),
+            "size, times or inode differ from when it was copied",
+        )),
+        Seen::Both { .. } => Ok(()),
+    })
 }
 
-fn check_top(src: &Path, dst: &Path, top: &Scanned, owner: bool) -> Result<(), FsError> {
+fn check_top(src: &Path, dst: &Path, top: &Rec, owner: bool) -> Result<(), FsError> {
     let d = fs::symlink_metadata(dst).map_err(io_err(dst, "lstat"))?;
     let ok = d.file_type().is_dir()
-        && d.mode() & 0o7777 == top.entry.mode
-        && (d.mtime(), d.mtime_nsec()) == top.entry.mtime
-        && (!owner || (d.uid(), d.gid()) == (top.entry.uid, top.entry.gid));
+        && d.mode() & 0o7777 == top.mode as u32
+        && (d.mtime(), d.mtime_nsec()) == top.mtime()
+        && (!owner || (d.uid(), d.gid()) == (top.uid, top.gid));
     if ok {
         Ok(())
     } else {
@@ -1116,19 +1637,16 @@ fn check_top(src: &Path, dst: &Path, top: &Scanned, owner: bool) -> Result<(), F
     }
 }
 
-/// How many destination entries are scanned and hashed at a time during verification: enough
-/// to keep both workers busy, small enough that memory does not grow with the tree.
-const VERIFY_BATCH: usize = 2048;
-
 /// Most difference lines kept while verifying, so a wholly wrong tree cannot exhaust memory.
 const MAX_DIFFS_KEPT: usize = 1000;
 
-/// Walk `dst` (streaming, in batches hashed in parallel, reading every byte) and require every
-/// entry to equal the sorted, hashed and link-grouped `expected` scan of the source. Memory stays
-/// that of `expected` plus one batch. Relies on walk order being path order; were it not, the
-/// result would be a spurious mismatch, never a missed one.
+/// Require the tree at `dst` to equal the scanned, hashed and link-grouped tree `t` of `src`:
+/// first a streaming metadata walk of `dst` merged with `t` (kind, size, mode, owner when
+/// `compare_owner`, mtime, symlink target, device number, hard-link grouping, and entries on
+/// one side only), then every byte of every file read back and hashed, in parallel, a chunk of
+/// one directory's files at a time. Memory stays that of `t` plus 4 bytes per file.
 fn verify_against(
-    expected: &[Scanned],
+    t: &Tree,
     src: &Path,
     dst: &Path,
     compare_owner: bool,
@@ -1143,53 +1661,115 @@ fn verify_against(
             d.push(line);
         }
     };
-    let mut exp = expected.iter().peekable();
-    let mut first_of: HashMap<(u64, u64), u64> = HashMap::new();
-    let mut index = 0u64;
-    let mut walk = walker(dst).into_iter();
-    loop {
-        let mut batch = Vec::with_capacity(VERIFY_BATCH);
-        for e in walk.by_ref().take(VERIFY_BATCH) {
-            let e = e.map_err(|e| walk_err(dst, e))?;
-            let m = e.metadata().map_err(|e| walk_err(dst, e))?;
-            batch.push(scanned_from(dst, e.path(), &m)?);
-        }
-        if batch.is_empty() {
-            break;
-        }
-        hash_scanned(dst, &mut batch, drop_cache)?;
-        for mut got in batch {
-            // In a fresh copy every link of an inode is inside the tree, so nlink > 1 alone
-            // says "grouped"; anything else is a real difference and is reported as one.
-            if got.nlink > 1 && matches!(got.entry.kind, EntryKind::File { .. }) {
-                got.entry.ino_group = Some(*first_of.entry((got.dev, got.ino)).or_insert(index));
-            }
-            index += 1;
-            loop {
-                match exp.peek() {
-                    Some(x) if x.rel < got.rel => {
-                        push(&mut d, format!("{:?}: only in the first tree", x.rel));
-                        exp.next();
+    let rel_in = |parent: u32, name: &CStr| {
+        let base = if parent == NONE {
+            PathBuf::new()
+        } else {
+            t.rel(parent)
+        };
+        base.join(OsStr::from_bytes(name.to_bytes()))
+    };
+    // In a fresh copy every link of an inode is inside the tree, so nlink > 1 alone says
+    // "grouped"; anything else is a real difference and is reported as one.
+    let mut first_of: HashMap<(u64, u64), u32> = HashMap::new();
+    let mut to_hash: Vec<u32> = Vec::new();
+    merge_walk(t, dst, &mut |s| {
+        match s {
+            Seen::Expected(j) => push(&mut d, format!("{:?}: only in the first tree", t.rel(j))),
+            Seen::Actual { parent, name } => push(
+                &mut d,
+                format!("{:?}: only in the second tree", rel_in(parent, name)),
+            ),
+            Seen::Both { i, st, dir, name } => {
+                let exp = t.entry(i);
+                let got = Rec::from_stat(st);
+                let kind = match got.kind {
+                    Kind::File => EntryKind::File {
+                        size: got.size,
+                        // Content is compared below, by reading it back.
+                        hash: match exp.kind {
+                            EntryKind::File { hash, .. } => hash,
+                            _ => [0; 32],
+                        },
+                    },
+                    Kind::Dir => EntryKind::Dir,
+                    Kind::Symlink => EntryKind::Symlink {
+                        target: PathBuf::from(OsString::from_vec(readlink_at(dir, name, &|| {
+                            dst.join(t.rel(i))
+                        })?)),
+                    },
+                    Kind::Fifo => EntryKind::Fifo,
+                    Kind::Socket => EntryKind::Socket,
+                    Kind::CharDev => EntryKind::CharDev(got.size),
+                    Kind::BlockDev => EntryKind::BlockDev(got.size),
+                };
+                let group = (got.kind == Kind::File && got.nlink > 1)
+                    .then(|| *first_of.entry((got.dev, got.ino)).or_insert(i) as u64);
+                let act = Entry {
+                    kind,
+                    mode: got.mode as u32,
+                    uid: got.uid,
+                    gid: got.gid,
+                    mtime: got.mtime(),
+                    ino_group: group,
+                };
+                if act != exp {
+                    let mut lines = Vec::new();
+                    diff_entry(&t.rel(i), &exp, &act, compare_owner, &mut lines);
+                    for l in lines {
+                        push(&mut d, l);
                     }
-                    Some(x) if x.rel == got.rel => {
-                        let mut lines = Vec::new();
-                        diff_entry(&x.rel, &x.entry, &got.entry, compare_owner, &mut lines);
-                        for l in lines {
-                            push(&mut d, l);
-                        }
-                        exp.next();
-                        break;
-                    }
-                    _ => {
-                        push(&mut d, format!("{:?}: only in the second tree", got.rel));
-                        break;
-                    }
+                }
+                if matches!((&exp.kind, &act.kind), (EntryKind::File { size: a, .. }, EntryKind::File { size: b, .. }) if a == b)
+                {
+                    to_hash.push(i);
                 }
             }
         }
+        Ok(())
+    })?;
+    drop(first_of);
+
+    // Content: group the files to read back by directory.
+    let mut chunks: Vec<(u32, Vec<u32>)> = Vec::new();
+    for i in to_hash {
+        let p = t.recs[i as usize].parent;
+        match chunks.last_mut() {
+            Some((d, v)) if *d == p && v.len() < CHUNK => v.push(i),
+            _ => chunks.push((p, vec![i])),
+        }
     }
-    for x in exp {
-        push(&mut d, format!("{:?}: only in the first tree", x.rel));
+    let bad: Mutex<Vec<(u32, [u8; 32])>> = Mutex::new(Vec::new());
+    par_for(chunks.len(), &|c| {
+        let (dir, files) = &chunks[c];
+        let dpath = t.path_in(dst, *dir);
+        let dfd = open_dir(None, &dpath, &dpath)?;
+        let mut buf = chunk_buf(t, files);
+        for &i in files {
+            let name = cstr(t.name(i));
+            let shown = || t.path_in(dst, i);
+            let mut f =
+                open_read_at(dfd.as_raw_fd(), &name).map_err(|e| nix_err(&shown(), "open")(e))?;
+            let h = hash_open(&mut f, &mut buf, drop_cache, Some(t.recs[i as usize].size))
+                .map_err(|e| io_err(&shown(), "read")(e))?;
+            if h != t.recs[i as usize].hash() {
+                bad.lock().unwrap_or_else(|p| p.into_inner()).push((i, h));
+            }
+        }
+        Ok(())
+    })?;
+    let mut bad = bad.into_inner().unwrap_or_else(|p| p.into_inner());
+    bad.sort_unstable_by_key(|b| b.0);
+    for (i, h) in bad {
+        push(
+            &mut d,
+            format!(
+                "{:?}: content differs (blake3 {}… != {}…)",
+                t.rel(i),
+                hex(&t.recs[i as usize].hash()),
+                hex(&h)
+            ),
+        );
     }
     if total == 0 {
         return Ok(());
@@ -1215,10 +1795,10 @@ fn verify_against(
 /// after copying: `Ok` when `dst` is a faithful copy of `src`, else [`FsError::VerifyMismatch`]
 /// listing the differences. Owners are compared when `compare_owner`.
 pub fn verify_trees(src: &Path, dst: &Path, compare_owner: bool) -> Result<(), FsError> {
-    let mut items = scan(src)?;
-    hash_scanned(src, &mut items, false)?;
-    group_links(&mut items);
-    verify_against(&items, src, dst, compare_owner, false)
+    let (mut t, _) = scan(src)?;
+    hash_tree(&t, src, false)?;
+    group_links(&mut t);
+    verify_against(&t, src, dst, compare_owner, false)
 }
 
 /// `syncfs(2)` on the filesystem holding `path`, then fsync of its parent directory so that the
@@ -1254,58 +1834,52 @@ fn check_dst_free(dst: &Path) -> Result<(), FsError> {
 /// and compare its hash with the bytes read from `src`. `dst` must not exist. On error a partial
 /// `dst` is removed (it is ours: we created it exclusively); `src` is never touched.
 pub fn copy_file_verified(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<(), FsError> {
-    let m = fs::symlink_metadata(src).map_err(io_err(src, "lstat"))?;
-    if !m.file_type().is_file() {
+    let st = lstat(src)?;
+    let r = Rec::from_stat(&st);
+    if r.kind != Kind::File {
         return Err(FsError::NotAFile {
             path: src.to_path_buf(),
         });
     }
     check_dst_free(dst)?;
-    let s = scanned_from(parent_or_dot(src), src, &m)?;
+    let mut created = false;
     let result = (|| {
-        let h = copy_file_data(src, dst, &s, opts, &|_| {})?;
+        let input = open_noatime(src)?;
+        let out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(dst)
+            .map_err(io_err(dst, "create"))?;
+        created = true;
+        let mut buf = vec![0u8; (r.size as usize).saturating_add(1).clamp(4096, BUF_SIZE)];
+        let h = copy_data(input, out, &r, opts, &mut buf, &|_| {})
+            .map_err(|e| side_err(src, dst, e))?;
         File::open(dst)
             .and_then(|f| f.sync_all())
             .map_err(io_err(dst, "fsync"))?;
         fsync_dir(parent_or_dot(dst))?;
-        let back = hash_file(dst, true)?;
+        let mut back = File::open(dst).map_err(io_err(dst, "open"))?;
+        let back = hash_open(&mut back, &mut buf, true, None).map_err(io_err(dst, "read"))?;
         let d = fs::symlink_metadata(dst).map_err(io_err(dst, "lstat"))?;
         let mut problems = Vec::new();
         if back != h {
             problems.push("content read back differs".to_string());
         }
-        if d.size() != s_size(&s) {
-            problems.push(format!("size {} != {}", d.size(), s_size(&s)));
+        if d.size() != r.size {
+            problems.push(format!("size {} != {}", d.size(), r.size));
         }
-        if d.mode() & 0o7777 != s.entry.mode {
-            problems.push(format!(
-                "mode {:04o} != {:04o}",
-                d.mode() & 0o7777,
-                s.entry.mode
-            ));
+        if d.mode() & 0o7777 != r.mode as u32 {
+            problems.push(format!("mode {:04o} != {:04o}", d.mode() & 0o7777, r.mode));
         }
-        if (d.mtime(), d.mtime_nsec()) != s.entry.mtime {
+        if (d.mtime(), d.mtime_nsec()) != r.mtime() {
             problems.push("mtime differs".into());
         }
-        if opts.preserve_owner && (d.uid(), d.gid()) != (s.entry.uid, s.entry.gid) {
+        if opts.preserve_owner && (d.uid(), d.gid()) != (r.uid, r.gid) {
             problems.push("owner differs".into());
         }
-        let now = fs::symlink_metadata(src).map_err(io_err(src, "lstat"))?;
-        if (
-            now.ino(),
-            now.size(),
-            now.mtime(),
-            now.mtime_nsec(),
-            now.ctime(),
-            now.ctime_nsec(),
-        ) != (
-            s.ino,
-            s_size(&s),
-            s.entry.mtime.0,
-            s.entry.mtime.1,
-            s.ctime.0,
-            s.ctime.1,
-        ) {
+        if !r.unchanged(&lstat(src)?) {
             return Err(FsError::SourceChanged {
                 path: src.to_path_buf(),
                 detail: "modified during the copy".into(),
@@ -1320,7 +1894,7 @@ pub fn copy_file_verified(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<
             })
         }
     })();
-    if result.is_err() {
+    if result.is_err() && created {
         let _ = fs::remove_file(dst);
     }
     result
@@ -1329,6 +1903,10 @@ pub fn copy_file_verified(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<
 /// `rm -rf` that never follows symlinks: a symlink (at the top or anywhere inside) is unlinked,
 /// its target left alone. A path that does not exist is not an error. Stops at the first failure
 /// and names the path.
+///
+/// Directories are emptied in parallel (a small pool of workers, each unlinking a directory's
+/// entries by name relative to its descriptor, `unlinkat`), then removed deepest first.
+/// Every directory is opened with `O_NOFOLLOW`, so one swapped for a symlink is an error.
 pub fn remove_tree(path: &Path) -> Result<(), FsError> {
     let m = match fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -1338,44 +1916,70 @@ pub fn remove_tree(path: &Path) -> Result<(), FsError> {
     if !m.file_type().is_dir() {
         return fs::remove_file(path).map_err(io_err(path, "unlink"));
     }
-    // Unlinking is the bulk of the work and directories are independent, so the non-directory
-    // entries of each directory are removed by a small worker pool; the (then empty) directories
-    // go afterwards, deepest first.
-    let mut dirs = vec![path.to_path_buf()];
-    for e in walkdir::WalkDir::new(path)
-        .follow_links(false)
-        .follow_root_links(false)
-        .min_depth(1)
-    {
-        let e = e.map_err(|e| walk_err(path, e))?;
-        if e.file_type().is_dir() {
-            dirs.push(e.into_path());
-        }
-    }
-    par_for(dirs.len(), &|i| {
-        let dir = &dirs[i];
-        for e in fs::read_dir(dir).map_err(io_err(dir, "read directory"))? {
-            let e = e.map_err(io_err(dir, "read directory"))?;
-            let ft = e.file_type().map_err(io_err(&e.path(), "lstat"))?;
-            if !ft.is_dir() {
-                let p = e.path();
-                fs::remove_file(&p).map_err(io_err(&p, "unlink"))?;
+    let dirs: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    par_walk(path, UNLINK_THREADS, &|p, dir| {
+        let fd = dir.as_raw_fd();
+        let mut subs = Vec::new();
+        let mut names = Vec::new();
+        for e in dir.iter() {
+            let e = e.map_err(nix_err(p, "read directory"))?;
+            let name = e.file_name();
+            if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                continue;
+            }
+            let shown = || p.join(OsStr::from_bytes(name.to_bytes()));
+            if entry_kind(fd, &e, &shown)? == Kind::Dir {
+                subs.push(shown());
+            } else {
+                names.push(name.to_owned());
             }
         }
-        Ok(())
+        // Unlink after listing: removing entries while reading the directory is allowed but
+        // may make some filesystems return entries twice or skip some.
+        for n in names {
+            nix::unistd::unlinkat(
+                Some(fd),
+                n.as_c_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            )
+            .map_err(|e| nix_err(&p.join(OsStr::from_bytes(n.as_bytes())), "unlink")(e))?;
+        }
+        dirs.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(p.to_path_buf());
+        Ok(subs)
     })?;
-    // Walk order is parents before children, so reverse order is children first.
-    for d in dirs.iter().rev() {
+    let mut dirs = dirs.into_inner().unwrap_or_else(|p| p.into_inner());
+    // Deepest first: a directory has more components than any of its ancestors.
+    dirs.sort_unstable_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in &dirs {
         fs::remove_dir(d).map_err(io_err(d, "rmdir"))?;
     }
     Ok(())
 }
 
+/// Open for reading without following a symlink and, where the kernel allows it (owner or
+/// root), without updating the source's atime.
+fn open_noatime(path: &Path) -> Result<File, FsError> {
+    let r = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOATIME | nix::libc::O_NOFOLLOW)
+        .open(path);
+    match r {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EPERM) => OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io_err(path, "open")),
+        Err(e) => Err(io_err(path, "open")(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
     use std::process::Command;
 
     fn set_mtime(p: &Path, sec: i64, nsec: i64) {
@@ -1706,6 +2310,45 @@ mod tests {
         .unwrap();
         let e = verify_trees(&src, &dst, is_root()).unwrap_err();
         assert!(e.to_string().contains("mode 0600 != 0644"), "{e}");
+    }
+
+    #[test]
+    fn verify_reports_missing_and_extra_entries_and_subtrees() {
+        let s = tmp_in("/tmp");
+        let src = s.path().join("claude");
+        build_nasty(&src, &s.path().join("dotfiles"));
+        let dst = s.path().join("copy");
+        copy_tree_verified(&src, &dst, &opts(), &|_, _| {}).unwrap();
+        fs::remove_file(dst.join("projects/-home-u-repo/0001.jsonl")).unwrap();
+        write(&dst.join("projects/-home-u-repo/0002.jsonl"), b"x", 0o644);
+        remove_tree(&dst.join("local")).unwrap();
+        mkdir(&dst.join("zz-extra/deeper"), 0o755);
+        let e = verify_trees(&src, &dst, is_root()).unwrap_err().to_string();
+        for want in [
+            "\"projects/-home-u-repo/0001.jsonl\": only in the first tree",
+            "\"projects/-home-u-repo/0002.jsonl\": only in the second tree",
+            "\"local\": only in the first tree",
+            "\"zz-extra\": only in the second tree",
+        ] {
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
+        // A subtree on one side only is one difference, not one per entry in it; the
+        // directories whose content changed differ in mtime too.
+        assert!(!e.contains("local/node_modules"), "{e}");
+    }
+
+    #[test]
+    fn remove_tree_many_directories_in_parallel() {
+        let s = tmp_in("/tmp");
+        let root = s.path().join("many");
+        build_bulk(&root, 40, 30, 100);
+        mkdir(&root.join("ro"), 0o755);
+        write(&root.join("ro/f"), b"x", 0o444);
+        symlink("/etc/passwd", root.join("projects/link-out")).unwrap();
+        remove_tree(&root).unwrap();
+        assert!(fs::symlink_metadata(&root).is_err());
+        assert!(Path::new("/etc/passwd").exists());
+        assert_eq!(fs::read_dir(s.path()).unwrap().count(), 0);
     }
 
     #[test]
