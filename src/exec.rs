@@ -133,6 +133,19 @@ fn staging(to: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// A verified copy of the tree `src` at `staging`, from scratch: whatever an interrupted
+/// attempt left there is removed first, never trusted.
+fn copy_to_staging(src: &Path, staging: &Path, ctx: &Ctx) -> Result<(), StepError> {
+    if exists(staging) {
+        fsops::remove_tree(staging)?;
+    }
+    let opts = CopyOptions {
+        preserve_owner: ctx.owner.is_some(),
+    };
+    fsops::copy_tree_verified(src, staging, &opts, ctx.progress)?;
+    Ok(())
+}
+
 pub const INCOMING: &str = ".dci-incoming";
 pub const RESTORE: &str = ".dci-restore";
 
@@ -418,13 +431,7 @@ fn move_config(
                 // (Re)do the copy from scratch: a half-finished copy is never trusted.
                 u.phase = Some("copying".into());
                 save(u)?;
-                if exists(&incoming) {
-                    fsops::remove_tree(&incoming)?;
-                }
-                let opts = CopyOptions {
-                    preserve_owner: ctx.owner.is_some(),
-                };
-                fsops::copy_tree_verified(from, &incoming, &opts, ctx.progress)?;
+                copy_to_staging(from, &incoming, ctx)?;
                 failpoint("copied-move-config")?;
                 u.phase = Some("copied".into());
                 save(u)?;
@@ -830,13 +837,7 @@ fn undo_move_config(
                     if is_real_dir(to) {
                         u.undo_phase = Some("copying-back".into());
                         save(u)?;
-                        if exists(&restore) {
-                            fsops::remove_tree(&restore)?;
-                        }
-                        let opts = CopyOptions {
-                            preserve_owner: ctx.owner.is_some(),
-                        };
-                        fsops::copy_tree_verified(to, &restore, &opts, ctx.progress)?;
+                        copy_to_staging(to, &restore, ctx)?;
                         // Leftovers of an interrupted source removal are duplicates of what
                         // the verified copy holds.
                         if exists(from) {

@@ -29,6 +29,9 @@ pub enum Outcome {
     Undone,
 }
 
+/// `exec::apply` or `exec::undo`.
+type StepOp = fn(&Step, &mut Undo, &Ctx, &mut exec::Save) -> Result<(), StepError>;
+
 pub struct Txn {
     pub journal: Journal,
     pub state_dir: PathBuf,
@@ -116,6 +119,41 @@ impl Txn {
         })
     }
 
+    /// Run `op` (`exec::apply` or `exec::undo`) on entry `i`, giving it a `save` that writes
+    /// the journal with the entry's undo record as it stands, and keeping that record.
+    fn run_on_entry(
+        &mut self,
+        i: usize,
+        progress: &(dyn Fn(u64, u64) + Sync),
+        op: StepOp,
+    ) -> Result<(), StepError> {
+        let step = self.journal.entries[i].step.clone();
+        let mut undo = self.journal.entries[i].undo.clone();
+        let (home, shared, config) = (
+            self.journal.home.clone(),
+            self.journal.shared_dir.clone(),
+            self.journal.config_dir.clone(),
+        );
+        let ctx = Ctx {
+            owner: self.owner,
+            owner_ids: (self.journal.owner_uid, self.journal.owner_gid),
+            home: &home,
+            shared_dir: &shared,
+            config_dir: &config,
+            progress,
+        };
+        let (journal, state_dir, owner) = (&mut self.journal, &self.state_dir, self.owner);
+        let mut save = |u: &Undo| -> Result<(), StepError> {
+            journal.entries[i].undo = u.clone();
+            journal
+                .save(state_dir, owner)
+                .map_err(|e| StepError::new(format!("cannot write the journal: {e}")))
+        };
+        let res = op(&step, &mut undo, &ctx, &mut save);
+        self.journal.entries[i].undo = undo;
+        res
+    }
+
     /// Apply every `planned` or `started` entry, in order. On the first failure, stop and
     /// return its index and error (the caller rolls back).
     pub fn apply_pending(
@@ -135,28 +173,7 @@ impl Txn {
             // before its first change (`exec::apply`): one journal write per step, not three.
             self.journal.entries[i].state = State::Started;
             let step = self.journal.entries[i].step.clone();
-            let mut undo = self.journal.entries[i].undo.clone();
-            let res = {
-                let journal = &mut self.journal;
-                let state_dir = &self.state_dir;
-                let owner = self.owner;
-                let ctx = Ctx {
-                    owner,
-                    owner_ids: (journal.owner_uid, journal.owner_gid),
-                    home: &journal.home.clone(),
-                    shared_dir: &journal.shared_dir.clone(),
-                    config_dir: &journal.config_dir.clone(),
-                    progress,
-                };
-                let mut save = |u: &Undo| -> Result<(), StepError> {
-                    journal.entries[i].undo = u.clone();
-                    journal
-                        .save(state_dir, owner)
-                        .map_err(|e| StepError::new(format!("cannot write the journal: {e}")))
-                };
-                exec::apply(&step, &mut undo, &ctx, &mut save)
-            };
-            self.journal.entries[i].undo = undo;
+            let res = self.run_on_entry(i, progress, exec::apply);
             let ms = t0.elapsed().as_millis() as u64;
             match res {
                 Ok(()) => {
@@ -215,33 +232,7 @@ impl Txn {
                 continue;
             }
             let t0 = Instant::now();
-            let mut undo = self.journal.entries[i].undo.clone();
-            let res = {
-                let journal = &mut self.journal;
-                let state_dir = &self.state_dir;
-                let owner = self.owner;
-                let (home, shared, config) = (
-                    journal.home.clone(),
-                    journal.shared_dir.clone(),
-                    journal.config_dir.clone(),
-                );
-                let ctx = Ctx {
-                    owner,
-                    owner_ids: (journal.owner_uid, journal.owner_gid),
-                    home: &home,
-                    shared_dir: &shared,
-                    config_dir: &config,
-                    progress,
-                };
-                let mut save = |u: &Undo| -> Result<(), StepError> {
-                    journal.entries[i].undo = u.clone();
-                    journal
-                        .save(state_dir, owner)
-                        .map_err(|e| StepError::new(format!("cannot write the journal: {e}")))
-                };
-                exec::undo(&step, &mut undo, &ctx, &mut save)
-            };
-            self.journal.entries[i].undo = undo;
+            let res = self.run_on_entry(i, progress, exec::undo);
             let ms = t0.elapsed().as_millis() as u64;
             match res {
                 Ok(()) => {
