@@ -322,17 +322,7 @@ pub fn apply(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<()
             let block = profile::render_block(kind, ctx.config_dir);
             // fish's conf.d may not exist yet.
             if !u.recorded {
-                let mut missing = Vec::new();
-                let mut d = path.parent();
-                while let Some(p) = d {
-                    if exists(p) {
-                        break;
-                    }
-                    missing.push(p.to_path_buf());
-                    d = p.parent();
-                }
-                missing.reverse();
-                u.created_dirs = missing;
+                u.created_dirs = path.parent().map(fsops::missing_dirs).unwrap_or_default();
             }
             for d in u.created_dirs.clone() {
                 if !exists(&d) {

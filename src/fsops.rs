@@ -1131,6 +1131,22 @@ pub fn tree_stats(root: &Path) -> Result<TreeStats, FsError> {
     Ok(total.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
+/// `dir` and those of its ancestors that do not exist (lstat), outermost first: what
+/// `mkdir -p dir` would create, and so what an undo must remove again.
+pub fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut missing = Vec::new();
+    let mut d = Some(dir);
+    while let Some(p) = d.filter(|p| !p.as_os_str().is_empty()) {
+        if fs::symlink_metadata(p).is_ok() {
+            break;
+        }
+        missing.push(p.to_path_buf());
+        d = p.parent();
+    }
+    missing.reverse();
+    missing
+}
+
 /// The path itself if it exists (lstat), else its nearest existing ancestor. A relative path
 /// with no existing component yields `.`.
 pub fn nearest_existing(path: &Path) -> PathBuf {

@@ -227,21 +227,6 @@ impl Journal {
     }
 }
 
-/// The state directories missing down to `state_dir`, outermost first.
-fn missing_dirs(state_dir: &Path) -> Vec<PathBuf> {
-    let mut missing = Vec::new();
-    let mut d = Some(state_dir);
-    while let Some(p) = d {
-        if std::fs::symlink_metadata(p).is_ok() {
-            break;
-        }
-        missing.push(p.to_path_buf());
-        d = p.parent();
-    }
-    missing.reverse();
-    missing
-}
-
 const STAGING_TAG: &str = ".dci-state-";
 
 /// `<parent>/.<name>.dci-state-<pid>`: where the missing state directories are built, with the
@@ -266,7 +251,7 @@ pub fn create_with_journal(
     owner: Option<(u32, u32)>,
     journal: &mut Journal,
 ) -> std::io::Result<()> {
-    let missing = missing_dirs(state_dir);
+    let missing = crate::fsops::missing_dirs(state_dir);
     journal.created_state_dirs = missing.clone();
     let Some(top) = missing.first() else {
         return journal.save(state_dir, owner);
@@ -321,7 +306,7 @@ pub fn create_with_journal(
 /// touched. Returns whether one was removed.
 pub fn clear_stale_staging(state_dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    let missing = missing_dirs(state_dir);
+    let missing = crate::fsops::missing_dirs(state_dir);
     let Some(top) = missing.first() else {
         return false;
     };
@@ -368,42 +353,6 @@ pub fn clear_stale_staging(state_dir: &Path) -> bool {
         }
     }
     removed
-}
-
-/// Create the journal's directory (and any missing parents) mode 0700, owned by the home's
-/// owner. Returns the directories it created, outermost first, so they can be removed again.
-pub fn create_state_dir(
-    state_dir: &Path,
-    owner: Option<(u32, u32)>,
-) -> std::io::Result<Vec<PathBuf>> {
-    let mut missing = Vec::new();
-    let mut d = Some(state_dir);
-    while let Some(p) = d {
-        if std::fs::symlink_metadata(p).is_ok() {
-            break;
-        }
-        missing.push(p.to_path_buf());
-        d = p.parent();
-    }
-    missing.reverse();
-    let mut created = Vec::new();
-    for dir in &missing {
-        // Only the leaf must be private; parents (`~/.local`, `~/.local/state`) get the
-        // usual 0700 too, which is what XDG asks for state directories.
-        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-            Ok(()) => created.push(dir.clone()),
-            Err(e) => {
-                remove_dirs(&created);
-                return Err(e);
-            }
-        }
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        if let Some((u, g)) = owner {
-            nix::unistd::chown(dir, Some(u.into()), Some(g.into()))
-                .map_err(std::io::Error::from)?;
-        }
-    }
-    Ok(created)
 }
 
 /// Remove the journal and the state directories created for it (innermost first; a directory

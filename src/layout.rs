@@ -193,16 +193,11 @@ impl Facts {
             }
             _ => TreeStats::default(),
         };
-        let mut missing_dirs = Vec::new();
-        let mut d = s.config_dir.parent().map(Path::to_path_buf);
-        while let Some(p) = d {
-            if std::fs::symlink_metadata(&p).is_ok() {
-                break;
-            }
-            missing_dirs.push(p.clone());
-            d = p.parent().map(Path::to_path_buf);
-        }
-        missing_dirs.reverse();
+        let missing_dirs = s
+            .config_dir
+            .parent()
+            .map(fsops::missing_dirs)
+            .unwrap_or_default();
         let same =
             |a: &Path| fsops::same_filesystem(a, &s.config_dir).map_err(std::io::Error::other);
         let same_fs = if matches!(claude, Node::Dir { .. }) {

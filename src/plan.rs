@@ -22,6 +22,17 @@ pub enum Method {
     VerifiedCopy,
 }
 
+impl Method {
+    /// rename(2) where it works, a verified copy where it cannot (EXDEV).
+    pub fn for_same_fs(same_fs: bool) -> Method {
+        if same_fs {
+            Method::Rename
+        } else {
+            Method::VerifiedCopy
+        }
+    }
+}
+
 /// One step of a migration, with everything it needs to apply itself. Serialized into the
 /// journal, so a resumed or undone run acts on exactly what was planned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,11 +297,7 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
     }
     match layout {
         Layout::Legacy => {
-            let method = if f.same_fs {
-                Method::Rename
-            } else {
-                Method::VerifiedCopy
-            };
+            let method = Method::for_same_fs(f.same_fs);
             steps.push(run(Step::MoveConfig {
                 from: s.claude_dir(),
                 to: s.config_dir.clone(),
@@ -343,11 +350,7 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
     };
     match claude_json_action(layout, f, s) {
         ClaudeJsonAction::Move => {
-            let method = if f.claude_json_same_fs {
-                Method::Rename
-            } else {
-                Method::VerifiedCopy
-            };
+            let method = Method::for_same_fs(f.claude_json_same_fs);
             steps.push(run(Step::MoveClaudeJson {
                 from: s.claude_json(),
                 to: s.config_claude_json(),
