@@ -146,6 +146,17 @@ fn copy_to_staging(src: &Path, staging: &Path, ctx: &Ctx) -> Result<(), StepErro
     Ok(())
 }
 
+/// rename(2), with an error that names both paths.
+fn rename(from: &Path, to: &Path) -> Result<(), StepError> {
+    std::fs::rename(from, to).map_err(|e| {
+        StepError::new(format!(
+            "cannot rename '{}' to '{}': {e}",
+            show(from),
+            show(to)
+        ))
+    })
+}
+
 pub const INCOMING: &str = ".dci-incoming";
 pub const RESTORE: &str = ".dci-restore";
 
@@ -402,13 +413,7 @@ fn move_config(
             if !from_is_dir && is_real_dir(to) {
                 return Ok(()); // renamed before a crash
             }
-            std::fs::rename(from, to).map_err(|e| {
-                StepError::new(format!(
-                    "cannot rename '{}' to '{}': {e}",
-                    show(from),
-                    show(to)
-                ))
-            })?;
+            rename(from, to)?;
             atomic::sync_dir(ctx.home).map_err(|e| io("cannot sync", ctx.home, e))?;
             if let Some(p) = to.parent() {
                 atomic::sync_dir(p).map_err(|e| io("cannot sync", p, e))?;
@@ -428,13 +433,7 @@ fn move_config(
             }
             if u.phase.as_deref() == Some("copied") {
                 if exists(&incoming) {
-                    std::fs::rename(&incoming, to).map_err(|e| {
-                        StepError::new(format!(
-                            "cannot rename '{}' to '{}': {e}",
-                            show(&incoming),
-                            show(to)
-                        ))
-                    })?;
+                    rename(&incoming, to)?;
                     if let Some(p) = to.parent() {
                         atomic::sync_dir(p).map_err(|e| io("cannot sync", p, e))?;
                     }
@@ -485,13 +484,7 @@ fn move_json(
     }
     match method {
         Method::Rename => {
-            std::fs::rename(from, to).map_err(|e| {
-                StepError::new(format!(
-                    "cannot rename '{}' to '{}': {e}",
-                    show(from),
-                    show(to)
-                ))
-            })?;
+            rename(from, to)?;
         }
         Method::VerifiedCopy => {
             if u.phase.as_deref() != Some("copied") {
@@ -667,13 +660,7 @@ pub fn undo(step: &Step, u: &mut Undo, ctx: &Ctx, save: &mut Save) -> Result<(),
                     )));
                 }
                 match method {
-                    Method::Rename => std::fs::rename(to, from).map_err(|e| {
-                        StepError::new(format!(
-                            "cannot rename '{}' back to '{}': {e}",
-                            show(to),
-                            show(from)
-                        ))
-                    })?,
+                    Method::Rename => rename(to, from)?,
                     Method::VerifiedCopy => {
                         let tmp = staging(from, RESTORE);
                         if exists(&tmp) {
@@ -790,13 +777,7 @@ fn undo_move_config(
                     )));
                 }
                 if is_real_dir(to) {
-                    std::fs::rename(to, from).map_err(|e| {
-                        StepError::new(format!(
-                            "cannot rename '{}' back to '{}': {e}",
-                            show(to),
-                            show(from)
-                        ))
-                    })?;
+                    rename(to, from)?;
                     atomic::sync_dir(ctx.home).map_err(|e| io("cannot sync", ctx.home, e))?;
                 }
             }
