@@ -4,6 +4,12 @@
 //! ansible-core comes from PyPI into a virtualenv under the target dir (`target/ansible-venv`),
 //! made once and reused. Where PyPI cannot be reached the tests print why and return, except
 //! under CI (`CI` set) or with `DCI_REQUIRE_ANSIBLE=1`, where that is a failure.
+//!
+//! The playbook installs either a bare binary (`dci_binary`, into a directory of the test) or the
+//! Debian package (`dci_deb`, with Ansible's `apt` module, into /usr/bin). The package test
+//! installs it for real, with apt and dpkg, as root, inside a private mount namespace whose /usr,
+//! /etc and /var/{lib,cache,log} are overlays on directories of the test: the machine running the
+//! tests is left as it was.
 
 mod common;
 
@@ -239,6 +245,40 @@ impl Play {
 /// out of the world so world manifests only see what the tool does.
 struct Controller {
     dir: tempfile::TempDir,
+    /// The package to install with `dci_deb`; None: install `BIN` with `dci_binary`.
+    deb: Option<PathBuf>,
+}
+
+/// The host directories apt and dpkg write to. A `Controller` with a package runs the playbook
+/// in a private mount namespace where each is an overlay whose upper dir is the controller's
+/// (`Controller::upper`), kept across the controller's runs.
+const OVERLAID: &[&str] = &["/usr", "/etc", "/var/lib", "/var/cache", "/var/log"];
+
+/// The .deb from scripts/package-deb.sh, built once (the script reuses a package built from the
+/// same inputs, e.g. by tests/deb_package.rs).
+fn package() -> &'static Path {
+    static DEB: OnceLock<PathBuf> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(repo.join("scripts/package-deb.sh"))
+            .current_dir(repo)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/package-deb.sh");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "scripts/package-deb.sh failed ({}); its output is above",
+            out.status
+        );
+        let path = PathBuf::from(stdout.lines().last().unwrap_or_default());
+        assert!(
+            path.is_file() && path.extension().is_some_and(|e| e == "deb"),
+            "scripts/package-deb.sh did not print the path of a .deb last: {stdout}"
+        );
+        path
+    })
 }
 
 impl Controller {
@@ -251,7 +291,31 @@ impl Controller {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
         std::fs::write(dir.path().join("callbacks/dci_json.py"), CALLBACK).unwrap();
-        Controller { dir }
+        Controller { dir, deb: None }
+    }
+
+    /// A controller that installs the package with `dci_deb` (needs root: apt, mounts).
+    fn with_package() -> Controller {
+        assert!(
+            is_root(),
+            "this test installs the package with apt in a private mount namespace: it needs root"
+        );
+        let mut c = Controller::new();
+        c.deb = Some(package().to_path_buf());
+        for d in OVERLAID {
+            std::fs::create_dir_all(c.upper(d)).unwrap();
+            std::fs::create_dir_all(c.upper(d).with_file_name("work")).unwrap();
+        }
+        c
+    }
+
+    /// Where the writes to the host directory `host_dir` (one of `OVERLAID`) went.
+    fn upper(&self, host_dir: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("overlay")
+            .join(host_dir.trim_start_matches('/').replace('/', "-"))
+            .join("upper")
     }
 
     fn install_dir(&self) -> PathBuf {
@@ -263,9 +327,8 @@ impl Controller {
     }
 
     fn run(&self, ansible_playbook: &Path, w: &World, check: bool) -> Play {
-        let vars = serde_json::json!({
+        let mut vars = serde_json::json!({
             "dci_hosts": "all",
-            "dci_binary": BIN,
             "dci_install_dir": self.install_dir(),
             "dci_home": w.home,
             "dci_shared_dir": w.shared,
@@ -273,9 +336,32 @@ impl Controller {
             "dci_profile": w.profile,
             "ansible_python_interpreter": ansible_playbook.with_file_name("python"),
         });
+        let mut c = match &self.deb {
+            None => {
+                vars["dci_binary"] = BIN.into();
+                Command::new(ansible_playbook)
+            }
+            Some(deb) => {
+                vars["dci_deb"] = deb.to_str().expect("a UTF-8 path").into();
+                let mut script = String::from("set -e\n");
+                for d in OVERLAID {
+                    let upper = self.upper(d);
+                    script.push_str(&format!(
+                        "mount -t overlay dci-overlay -o 'lowerdir={d},upperdir={},workdir={}' {d}\n",
+                        upper.display(),
+                        upper.with_file_name("work").display()
+                    ));
+                }
+                script.push_str("exec \"$@\"\n");
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "--"])
+                    .args(["sh", "-c", &script, "sh"])
+                    .arg(ansible_playbook);
+                c
+            }
+        };
         let vars_file = self.dir.path().join("vars.json");
         std::fs::write(&vars_file, vars.to_string()).unwrap();
-        let mut c = Command::new(ansible_playbook);
         c.args(["-i", "localhost,", "-c", "local"])
             .arg("-e")
             .arg(format!("@{}", vars_file.display()))
@@ -287,7 +373,11 @@ impl Controller {
         let result_file = self.dir.path().join("result.json");
         let _ = std::fs::remove_file(&result_file);
         c.env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            // root's PATH on Debian: dpkg (under apt) refuses to run without ldconfig, in sbin.
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("HOME", &home)
             .env("LANG", "C.UTF-8")
             .env("TMPDIR", self.tmp())
@@ -348,6 +438,32 @@ fn fixture_with_env(name: &str) -> World {
     w
 }
 
+/// The world is migrated: the tool's view, and the bytes.
+#[track_caller]
+fn assert_migrated(w: &World, claude_before: &Manifest) {
+    let (code, doc) = run_json(w.cmd_sub("status").arg("--json"));
+    assert_eq!((code, doc["layout"].as_str()), (0, Some("migrated")));
+    let v = run(&mut w.cmd_sub("verify"));
+    assert_eq!(v.code, 0, "verify: {}\n{}", v.stdout, v.stderr);
+    assert_eq!(std::fs::read_link(w.claude()).unwrap(), w.config);
+    let mut config = manifest(&w.config);
+    config.remove(&b".claude.json"[..]).expect(".claude.json");
+    assert_same_except(
+        claude_before,
+        &config,
+        Ignore {
+            root: true,
+            ..Default::default()
+        },
+        "config dir vs the old ~/.claude",
+    );
+    let env = std::fs::read_to_string(&w.env_file).unwrap();
+    assert!(
+        env.contains(&format!("\nCLAUDE_CONFIG_DIR={}\n", w.config.display())),
+        "{env}"
+    );
+}
+
 #[test]
 fn check_then_migrate_then_idempotent() {
     let Some(ap) = ansible() else { return };
@@ -391,28 +507,7 @@ fn check_then_migrate_then_idempotent() {
         mode_of(&ctl.install_dir().join("disinto-claude-init")),
         0o755
     );
-    // The world is migrated: the tool's view, and the bytes.
-    let (code, doc) = run_json(w.cmd_sub("status").arg("--json"));
-    assert_eq!((code, doc["layout"].as_str()), (0, Some("migrated")));
-    let v = run(&mut w.cmd_sub("verify"));
-    assert_eq!(v.code, 0, "verify: {}\n{}", v.stdout, v.stderr);
-    assert_eq!(std::fs::read_link(w.claude()).unwrap(), w.config);
-    let mut config = manifest(&w.config);
-    config.remove(&b".claude.json"[..]).expect(".claude.json");
-    assert_same_except(
-        &claude_before,
-        &config,
-        Ignore {
-            root: true,
-            ..Default::default()
-        },
-        "config dir vs the old ~/.claude",
-    );
-    let env = std::fs::read_to_string(&w.env_file).unwrap();
-    assert!(
-        env.contains(&format!("\nCLAUDE_CONFIG_DIR={}\n", w.config.display())),
-        "{env}"
-    );
+    assert_migrated(&w, &claude_before);
 
     // Second run: changed=0, nothing touched.
     let migrated = w.manifest();
@@ -488,4 +583,89 @@ fn verify_problem_fails_the_host_with_each_problem_and_fix() {
         "{msg}"
     );
     assert_eq!(p.stats("rescued"), 1, "{}", p.raw);
+}
+
+const INSTALL_DEB: &str = "Install the disinto-claude-init package";
+
+/// The package path (`dci_deb`): apt installs the .deb for real (in the overlays), the installed
+/// /usr/bin/disinto-claude-init migrates, a second run changes nothing.
+#[test]
+fn installs_the_package_with_apt_then_migrates() {
+    let Some(ap) = ansible() else { return };
+    let ctl = Controller::with_package();
+    let w = fixture_with_env("legacy");
+    let claude_before = manifest(&w.claude());
+    let world_before = w.manifest();
+    let host_bin = Path::new("/usr/bin/disinto-claude-init");
+    let host_had_it = host_bin.exists();
+    let installed = ctl.upper("/usr").join("bin/disinto-claude-init");
+    let dpkg_status = ctl.upper("/var/lib").join("dpkg/status");
+    let registered = || {
+        std::fs::read_to_string(&dpkg_status)
+            .unwrap_or_default()
+            .contains("Package: disinto-claude-init\nStatus: install ok installed\n")
+    };
+
+    // --check: apt says it would install; the preview runs from the unpacked package.
+    let p = ctl.run(ap, &w, true);
+    assert_eq!(p.code, 0, "{}", p.raw);
+    assert_eq!(p.task(INSTALL_DEB).unwrap()["changed"], true, "{}", p.raw);
+    assert!(
+        p.task(INSTALL).is_none_or(|t| t["skipped"] == true),
+        "no bare binary copied: {}",
+        p.raw
+    );
+    let plan = p.task(PLAN).expect("plan reported")["msg"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        plan.contains("layout legacy; would run: create-shared-dir, move-config"),
+        "{plan}"
+    );
+    assert!(
+        p.task(MIGRATE).is_none_or(|t| t["skipped"] == true),
+        "no migration in check mode: {}",
+        p.raw
+    );
+    assert_same(&world_before, &w.manifest(), "--check run");
+    assert!(!installed.exists(), "--check installed the binary");
+    assert!(!registered(), "--check installed the package");
+    ctl.assert_no_staging_left();
+
+    // First real run: apt installs the package, its binary migrates.
+    let p = ctl.run(ap, &w, false);
+    assert_eq!(p.code, 0, "{}", p.raw);
+    assert_eq!(p.task(INSTALL_DEB).unwrap()["changed"], true, "{}", p.raw);
+    assert_eq!(p.task(MIGRATE).unwrap()["changed"], true, "{}", p.raw);
+    assert_eq!(p.stats("changed"), 2, "install + migrate: {}", p.raw);
+    assert!(registered(), "dpkg does not list the package as installed");
+    assert_eq!(mode_of(&installed), 0o755);
+    let v = run(Command::new(&installed).arg("--version"));
+    assert_eq!(
+        v.stdout.trim(),
+        format!("disinto-claude-init {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(ctl
+        .upper("/usr")
+        .join("share/man/man1/disinto-claude-init.1.gz")
+        .is_file());
+    assert_migrated(&w, &claude_before);
+    ctl.assert_no_staging_left();
+
+    // Second run: the same version is installed, the box is migrated: changed=0.
+    let migrated = w.manifest();
+    let p = ctl.run(ap, &w, false);
+    assert_eq!(p.code, 0, "{}", p.raw);
+    assert_eq!(p.stats("changed"), 0, "{}", p.raw);
+    assert_eq!(p.task(INSTALL_DEB).unwrap()["changed"], false);
+    assert_eq!(p.task(MIGRATE).unwrap()["changed"], false);
+    assert_same(&migrated, &w.manifest(), "second run");
+
+    // All of it happened in the overlays.
+    assert_eq!(
+        host_bin.exists(),
+        host_had_it,
+        "the host's /usr/bin changed"
+    );
 }
