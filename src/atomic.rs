@@ -51,7 +51,7 @@ pub fn write_file_atomic(
 
     let mut tmp_name = OsString::from(".");
     tmp_name.push(file_name);
-    tmp_name.push(format!(".dci-tmp-{}", std::process::id()));
+    tmp_name.push(format!("{TMP_TAG}{}", std::process::id()));
     let tmp_path = dir.join(&tmp_name);
 
     let file = create_exclusive(&tmp_path)?;
@@ -119,6 +119,116 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
         .custom_flags(OFlag::O_DIRECTORY.bits())
         .open(dir)?;
     d.sync_all()
+}
+
+/// The tag of an atomic write's temp file: `.<name>.dci-tmp-<pid>` (see [`write_file_atomic`]).
+const TMP_TAG: &str = ".dci-tmp-";
+/// The tag of an atomic symlink's temp name: `.<name>.symlink-<pid>-<n>` (see [`temp_sibling`]).
+const SYMLINK_TAG: &str = "symlink";
+
+/// A name in `path`'s directory that nothing else uses, for building something before renaming
+/// it into place: `.<name>.<tag>-<pid>-<n>`.
+pub(crate) fn temp_sibling(path: &Path, tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = parent_or_dot(path);
+    let mut name = OsString::from(".");
+    name.push(path.file_name().unwrap_or(std::ffi::OsStr::new("x")));
+    name.push(format!(
+        ".{tag}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    dir.join(name)
+}
+
+/// The temp name of an atomic symlink (see `fsops::atomic_symlink`).
+pub(crate) fn symlink_temp(link: &Path) -> PathBuf {
+    temp_sibling(link, SYMLINK_TAG)
+}
+
+fn parent_or_dot(p: &Path) -> &Path {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Whether process `pid` may still be running (it is us, it answers signal 0, or `/proc` has
+/// it). A temp name is only ever removed when this says no: a SIGKILL runs no cleanup, and a
+/// live run's temp file is its business.
+pub(crate) fn pid_alive(pid: i32) -> bool {
+    pid == std::process::id() as i32
+        || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The pid in `digits`, if it is one (non-empty, ASCII digits only).
+pub(crate) fn parse_pid(digits: &[u8]) -> Option<i32> {
+    std::str::from_utf8(digits)
+        .ok()
+        .filter(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+        .and_then(|p| p.parse::<i32>().ok())
+}
+
+/// Remove what a killed run of this tool can leave next to `path`: the temp file of an atomic
+/// write (`.<name>.dci-tmp-<pid>`, see [`write_file_atomic`]) or of an atomic symlink
+/// (`.<name>.symlink-<pid>-<n>`, see [`symlink_temp`]), but only when process `<pid>` is gone
+/// (a SIGKILL runs no cleanup). Best effort: any error is ignored.
+pub(crate) fn remove_stale_temps(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let (Some(_), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = parent_or_dot(path);
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut prefix = b".".to_vec();
+    prefix.extend_from_slice(name.as_bytes());
+    let symlink_tag = format!(".{SYMLINK_TAG}-");
+    for e in rd.flatten() {
+        let n = e.file_name();
+        let Some(rest) = n.as_bytes().strip_prefix(&prefix[..]) else {
+            continue;
+        };
+        let pid = if let Some(p) = rest.strip_prefix(TMP_TAG.as_bytes()) {
+            p
+        } else if let Some(p) = rest.strip_prefix(symlink_tag.as_bytes()) {
+            match p.iter().position(|&c| c == b'-') {
+                Some(i) if p[i + 1..].iter().all(u8::is_ascii_digit) && i + 1 < p.len() => &p[..i],
+                _ => continue,
+            }
+        } else {
+            continue;
+        };
+        let Some(pid) = parse_pid(pid) else {
+            continue;
+        };
+        if pid_alive(pid) {
+            continue;
+        }
+        let p = dir.join(&n);
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| !m.is_dir()) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+/// Set `path`'s mtime (not following a symlink), leaving its atime as it is.
+pub(crate) fn set_mtime(path: &Path, (sec, nsec): (i64, i64)) -> io::Result<()> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    /// UTIME_OMIT: leave atime as it is.
+    const UTIME_OMIT: i64 = (1i64 << 30) - 2;
+    utimensat(
+        None,
+        path,
+        &TimeSpec::new(0, UTIME_OMIT),
+        &TimeSpec::new(sec, nsec),
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 #[cfg(test)]

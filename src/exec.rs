@@ -4,7 +4,7 @@
 //! The journal protocol lives in `txn`; this module only touches the filesystem and fills in
 //! the step's `Undo` record *before* each change, calling `save` so it is durable first.
 
-use crate::atomic;
+use crate::atomic::{self, remove_stale_temps, set_mtime};
 use crate::envfile;
 use crate::failpoint::failpoint;
 use crate::fsops::{self, CopyOptions};
@@ -17,13 +17,16 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// A step failed; `message` says what and where.
+/// A step failed; `message` says what and where, `source` keeps the error underneath (if any)
+/// so the chain reaches the report.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct StepError {
     pub message: String,
     /// Undo refused because a file was changed since (exit 3, not 6).
     pub changed_since: bool,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl StepError {
@@ -31,6 +34,15 @@ impl StepError {
         StepError {
             message: message.into(),
             changed_since: false,
+            source: None,
+        }
+    }
+
+    fn caused_by(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StepError {
+            message: e.to_string(),
+            changed_since: false,
+            source: Some(Box::new(e)),
         }
     }
 }
@@ -41,7 +53,14 @@ fn io(what: impl std::fmt::Display, path: &Path, e: impl std::fmt::Display) -> S
 
 impl From<fsops::FsError> for StepError {
     fn from(e: fsops::FsError) -> Self {
-        StepError::new(e.to_string())
+        StepError::caused_by(e)
+    }
+}
+
+/// A failpoint's injected failure (or any plain I/O error) becomes the step's error as is.
+impl From<std::io::Error> for StepError {
+    fn from(e: std::io::Error) -> Self {
+        StepError::caused_by(e)
     }
 }
 
@@ -108,25 +127,6 @@ fn restore_meta(path: &Path, m: &Meta, chown_it: bool) -> Result<(), StepError> 
     set_mtime(path, m.mtime).map_err(|e| io("cannot set the mtime of", path, e))
 }
 
-pub fn set_mtime(path: &Path, (sec, nsec): (i64, i64)) -> std::io::Result<()> {
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
-    let omit = TimeSpec::new(0, libc_utime_omit());
-    utimensat(
-        None,
-        path,
-        &omit,
-        &TimeSpec::new(sec, nsec),
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(std::io::Error::from)
-}
-
-/// UTIME_OMIT: leave atime as it is.
-fn libc_utime_omit() -> i64 {
-    (1i64 << 30) - 2
-}
-
 fn staging(to: &Path, suffix: &str) -> PathBuf {
     let mut s: OsString = to.as_os_str().to_owned();
     s.push(suffix);
@@ -162,60 +162,6 @@ pub const RESTORE: &str = ".dci-restore";
 
 fn hash(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
-}
-
-/// Remove what a killed run of this tool can leave next to `path`: the temp file of an atomic
-/// write (`.<name>.dci-tmp-<pid>`, see `atomic::write_file_atomic`) or of an atomic symlink
-/// (`.<name>.symlink-<pid>-<n>`, see `fsops::atomic_symlink`), but only when process `<pid>`
-/// is gone (a SIGKILL runs no cleanup). Best effort: any error is ignored.
-pub fn remove_stale_temps(path: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return;
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut prefix = b".".to_vec();
-    prefix.extend_from_slice(name.as_bytes());
-    for e in rd.flatten() {
-        let n = e.file_name();
-        let Some(rest) = n.as_bytes().strip_prefix(&prefix[..]) else {
-            continue;
-        };
-        let pid = if let Some(p) = rest.strip_prefix(b".dci-tmp-") {
-            p
-        } else if let Some(p) = rest.strip_prefix(b".symlink-") {
-            match p.iter().position(|&c| c == b'-') {
-                Some(i) if p[i + 1..].iter().all(u8::is_ascii_digit) && i + 1 < p.len() => &p[..i],
-                _ => continue,
-            }
-        } else {
-            continue;
-        };
-        let Some(pid) = std::str::from_utf8(pid)
-            .ok()
-            .filter(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let alive = pid == std::process::id() as i32
-            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-            || std::path::Path::new(&format!("/proc/{pid}")).exists();
-        if alive {
-            continue;
-        }
-        let p = dir.join(&n);
-        if std::fs::symlink_metadata(&p).is_ok_and(|m| !m.is_dir()) {
-            let _ = std::fs::remove_file(&p);
-        }
-    }
 }
 
 fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, StepError> {

@@ -1,15 +1,13 @@
 //! Fault injection for the test suite, compiled only with `--features failpoints`.
 //!
-//! `DCI_FAILPOINTS=name=action[,name=action...]`, where action is `error` (the step fails as
-//! if the disk had) or `kill` (SIGKILL ourselves: a crash at that exact instant). Names are
+//! `DCI_FAILPOINTS=name=action[,name=action...]`, where action is `error` (a plain I/O error, as
+//! if the disk had failed) or `kill` (SIGKILL ourselves: a crash at that exact instant). Names are
 //! `apply-<step-id>` (before a step changes anything), `applied-<step-id>` (after),
 //! `undo-<step-id>`, `copied-move-config` and `placed-move-config` (between the phases of a
 //! cross-device move). Release builds carry none of this: the function is empty.
 
-use crate::exec::StepError;
-
 #[cfg(feature = "failpoints")]
-pub fn failpoint(name: &str) -> Result<(), StepError> {
+pub fn failpoint(name: &str) -> std::io::Result<()> {
     let Ok(spec) = std::env::var("DCI_FAILPOINTS") else {
         return Ok(());
     };
@@ -29,7 +27,7 @@ pub fn failpoint(name: &str) -> Result<(), StepError> {
                 std::thread::sleep(std::time::Duration::from_secs(10));
             }
             _ => {
-                return Err(StepError::new(format!(
+                return Err(std::io::Error::other(format!(
                     "injected failure at failpoint {name}"
                 )))
             }
@@ -40,6 +38,6 @@ pub fn failpoint(name: &str) -> Result<(), StepError> {
 
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-pub fn failpoint(_name: &str) -> Result<(), StepError> {
+pub fn failpoint(_name: &str) -> std::io::Result<()> {
     Ok(())
 }

@@ -1194,23 +1194,6 @@ pub fn free_space(path: &Path) -> Result<(u64, u64), FsError> {
     Ok((bytes, inodes))
 }
 
-/// A name in `dir` that nothing else uses, for building something before renaming it into place.
-fn temp_sibling(path: &Path, tag: &str) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut name = OsString::from(".");
-    name.push(path.file_name().unwrap_or(OsStr::new("x")));
-    name.push(format!(
-        ".{tag}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    dir.join(name)
-}
-
 fn fsync_dir(dir: &Path) -> Result<(), FsError> {
     let d = File::open(dir).map_err(io_err(dir, "open directory"))?;
     d.sync_all().map_err(io_err(dir, "fsync directory"))
@@ -1239,7 +1222,7 @@ pub fn atomic_symlink(
             });
         }
     }
-    let tmp = temp_sibling(link, "symlink");
+    let tmp = crate::atomic::symlink_temp(link);
     std::os::unix::fs::symlink(target, &tmp).map_err(io_err(&tmp, "symlink"))?;
     let finish = || -> Result<(), FsError> {
         if let Some((uid, gid)) = owner {

@@ -279,8 +279,7 @@ pub fn create_with_journal(
         let staged_state =
             staging.join(state_dir.strip_prefix(top).map_err(std::io::Error::other)?);
         journal.save(&staged_state, owner)?;
-        crate::failpoint::failpoint("journal-staged")
-            .map_err(|e| std::io::Error::other(e.message))?;
+        crate::failpoint::failpoint("journal-staged")?;
         // rename(2) onto a name that appeared meanwhile fails (EEXIST/ENOTEMPTY for a
         // non-empty directory, and we check for an empty one): never merge into it.
         if std::fs::symlink_metadata(top).is_ok() {
@@ -325,13 +324,11 @@ pub fn clear_stale_staging(state_dir: &Path) -> bool {
         let Some(pid) = name
             .as_bytes()
             .strip_prefix(&prefix[..])
-            .and_then(|p| std::str::from_utf8(p).ok())
-            .filter(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(atomic::parse_pid)
         else {
             continue;
         };
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if atomic::pid_alive(pid) {
             continue;
         }
         let staging = parent.join(&name);
@@ -348,7 +345,7 @@ pub fn clear_stale_staging(state_dir: &Path) -> bool {
             removed = true;
             let _ = atomic::sync_dir(parent);
             if let Some(t) = times.iter().find(|t| t.path == parent) {
-                let _ = crate::exec::set_mtime(parent, t.mtime);
+                let _ = atomic::set_mtime(parent, t.mtime);
             }
         }
     }
@@ -359,7 +356,7 @@ pub fn clear_stale_staging(state_dir: &Path) -> bool {
 /// that something else has since put files in is left alone).
 pub fn remove(state_dir: &Path, created: &[PathBuf]) -> std::io::Result<()> {
     // The temp file of a journal write that a SIGKILL interrupted would keep the directory.
-    crate::exec::remove_stale_temps(&Journal::path(state_dir));
+    atomic::remove_stale_temps(&Journal::path(state_dir));
     match std::fs::remove_file(Journal::path(state_dir)) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {}

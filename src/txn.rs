@@ -279,7 +279,7 @@ impl Txn {
             })?;
             // Oldest record wins: restore newest first so the original time is written last.
             for t in times.iter().rev() {
-                let _ = exec::set_mtime(&t.path, t.mtime);
+                let _ = crate::atomic::set_mtime(&t.path, t.mtime);
             }
         } else {
             self.journal.undoing = false;

@@ -212,7 +212,7 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
             .map(|m| (m.mtime(), m.mtime_nsec()));
         let probed = std::fs::create_dir(&probe).and_then(|_| std::fs::remove_dir(&probe));
         if let Some(t) = before {
-            let _ = crate::exec::set_mtime(parent, t);
+            let _ = crate::atomic::set_mtime(parent, t);
         }
         match probed {
             Ok(()) => {}
