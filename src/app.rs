@@ -8,10 +8,11 @@ use crate::journal::{Journal, State};
 use crate::layout::{self, Facts, Layout, Node};
 use crate::lock::RunLock;
 use crate::pathser::show;
-use crate::plan::{self, Method, Plan, Planned, Step};
+use crate::plan::{self, Plan, Planned};
 use crate::preflight;
 use crate::report::{Report, Status, StepReport, Style, Verbosity};
 use crate::settings::{self, ProcessEnv, Requested, Settings};
+use crate::step::{Method, MoveConfig, Step, Verify};
 use crate::txn::{self, Outcome, Txn};
 use crate::verify;
 use std::io::IsTerminal;
@@ -238,31 +239,7 @@ fn confirm(opts: &Opts, io: &Io, question: &str, rerun: &str) -> Result<()> {
 /// The directories whose mtimes a run disturbs, to restore on a full rollback.
 fn disturbed_dirs(s: &Settings, steps: &[Step]) -> Vec<PathBuf> {
     let mut v = vec![s.home.clone()];
-    for st in steps {
-        match st {
-            Step::CreateSharedDir { dirs } => {
-                if let Some(p) = dirs.first().and_then(|d| d.parent()) {
-                    v.push(p.to_path_buf());
-                }
-            }
-            Step::CreateConfigDir { path } | Step::MoveConfig { to: path, .. } => {
-                if let Some(p) = path.parent() {
-                    v.push(p.to_path_buf());
-                }
-            }
-            Step::MoveClaudeJson { to, .. } => {
-                if let Some(p) = to.parent() {
-                    v.push(p.to_path_buf());
-                }
-            }
-            Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => {
-                v.push(crate::fsops::nearest_existing(
-                    path.parent().unwrap_or(path),
-                ));
-            }
-            _ => {}
-        }
-    }
+    v.extend(steps.iter().filter_map(Step::touched_dir));
     v
 }
 
@@ -278,7 +255,7 @@ impl Progress {
         let files = steps
             .iter()
             .find_map(|s| match s {
-                Step::MoveConfig { files, .. } => Some(*files),
+                Step::MoveConfig(MoveConfig { files, .. }) => Some(*files),
                 _ => None,
             })
             .unwrap_or(0);
@@ -302,11 +279,11 @@ impl Progress {
 
 fn progress_bar(io: &Io, steps: &[Step]) -> Option<indicatif::ProgressBar> {
     let bytes = steps.iter().find_map(|s| match s {
-        Step::MoveConfig {
+        Step::MoveConfig(MoveConfig {
             method: Method::VerifiedCopy,
             bytes,
             ..
-        } => Some(*bytes),
+        }) => Some(*bytes),
         _ => None,
     })?;
     if !io.progress {
@@ -495,14 +472,6 @@ fn run_verify(s: &Settings, had_creds: bool, report: &mut Report) {
     report.warnings.extend(findings.warnings);
 }
 
-/// The file a step rewrites, if it is an env or rc file write.
-fn written_file(step: &Step) -> Option<&PathBuf> {
-    match step {
-        Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => Some(path),
-        _ => None,
-    }
-}
-
 /// Settings as the journal recorded them: a resumed or undone run acts on the same paths.
 fn settings_from_journal(s: &Settings, j: &Journal) -> Settings {
     let mut s2 = s.clone();
@@ -533,7 +502,7 @@ fn journal_plan(j: &Journal, pending_only: bool) -> Plan {
         })
         .collect();
     steps.push(Planned {
-        step: Step::Verify,
+        step: Step::Verify(Verify {}),
         skip: None,
         detail: None,
     });
@@ -703,26 +672,27 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
     // the newest write: the older writes are superseded (see `Undo::superseded`).
     let mut seen = std::collections::HashSet::new();
     for e in todo.iter().rev() {
-        if let Some(p) = written_file(&e.step) {
-            if !seen.insert(p.clone()) {
+        if let Some(p) = e.step.written_file() {
+            if !seen.insert(p.to_path_buf()) {
                 continue;
             }
         }
-        if let Err(err) = crate::exec::precheck_undo(&e.step, &e.undo) {
+        if let Err(err) = crate::step::precheck_undo(&e.step, &e.undo) {
             return Err(Error::refused("changed-since", err.message).with_fix(
                 "put back what the migration wrote (or remove your edit), then re-run: disinto-claude-init undo --yes; to keep your edit, undo the rest by hand (docs/recovery.md)",
             ));
         }
     }
     for e in &todo {
-        if let Step::MoveConfig {
+        if let Step::MoveConfig(MoveConfig {
             method: Method::VerifiedCopy,
             ..
-        } = &e.step
+        }) = &e.step
         {
-            if e.undo.phase.as_deref() == Some("placed")
-                && e.undo.undo_phase.as_deref() != Some("restored")
-            {
+            let copies_back = MoveConfig::record(&e.undo)
+                .map(|r| r.undo_copies_back())
+                .unwrap_or(false);
+            if copies_back {
                 // Blocks and inodes as the copy back will take them, not just file sizes.
                 let (bytes, inodes) =
                     preflight::copy_need(&s.config_dir, &s.home).map_err(|e| {
@@ -758,8 +728,8 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for e in txn.journal.entries.iter_mut().rev() {
         if matches!(e.state, State::Started | State::Done) {
-            if let Some(p) = written_file(&e.step) {
-                e.undo.superseded = !seen.insert(p.clone());
+            if let Some(p) = e.step.written_file() {
+                e.undo.superseded = !seen.insert(p.to_path_buf());
             }
         }
     }

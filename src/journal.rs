@@ -17,7 +17,7 @@
 
 use crate::atomic;
 use crate::pathser;
-use crate::plan::Step;
+use crate::step::Step;
 use serde::{Deserialize, Serialize};
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -35,8 +35,11 @@ pub enum State {
     Undone,
 }
 
-/// What undoing a step needs, recorded before the step changes anything. Each field is set once
-/// (a resumed step must not overwrite what the first attempt saw).
+/// What undoing a step needs, recorded before the step changes anything: the journal's wire
+/// form of every step family's own record (`crate::step::Record`), one flat object whose JSON
+/// has not changed since the first version. Each step family reads and writes only its fields,
+/// typed (phases are enums there). Each field is set once (a resumed step must not overwrite
+/// what the first attempt saw).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Undo {
     /// The undo data below has been recorded.

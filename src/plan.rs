@@ -5,205 +5,14 @@
 
 use crate::envfile;
 use crate::layout::{claude_json_action, ClaudeJsonAction, Facts, Layout, Node};
-use crate::pathser::{self, show};
 use crate::profile;
 use crate::settings::{env_entries, Settings};
-use serde::{Deserialize, Serialize};
+use crate::step::{
+    changed_lines, CreateConfigDir, CreateSharedDir, Link, MoveClaudeJson, MoveConfig,
+    RemoveEmptyClaudeDir, SecureConfigDir, Verify, WriteEnvFile, WriteProfile,
+};
+pub use crate::step::{human_bytes, Method, Step};
 use std::ffi::OsStr;
-use std::path::PathBuf;
-
-/// How a tree or file crosses to the config dir.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// rename(2): one filesystem, O(1), nothing copied.
-    Rename,
-    /// Different filesystems: copy, verify every byte against the source, then remove the source.
-    VerifiedCopy,
-}
-
-impl Method {
-    /// rename(2) where it works, a verified copy where it cannot (EXDEV).
-    pub fn for_same_fs(same_fs: bool) -> Method {
-        if same_fs {
-            Method::Rename
-        } else {
-            Method::VerifiedCopy
-        }
-    }
-}
-
-/// One step of a migration, with everything it needs to apply itself. Serialized into the
-/// journal, so a resumed or undone run acts on exactly what was planned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "id", rename_all = "kebab-case")]
-pub enum Step {
-    /// Create the missing directories down to the config dir's parent (outermost first).
-    CreateSharedDir {
-        #[serde(with = "pathser::paths")]
-        dirs: Vec<PathBuf>,
-    },
-    CreateConfigDir {
-        #[serde(with = "pathser::path")]
-        path: PathBuf,
-    },
-    /// An empty `~/.claude` makes way for the link.
-    RemoveEmptyClaudeDir {
-        #[serde(with = "pathser::path")]
-        path: PathBuf,
-    },
-    MoveConfig {
-        #[serde(with = "pathser::path")]
-        from: PathBuf,
-        #[serde(with = "pathser::path")]
-        to: PathBuf,
-        method: Method,
-        files: u64,
-        bytes: u64,
-    },
-    /// The config dir ends mode 0700, owned by the home's owner.
-    SecureConfigDir {
-        #[serde(with = "pathser::path")]
-        path: PathBuf,
-        uid: u32,
-        gid: u32,
-        chown: bool,
-    },
-    MoveClaudeJson {
-        #[serde(with = "pathser::path")]
-        from: PathBuf,
-        #[serde(with = "pathser::path")]
-        to: PathBuf,
-        method: Method,
-    },
-    LinkClaudeDir {
-        #[serde(with = "pathser::path")]
-        link: PathBuf,
-        #[serde(with = "pathser::path")]
-        target: PathBuf,
-    },
-    LinkClaudeJson {
-        #[serde(with = "pathser::path")]
-        link: PathBuf,
-        #[serde(with = "pathser::path")]
-        target: PathBuf,
-    },
-    WriteEnvFile {
-        #[serde(with = "pathser::path")]
-        path: PathBuf,
-    },
-    WriteProfile {
-        #[serde(with = "pathser::path")]
-        path: PathBuf,
-        fish: bool,
-    },
-    Verify,
-}
-
-impl Step {
-    /// The stable kebab-case id of the contract.
-    pub fn id(&self) -> &'static str {
-        match self {
-            Step::CreateSharedDir { .. } => "create-shared-dir",
-            Step::CreateConfigDir { .. } => "create-config-dir",
-            Step::RemoveEmptyClaudeDir { .. } => "remove-empty-claude-dir",
-            Step::MoveConfig { .. } => "move-config",
-            Step::SecureConfigDir { .. } => "secure-config-dir",
-            Step::MoveClaudeJson { .. } => "move-claude-json",
-            Step::LinkClaudeDir { .. } => "link-claude-dir",
-            Step::LinkClaudeJson { .. } => "link-claude-json",
-            Step::WriteEnvFile { .. } => "write-env-file",
-            Step::WriteProfile { .. } => "write-profile",
-            Step::Verify => "verify",
-        }
-    }
-
-    /// One line for people, with the real paths, counts and sizes.
-    pub fn summary(&self) -> String {
-        match self {
-            Step::CreateSharedDir { dirs } => {
-                format!(
-                    "create {} (mode 0755, owned by the home's owner)",
-                    join_paths(dirs)
-                )
-            }
-            Step::CreateConfigDir { path } => format!(
-                "create {} (mode 0700, owned by the home's owner)",
-                show(path)
-            ),
-            Step::RemoveEmptyClaudeDir { path } => {
-                format!("remove the empty directory {}", show(path))
-            }
-            Step::MoveConfig {
-                from,
-                to,
-                method,
-                files,
-                bytes,
-            } => format!(
-                "move {} -> {} by {}: {files} files, {}",
-                show(from),
-                show(to),
-                match method {
-                    Method::Rename => "rename (same filesystem, nothing copied)",
-                    Method::VerifiedCopy =>
-                        "verified copy, then removal of the source (different filesystems)",
-                },
-                human_bytes(*bytes)
-            ),
-            Step::SecureConfigDir { path, .. } => {
-                format!("set {} to mode 0700, owned by the home's owner", show(path))
-            }
-            Step::MoveClaudeJson { from, to, method } => format!(
-                "move {} -> {} by {}",
-                show(from),
-                show(to),
-                match method {
-                    Method::Rename => "rename",
-                    Method::VerifiedCopy => "verified copy",
-                }
-            ),
-            Step::LinkClaudeDir { link, target } | Step::LinkClaudeJson { link, target } => {
-                format!("link {} -> {}", show(link), show(target))
-            }
-            Step::WriteEnvFile { path } => {
-                format!(
-                    "set CLAUDE_SHARED_DIR and CLAUDE_CONFIG_DIR in {}",
-                    show(path)
-                )
-            }
-            Step::WriteProfile { path, .. } => {
-                format!("add the CLAUDE_CONFIG_DIR export block to {}", show(path))
-            }
-            Step::Verify => "verify the migrated layout".to_string(),
-        }
-    }
-
-    /// Whether this step changes anything on disk (verify does not).
-    pub fn changes(&self) -> bool {
-        !matches!(self, Step::Verify)
-    }
-}
-
-fn join_paths(p: &[PathBuf]) -> String {
-    p.iter().map(|p| show(p)).collect::<Vec<_>>().join(", ")
-}
-
-/// `12.3 MiB` style sizes for summaries.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
 
 /// A step in the plan, or one that is not needed, with why.
 #[derive(Debug, Clone)]
@@ -223,18 +32,10 @@ pub fn line_changes(old: &[u8], new: &[u8]) -> String {
             .map(|l| l.trim_end_matches('\r').to_string())
             .collect()
     };
-    let (a, b) = (lines(old), lines(new));
-    let mut out: Vec<String> = a
-        .iter()
-        .filter(|l| !b.contains(l))
-        .map(|l| format!("- {l}").trim_end().to_string())
-        .collect();
-    out.extend(
-        b.iter()
-            .filter(|l| !a.contains(l))
-            .map(|l| format!("+ {l}").trim_end().to_string()),
-    );
-    out.join("\n")
+    changed_lines(&lines(old), &lines(new), |c, l| {
+        format!("{c} {l}").trim_end().to_string()
+    })
+    .join("\n")
 }
 
 #[derive(Debug, Clone)]
@@ -277,11 +78,13 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
         skip: Some(why.to_string()),
         detail: None,
     };
-    let secure = || Step::SecureConfigDir {
-        path: s.config_dir.clone(),
-        uid: s.owner.uid,
-        gid: s.owner.gid,
-        chown: s.chown_needed(),
+    let secure = || {
+        Step::SecureConfigDir(SecureConfigDir {
+            path: s.config_dir.clone(),
+            uid: s.owner.uid,
+            gid: s.owner.gid,
+            chown: s.chown_needed(),
+        })
     };
     let needs_secure = |n: &Node| match n {
         Node::Dir { mode, uid, gid, .. } => {
@@ -291,20 +94,20 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
     };
 
     if !f.missing_dirs.is_empty() && !matches!(layout, Layout::Migrated) {
-        steps.push(run(Step::CreateSharedDir {
+        steps.push(run(Step::CreateSharedDir(CreateSharedDir {
             dirs: f.missing_dirs.clone(),
-        }));
+        })));
     }
     match layout {
         Layout::Legacy => {
             let method = Method::for_same_fs(f.same_fs);
-            steps.push(run(Step::MoveConfig {
+            steps.push(run(Step::MoveConfig(MoveConfig {
                 from: s.claude_dir(),
                 to: s.config_dir.clone(),
                 method,
                 files: f.claude_stats.files,
                 bytes: f.claude_stats.bytes,
-            }));
+            })));
             if needs_secure(&f.claude) {
                 steps.push(run(secure()));
             } else {
@@ -316,9 +119,9 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
         }
         Layout::Fresh | Layout::Adopt | Layout::DanglingSymlink | Layout::Migrated => {
             match &f.config {
-                Node::Absent => steps.push(run(Step::CreateConfigDir {
+                Node::Absent => steps.push(run(Step::CreateConfigDir(CreateConfigDir {
                     path: s.config_dir.clone(),
-                })),
+                }))),
                 n if needs_secure(n) => steps.push(run(secure())),
                 _ => steps.push(skip(
                     secure(),
@@ -326,36 +129,36 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
                 )),
             }
             if matches!(f.claude, Node::Dir { empty: true, .. }) {
-                steps.push(run(Step::RemoveEmptyClaudeDir {
+                steps.push(run(Step::RemoveEmptyClaudeDir(RemoveEmptyClaudeDir {
                     path: s.claude_dir(),
-                }));
+                })));
             }
         }
         // Refused layouts have no plan; `interrupted` is planned from the journal.
         _ => {}
     }
-    let link_dir = Step::LinkClaudeDir {
+    let link_dir = Step::LinkClaudeDir(Link {
         link: s.claude_dir(),
         target: s.config_dir.clone(),
-    };
+    });
     if layout == Layout::Migrated {
         steps.push(skip(link_dir, "already a link to the config dir"));
     } else {
         steps.push(run(link_dir));
     }
 
-    let link_json = Step::LinkClaudeJson {
+    let link_json = Step::LinkClaudeJson(Link {
         link: s.claude_json(),
         target: s.config_claude_json(),
-    };
+    });
     match claude_json_action(layout, f, s) {
         ClaudeJsonAction::Move => {
             let method = Method::for_same_fs(f.claude_json_same_fs);
-            steps.push(run(Step::MoveClaudeJson {
+            steps.push(run(Step::MoveClaudeJson(MoveClaudeJson {
                 from: s.claude_json(),
                 to: s.config_claude_json(),
                 method,
-            }));
+            })));
             steps.push(run(link_json));
         }
         ClaudeJsonAction::Relink { .. } => steps.push(run(link_json)),
@@ -370,9 +173,9 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
     }
 
     if let Some(env) = &f.env_file {
-        let step = Step::WriteEnvFile {
+        let step = Step::WriteEnvFile(WriteEnvFile {
             path: env.path.clone(),
-        };
+        });
         let entries = env_entries(s);
         let refs: Vec<(&str, &OsStr)> = entries.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
         let old = env.bytes.as_deref().unwrap_or_default();
@@ -384,10 +187,10 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
     }
     if let Some(p) = &f.profile {
         let fish = s.shell == profile::ShellKind::Fish;
-        let step = Step::WriteProfile {
+        let step = Step::WriteProfile(WriteProfile {
             path: p.path.clone(),
             fish,
-        };
+        });
         let block = profile::render_block(s.shell, &s.config_dir);
         match p.bytes.as_deref().map(|b| profile::apply_block(b, &block)) {
             Some(None) => steps.push(skip(step, "already holds the export block")),
@@ -401,7 +204,7 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
             )),
         }
     }
-    steps.push(run(Step::Verify));
+    steps.push(run(Step::Verify(Verify {})));
     Plan { layout, steps }
 }
 
@@ -499,17 +302,17 @@ mod tests {
         let p = build(Layout::Legacy, &facts(DIR, Node::Absent, false), &s);
         assert!(matches!(
             p.steps[1].step,
-            Step::MoveConfig {
+            Step::MoveConfig(MoveConfig {
                 method: Method::VerifiedCopy,
                 ..
-            }
+            })
         ));
         assert!(matches!(
             p.steps[4].step,
-            Step::MoveClaudeJson {
+            Step::MoveClaudeJson(MoveClaudeJson {
                 method: Method::VerifiedCopy,
                 ..
-            }
+            })
         ));
     }
 

@@ -9,8 +9,9 @@
 use crate::error::Error;
 use crate::fsops::{self, nearest_existing};
 use crate::pathser::show;
-use crate::plan::{human_bytes, Method, Plan, Step};
+use crate::plan::Plan;
 use crate::settings::Settings;
+use crate::step::{human_bytes, Method, MoveConfig, Step, WriteEnvFile};
 use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{access, AccessFlags};
 use std::path::{Path, PathBuf};
@@ -114,10 +115,10 @@ pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
     let touches_claude = plan.runnable().any(|st| {
         matches!(
             st,
-            Step::MoveConfig { .. }
-                | Step::RemoveEmptyClaudeDir { .. }
-                | Step::LinkClaudeDir { .. }
-                | Step::MoveClaudeJson { .. }
+            Step::MoveConfig(_)
+                | Step::RemoveEmptyClaudeDir(_)
+                | Step::LinkClaudeDir(_)
+                | Step::MoveClaudeJson(_)
         )
     });
     if touches_claude {
@@ -132,7 +133,7 @@ pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
     // A file can only be written atomically into a directory that exists: say so now rather
     // than fail (and roll back) at that step.
     for st in plan.runnable() {
-        if let Step::WriteEnvFile { path } = st {
+        if let Step::WriteEnvFile(WriteEnvFile { path }) = st {
             if let Some(dir) = path.parent().filter(|d| !d.is_dir()) {
                 return Err(Error::refused(
                     "env-file-dir-missing",
@@ -148,31 +149,7 @@ pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
     }
     // Permissions: the nearest existing ancestor of everything we create or replace.
     if s.euid != 0 {
-        let mut need: Vec<(PathBuf, &str)> = Vec::new();
-        for st in plan.runnable() {
-            match st {
-                Step::CreateSharedDir { dirs } => {
-                    if let Some(d) = dirs.first() {
-                        need.push((nearest_existing(d), "create the shared dir"))
-                    }
-                }
-                Step::CreateConfigDir { path } | Step::MoveConfig { to: path, .. } => need.push((
-                    nearest_existing(path.parent().unwrap_or(path)),
-                    "create the config dir",
-                )),
-                Step::LinkClaudeDir { link, .. }
-                | Step::LinkClaudeJson { link, .. }
-                | Step::RemoveEmptyClaudeDir { path: link } => need.push((
-                    link.parent().unwrap_or(link).to_path_buf(),
-                    "replace ~/.claude with a link",
-                )),
-                Step::WriteEnvFile { path } | Step::WriteProfile { path, .. } => need.push((
-                    nearest_existing(path.parent().unwrap_or(path)),
-                    "rewrite the file atomically",
-                )),
-                _ => {}
-            }
-        }
+        let need: Vec<(PathBuf, &str)> = plan.runnable().filter_map(Step::write_need).collect();
         for (dir, why) in need {
             if !writable(&dir) {
                 let fix = if dir.starts_with(&s.home) {
@@ -198,13 +175,13 @@ pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
     // Space for a cross-device copy: what the tree takes on the target filesystem plus a
     // margin, and the inodes.
     for st in plan.runnable() {
-        if let Step::MoveConfig {
+        if let Step::MoveConfig(MoveConfig {
             from,
             to,
             method: Method::VerifiedCopy,
             bytes,
             files,
-        } = st
+        }) = st
         {
             let (need_bytes, need_inodes) = copy_need(from, to).unwrap_or((*bytes, *files));
             space_check(to, need_bytes, need_inodes)?;

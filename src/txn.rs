@@ -4,10 +4,10 @@
 //! it on disk (the journal) so that a kill -9 can be finished or reversed by the next run.
 
 use crate::error::{Error, Result};
-use crate::exec::{self, Ctx, StepError};
 use crate::journal::{self, DirTime, Entry, Journal, State, Undo};
 use crate::pathser::show;
-use crate::plan::Step;
+use crate::step::Step;
+use crate::step::{self, Ctx, StepError};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -29,8 +29,8 @@ pub enum Outcome {
     Undone,
 }
 
-/// `exec::apply` or `exec::undo`.
-type StepOp = fn(&Step, &mut Undo, &Ctx, &mut exec::Save) -> Result<(), StepError>;
+/// `step::apply` or `step::undo`.
+type StepOp = fn(&Step, &mut Undo, &Ctx, &mut step::Save<Undo>) -> Result<(), StepError>;
 
 pub struct Txn {
     pub journal: Journal,
@@ -119,7 +119,7 @@ impl Txn {
         })
     }
 
-    /// Run `op` (`exec::apply` or `exec::undo`) on entry `i`, giving it a `save` that writes
+    /// Run `op` (`step::apply` or `step::undo`) on entry `i`, giving it a `save` that writes
     /// the journal with the entry's undo record as it stands, and keeping that record.
     fn run_on_entry(
         &mut self,
@@ -136,7 +136,6 @@ impl Txn {
         );
         let ctx = Ctx {
             owner: self.owner,
-            owner_ids: (self.journal.owner_uid, self.journal.owner_gid),
             home: &home,
             shared_dir: &shared,
             config_dir: &config,
@@ -170,10 +169,10 @@ impl Txn {
             }
             let t0 = Instant::now();
             // `started` reaches the disk with the step's own first save, which every step makes
-            // before its first change (`exec::apply`): one journal write per step, not three.
+            // before its first change (`step::apply`): one journal write per step, not three.
             self.journal.entries[i].state = State::Started;
             let step = self.journal.entries[i].step.clone();
-            let res = self.run_on_entry(i, progress, exec::apply);
+            let res = self.run_on_entry(i, progress, step::apply);
             let ms = t0.elapsed().as_millis() as u64;
             match res {
                 Ok(()) => {
@@ -232,7 +231,7 @@ impl Txn {
                 continue;
             }
             let t0 = Instant::now();
-            let res = self.run_on_entry(i, progress, exec::undo);
+            let res = self.run_on_entry(i, progress, step::undo);
             let ms = t0.elapsed().as_millis() as u64;
             match res {
                 Ok(()) => {

@@ -1,0 +1,192 @@
+//! `move-claude-json`: `~/.claude.json` moves into the config dir, by rename or, across
+//! filesystems, by a verified copy (`copying`, `copied`) and then the removal of the source. The
+//! config dir's mtime is put back after the move, so its manifest stays the old `~/.claude`'s.
+
+use super::{
+    copy_options, exists, io, is_real_dir, meta_of, rename, staging, sync_dir, Ctx, Method, Record,
+    Save, StepError, StepKind, Wire, RESTORE,
+};
+use crate::atomic::set_mtime;
+use crate::fsops;
+use crate::pathser::{self, show};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveClaudeJson {
+    #[serde(with = "pathser::path")]
+    pub from: PathBuf,
+    #[serde(with = "pathser::path")]
+    pub to: PathBuf,
+    pub method: Method,
+}
+
+/// How far a cross-device copy of the file got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Copying: a copy found at the target is partial and is redone.
+    Copying,
+    /// The copy is complete and verified; the source may go.
+    Copied,
+}
+
+/// What undoing `move-claude-json` needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaudeJsonRecord {
+    pub recorded: bool,
+    pub phase: Option<Phase>,
+    /// mtime of the directory the file was moved into, put back after the move (and on undo).
+    pub parent_mtime: Option<(i64, i64)>,
+}
+
+impl Record for ClaudeJsonRecord {
+    fn from_wire(w: &Wire) -> Result<Self, StepError> {
+        let phase = match w.phase.as_deref() {
+            None => None,
+            Some("copying") => Some(Phase::Copying),
+            Some("copied") => Some(Phase::Copied),
+            Some(other) => {
+                return Err(StepError::new(format!(
+                    "the journal records an unknown phase '{other}' of move-claude-json"
+                )))
+            }
+        };
+        Ok(ClaudeJsonRecord {
+            recorded: w.recorded,
+            phase,
+            parent_mtime: w.parent_mtime,
+        })
+    }
+    fn to_wire(&self) -> Wire {
+        Wire {
+            recorded: self.recorded,
+            phase: self.phase.map(|p| {
+                match p {
+                    Phase::Copying => "copying",
+                    Phase::Copied => "copied",
+                }
+                .to_string()
+            }),
+            parent_mtime: self.parent_mtime,
+            ..Wire::default()
+        }
+    }
+}
+
+impl StepKind for MoveClaudeJson {
+    type Record = ClaudeJsonRecord;
+
+    fn summary(&self) -> String {
+        format!(
+            "move {} -> {} by {}",
+            show(&self.from),
+            show(&self.to),
+            match self.method {
+                Method::Rename => "rename",
+                Method::VerifiedCopy => "verified copy",
+            }
+        )
+    }
+
+    fn apply(
+        &self,
+        u: &mut ClaudeJsonRecord,
+        ctx: &Ctx,
+        save: &mut Save<ClaudeJsonRecord>,
+    ) -> Result<(), StepError> {
+        let (from, to) = (self.from.as_path(), self.to.as_path());
+        let from_is_file = std::fs::symlink_metadata(from)
+            .map(|m| m.is_file())
+            .unwrap_or(false);
+        if !u.recorded {
+            if exists(to) {
+                return Err(StepError::new(format!(
+                    "'{}' appeared since planning; it will not be overwritten",
+                    show(to)
+                )));
+            }
+            u.recorded = true;
+            u.phase = Some(Phase::Copying);
+            u.parent_mtime = to.parent().and_then(|p| meta_of(p).ok()).map(|m| m.mtime);
+            save(u)?;
+        }
+        if !from_is_file {
+            return if exists(to) {
+                Ok(())
+            } else {
+                Err(StepError::new(format!("'{}' has disappeared", show(from))))
+            };
+        }
+        match self.method {
+            Method::Rename => {
+                rename(from, to)?;
+            }
+            Method::VerifiedCopy => {
+                if u.phase != Some(Phase::Copied) {
+                    if exists(to) {
+                        std::fs::remove_file(to)
+                            .map_err(|e| io("cannot remove the partial copy", to, e))?;
+                    }
+                    fsops::copy_file_verified(from, to, &copy_options(ctx))?;
+                    u.phase = Some(Phase::Copied);
+                    save(u)?;
+                }
+                std::fs::remove_file(from).map_err(|e| io("cannot remove", from, e))?;
+            }
+        }
+        if let Some(p) = to.parent() {
+            if let Some(t) = u.parent_mtime {
+                set_mtime(p, t).map_err(|e| io("cannot set the mtime of", p, e))?;
+            }
+            sync_dir(p)?;
+        }
+        sync_dir(ctx.home)
+    }
+
+    fn undo(
+        &self,
+        u: &mut ClaudeJsonRecord,
+        ctx: &Ctx,
+        _: &mut Save<ClaudeJsonRecord>,
+    ) -> Result<(), StepError> {
+        let (from, to) = (self.from.as_path(), self.to.as_path());
+        let from_is_file = std::fs::symlink_metadata(from)
+            .map(|m| m.is_file())
+            .unwrap_or(false);
+        if from_is_file {
+            // The source is still there (the move had not finished): drop any copy.
+            if exists(to) && self.method == Method::VerifiedCopy {
+                std::fs::remove_file(to).map_err(|e| io("cannot remove", to, e))?;
+            }
+        } else if exists(to) {
+            if exists(from) {
+                return Err(StepError::new(format!(
+                    "'{}' is in the way of restoring it",
+                    show(from)
+                )));
+            }
+            match self.method {
+                Method::Rename => rename(to, from)?,
+                Method::VerifiedCopy => {
+                    let tmp = staging(from, RESTORE);
+                    if exists(&tmp) {
+                        std::fs::remove_file(&tmp).map_err(|e| io("cannot remove", &tmp, e))?;
+                    }
+                    fsops::copy_file_verified(to, &tmp, &copy_options(ctx))?;
+                    std::fs::rename(&tmp, from).map_err(|e| io("cannot restore", from, e))?;
+                    std::fs::remove_file(to).map_err(|e| io("cannot remove", to, e))?;
+                }
+            }
+        }
+        if let (Some(p), Some(t)) = (to.parent(), u.parent_mtime) {
+            if is_real_dir(p) {
+                set_mtime(p, t).map_err(|e| io("cannot set the mtime of", p, e))?;
+            }
+        }
+        sync_dir(ctx.home)
+    }
+
+    fn touched_dir(&self) -> Option<PathBuf> {
+        self.to.parent().map(Path::to_path_buf)
+    }
+}

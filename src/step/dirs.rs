@@ -1,0 +1,284 @@
+//! The directory steps: `create-shared-dir` (mkdir -p down to the config dir's parent),
+//! `create-config-dir`, `remove-empty-claude-dir` (an empty `~/.claude` makes way for the link),
+//! `secure-config-dir` (mode 0700, owned by the home's owner). Their undo record: the
+//! directories created (outermost first), or the mode/owner/mtime of the directory removed or
+//! re-moded.
+
+use super::{
+    chown, exists, io, is_real_dir, meta_of, mkdir, restore_meta, Ctx, Record, Save, StepError,
+    StepKind, Wire,
+};
+use crate::fsops::nearest_existing;
+use crate::journal::Meta;
+use crate::pathser::{self, show};
+use serde::{Deserialize, Serialize};
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateSharedDir {
+    #[serde(with = "pathser::paths")]
+    pub dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateConfigDir {
+    #[serde(with = "pathser::path")]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveEmptyClaudeDir {
+    #[serde(with = "pathser::path")]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecureConfigDir {
+    #[serde(with = "pathser::path")]
+    pub path: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub chown: bool,
+}
+
+/// What undoing a directory step needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirsRecord {
+    pub recorded: bool,
+    /// Directories the step created, outermost first.
+    pub created_dirs: Vec<PathBuf>,
+    /// Mode/owner/mtime of the directory removed (an empty `~/.claude`) or re-moded.
+    pub dir_meta: Option<Meta>,
+}
+
+impl Record for DirsRecord {
+    fn from_wire(w: &Wire) -> Result<Self, StepError> {
+        Ok(DirsRecord {
+            recorded: w.recorded,
+            created_dirs: w.created_dirs.clone(),
+            dir_meta: w.dir_meta,
+        })
+    }
+    fn to_wire(&self) -> Wire {
+        Wire {
+            recorded: self.recorded,
+            created_dirs: self.created_dirs.clone(),
+            dir_meta: self.dir_meta,
+            ..Wire::default()
+        }
+    }
+}
+
+fn parent(p: &Path) -> Option<PathBuf> {
+    p.parent().map(Path::to_path_buf)
+}
+
+/// Remove the directories the step created, innermost first (already gone is fine).
+fn remove_created(r: &DirsRecord) -> Result<(), StepError> {
+    for d in r.created_dirs.iter().rev() {
+        match std::fs::remove_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(io(
+                    "cannot remove the directory the migration created",
+                    d,
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn record_meta(
+    path: &Path,
+    r: &mut DirsRecord,
+    save: &mut Save<DirsRecord>,
+) -> Result<(), StepError> {
+    if !r.recorded {
+        r.dir_meta = Some(meta_of(path).map_err(|e| io("cannot stat", path, e))?);
+        r.recorded = true;
+        save(r)?;
+    }
+    Ok(())
+}
+
+impl StepKind for CreateSharedDir {
+    type Record = DirsRecord;
+    fn summary(&self) -> String {
+        format!(
+            "create {} (mode 0755, owned by the home's owner)",
+            self.dirs
+                .iter()
+                .map(|p| show(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+    fn apply(
+        &self,
+        r: &mut DirsRecord,
+        ctx: &Ctx,
+        save: &mut Save<DirsRecord>,
+    ) -> Result<(), StepError> {
+        for d in &self.dirs {
+            if !r.created_dirs.contains(d) {
+                if exists(d) {
+                    // It appeared since planning and is not ours: leave it be.
+                    continue;
+                }
+                r.created_dirs.push(d.clone());
+                r.recorded = true;
+                save(r)?;
+            }
+            mkdir(d, 0o755, ctx.owner)?;
+        }
+        Ok(())
+    }
+    fn undo(&self, r: &mut DirsRecord, _: &Ctx, _: &mut Save<DirsRecord>) -> Result<(), StepError> {
+        remove_created(r)
+    }
+    fn touched_dir(&self) -> Option<PathBuf> {
+        self.dirs.first().and_then(|d| parent(d))
+    }
+    fn write_need(&self) -> Option<(PathBuf, &'static str)> {
+        self.dirs
+            .first()
+            .map(|d| (nearest_existing(d), "create the shared dir"))
+    }
+}
+
+impl StepKind for CreateConfigDir {
+    type Record = DirsRecord;
+    fn summary(&self) -> String {
+        format!(
+            "create {} (mode 0700, owned by the home's owner)",
+            show(&self.path)
+        )
+    }
+    fn apply(
+        &self,
+        r: &mut DirsRecord,
+        ctx: &Ctx,
+        save: &mut Save<DirsRecord>,
+    ) -> Result<(), StepError> {
+        if !r.recorded {
+            r.recorded = true;
+            if !exists(&self.path) {
+                r.created_dirs.push(self.path.clone());
+            }
+            save(r)?;
+        }
+        mkdir(&self.path, 0o700, ctx.owner)
+    }
+    fn undo(&self, r: &mut DirsRecord, _: &Ctx, _: &mut Save<DirsRecord>) -> Result<(), StepError> {
+        remove_created(r)
+    }
+    fn precheck_undo(&self, _: &DirsRecord) -> Result<(), StepError> {
+        let path = &self.path;
+        if is_real_dir(path)
+            && std::fs::read_dir(path)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false)
+        {
+            return Err(StepError::new(format!(
+                "the config dir '{}' was created empty by the migration and now holds files (Claude has run since); undo would have to delete them",
+                show(path)
+            )));
+        }
+        Ok(())
+    }
+    fn touched_dir(&self) -> Option<PathBuf> {
+        parent(&self.path)
+    }
+    fn write_need(&self) -> Option<(PathBuf, &'static str)> {
+        Some((
+            nearest_existing(self.path.parent().unwrap_or(&self.path)),
+            "create the config dir",
+        ))
+    }
+}
+
+impl StepKind for RemoveEmptyClaudeDir {
+    type Record = DirsRecord;
+    fn summary(&self) -> String {
+        format!("remove the empty directory {}", show(&self.path))
+    }
+    fn apply(
+        &self,
+        r: &mut DirsRecord,
+        _: &Ctx,
+        save: &mut Save<DirsRecord>,
+    ) -> Result<(), StepError> {
+        let path = &self.path;
+        record_meta(path, r, save)?;
+        match std::fs::remove_dir(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("cannot remove the empty directory", path, e)),
+        }
+    }
+    fn undo(
+        &self,
+        r: &mut DirsRecord,
+        ctx: &Ctx,
+        _: &mut Save<DirsRecord>,
+    ) -> Result<(), StepError> {
+        if let Some(m) = &r.dir_meta {
+            if !exists(&self.path) {
+                mkdir(&self.path, m.mode, None)?;
+            }
+            restore_meta(&self.path, m, ctx.owner.is_some())?;
+        }
+        Ok(())
+    }
+    fn write_need(&self) -> Option<(PathBuf, &'static str)> {
+        Some((
+            self.path.parent().unwrap_or(&self.path).to_path_buf(),
+            "replace ~/.claude with a link",
+        ))
+    }
+}
+
+impl StepKind for SecureConfigDir {
+    type Record = DirsRecord;
+    fn summary(&self) -> String {
+        format!(
+            "set {} to mode 0700, owned by the home's owner",
+            show(&self.path)
+        )
+    }
+    fn apply(
+        &self,
+        r: &mut DirsRecord,
+        _: &Ctx,
+        save: &mut Save<DirsRecord>,
+    ) -> Result<(), StepError> {
+        let path = &self.path;
+        record_meta(path, r, save)?;
+        if self.chown {
+            chown(path, Some((self.uid, self.gid)))?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io("cannot chmod 0700", path, e))
+    }
+    fn undo(
+        &self,
+        r: &mut DirsRecord,
+        ctx: &Ctx,
+        _: &mut Save<DirsRecord>,
+    ) -> Result<(), StepError> {
+        let path = &self.path;
+        if let (Some(m), true) = (&r.dir_meta, is_real_dir(path)) {
+            if ctx.owner.is_some() {
+                chown(path, Some((m.uid, m.gid)))?;
+            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.mode))
+                .map_err(|e| io("cannot chmod", path, e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! `link-claude-dir` and `link-claude-json`: `~/.claude` (or `~/.claude.json`) becomes a
+//! symlink into the config dir, replaced atomically. A link that pointed elsewhere is recorded
+//! (its target, owner and mtime) and put back by undo.
+
+use super::{exists, io, meta_of, Ctx, Record, Save, StepError, StepKind, Wire};
+use crate::atomic::{remove_stale_temps, set_mtime};
+use crate::fsops;
+use crate::journal::Meta;
+use crate::pathser::{self, show};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    #[serde(with = "pathser::path")]
+    pub link: PathBuf,
+    #[serde(with = "pathser::path")]
+    pub target: PathBuf,
+}
+
+/// What undoing a link step needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkRecord {
+    pub recorded: bool,
+    /// The target of a symlink the step replaced...
+    pub prev_link: Option<PathBuf>,
+    /// ...and its owner and mtime.
+    pub link_meta: Option<Meta>,
+}
+
+impl Record for LinkRecord {
+    fn from_wire(w: &Wire) -> Result<Self, StepError> {
+        Ok(LinkRecord {
+            recorded: w.recorded,
+            prev_link: w.prev_link.clone(),
+            link_meta: w.file_meta,
+        })
+    }
+    fn to_wire(&self) -> Wire {
+        Wire {
+            recorded: self.recorded,
+            prev_link: self.prev_link.clone(),
+            file_meta: self.link_meta,
+            ..Wire::default()
+        }
+    }
+}
+
+impl LinkRecord {
+    /// The owner to give a restored link: the old one, when we may chown.
+    fn owner(&self, ctx: &Ctx) -> Option<(u32, u32)> {
+        self.link_meta
+            .map(|m| (m.uid, m.gid))
+            .filter(|_| ctx.owner.is_some())
+    }
+}
+
+impl StepKind for Link {
+    type Record = LinkRecord;
+
+    fn summary(&self) -> String {
+        format!("link {} -> {}", show(&self.link), show(&self.target))
+    }
+
+    fn apply(
+        &self,
+        u: &mut LinkRecord,
+        ctx: &Ctx,
+        save: &mut Save<LinkRecord>,
+    ) -> Result<(), StepError> {
+        let (link, target) = (&self.link, &self.target);
+        if !u.recorded {
+            match std::fs::symlink_metadata(link) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let t = std::fs::read_link(link)
+                        .map_err(|e| io("cannot read the link", link, e))?;
+                    if &t != target {
+                        u.prev_link = Some(t);
+                        u.link_meta = Some(meta_of(link).map_err(|e| io("cannot stat", link, e))?);
+                    }
+                }
+                Ok(_) => {
+                    return Err(StepError::new(format!(
+                        "'{}' appeared since planning and is not a link; nothing will replace it",
+                        show(link)
+                    )))
+                }
+                Err(_) => {}
+            }
+            u.recorded = true;
+            save(u)?;
+        }
+        remove_stale_temps(link);
+        fsops::atomic_symlink(target, link, ctx.owner)?;
+        Ok(())
+    }
+
+    fn undo(
+        &self,
+        u: &mut LinkRecord,
+        ctx: &Ctx,
+        _: &mut Save<LinkRecord>,
+    ) -> Result<(), StepError> {
+        let (link, target) = (&self.link, &self.target);
+        remove_stale_temps(link);
+        match std::fs::read_link(link) {
+            Ok(t) if &t == target => {
+                if let Some(prev) = &u.prev_link {
+                    fsops::atomic_symlink(prev, link, u.owner(ctx))?;
+                } else {
+                    std::fs::remove_file(link)
+                        .map_err(|e| io("cannot remove the link", link, e))?;
+                }
+            }
+            _ => {
+                if let (Some(prev), false) = (&u.prev_link, exists(link)) {
+                    fsops::atomic_symlink(prev, link, u.owner(ctx))?;
+                }
+            }
+        }
+        if let (Some(m), Some(_)) = (&u.link_meta, &u.prev_link) {
+            let _ = set_mtime(link, m.mtime);
+        }
+        Ok(())
+    }
+
+    fn precheck_undo(&self, u: &LinkRecord) -> Result<(), StepError> {
+        let (link, target) = (&self.link, &self.target);
+        match std::fs::read_link(link) {
+            Ok(t) if &t == target => Ok(()),
+            Err(_) if !exists(link) => Ok(()),
+            Ok(t) if Some(&t) == u.prev_link.as_ref() => Ok(()),
+            _ => Err(StepError::new(format!(
+                "'{}' is no longer the link to '{}' that the migration made; undo will not replace it",
+                show(link),
+                show(target)
+            ))),
+        }
+    }
+
+    fn write_need(&self) -> Option<(PathBuf, &'static str)> {
+        Some((
+            self.link.parent().unwrap_or(&self.link).to_path_buf(),
+            "replace ~/.claude with a link",
+        ))
+    }
+}

@@ -1,0 +1,421 @@
+//! The steps of a migration, one file per family: what each one plans (its data, serialised
+//! into the journal), says (its summary), does (apply, idempotent, finishing a half-done change
+//! after a crash), undoes, checks before undoing, which directories it touches, and what its
+//! undo needs (its own record, with typed phases).
+//!
+//! | file | steps |
+//! |---|---|
+//! | `dirs.rs` | `create-shared-dir`, `create-config-dir`, `remove-empty-claude-dir`, `secure-config-dir` |
+//! | `move_config.rs` | `move-config` (rename, or verified copy in phases) |
+//! | `claude_json.rs` | `move-claude-json` |
+//! | `link.rs` | `link-claude-dir`, `link-claude-json` |
+//! | `write_file.rs` | `write-env-file`, `write-profile` |
+//! | `verify.rs` | `verify` (no change: the checks run after the transaction) |
+//!
+//! The transaction (`txn`) drives every step through [`apply`], [`undo`] and [`precheck_undo`];
+//! each step family implements [`StepKind`]. Adding a step is adding a file with a `StepKind`
+//! and one line in the `steps!` list below. The journal keeps the undo records in one flat
+//! wire form ([`Wire`], the JSON of every journal written so far); each family converts it to
+//! and from its own typed record ([`Record`]).
+//!
+//! Steps only touch the filesystem and fill in their record *before* each change, calling
+//! `save` so it is durable first; the journal protocol itself lives in `txn`.
+
+mod claude_json;
+mod dirs;
+mod link;
+mod move_config;
+mod verify;
+mod write_file;
+
+pub(crate) use claude_json::MoveClaudeJson;
+pub(crate) use dirs::{CreateConfigDir, CreateSharedDir, RemoveEmptyClaudeDir, SecureConfigDir};
+pub(crate) use link::Link;
+pub(crate) use move_config::MoveConfig;
+pub(crate) use verify::Verify;
+pub(crate) use write_file::{changed_lines, WriteEnvFile, WriteProfile};
+
+pub use crate::journal::Undo as Wire;
+
+use crate::atomic::{self, set_mtime};
+use crate::failpoint::failpoint;
+use crate::fsops::{self, CopyOptions};
+use crate::journal::Meta;
+use crate::pathser::show;
+use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// How a tree or file crosses to the config dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// rename(2): one filesystem, O(1), nothing copied.
+    Rename,
+    /// Different filesystems: copy, verify every byte against the source, then remove the source.
+    VerifiedCopy,
+}
+
+impl Method {
+    /// rename(2) where it works, a verified copy where it cannot (EXDEV).
+    pub fn for_same_fs(same_fs: bool) -> Method {
+        if same_fs {
+            Method::Rename
+        } else {
+            Method::VerifiedCopy
+        }
+    }
+}
+
+/// A step failed; `message` says what and where, `source` keeps the error underneath (if any)
+/// so the chain reaches the report.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl StepError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StepError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    fn caused_by(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StepError {
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+impl From<fsops::FsError> for StepError {
+    fn from(e: fsops::FsError) -> Self {
+        StepError::caused_by(e)
+    }
+}
+
+/// A failpoint's injected failure (or any plain I/O error) becomes the step's error as is.
+impl From<std::io::Error> for StepError {
+    fn from(e: std::io::Error) -> Self {
+        StepError::caused_by(e)
+    }
+}
+
+/// What steps need besides their own parameters.
+pub struct Ctx<'a> {
+    /// Hand what we create to the home's owner (we run as root for them).
+    pub owner: Option<(u32, u32)>,
+    pub home: &'a Path,
+    pub shared_dir: &'a Path,
+    pub config_dir: &'a Path,
+    pub progress: &'a (dyn Fn(u64, u64) + Sync),
+}
+
+/// Persist the journal with the step's current undo record.
+pub type Save<'s, R> = dyn FnMut(&R) -> Result<(), StepError> + 's;
+
+/// A step family's undo record, and its conversion from and to the journal's wire form.
+pub trait Record: Default + Clone {
+    /// The typed record of a journal entry (an unknown phase is an error, never guessed).
+    fn from_wire(w: &Wire) -> Result<Self, StepError>;
+    /// The wire form: exactly the fields (and JSON) the journal has always had.
+    fn to_wire(&self) -> Wire;
+}
+
+/// One step family: how it reads, applies, undoes and checks itself.
+pub trait StepKind {
+    type Record: Record;
+    /// One line for people, with the real paths, counts and sizes.
+    fn summary(&self) -> String;
+    /// Apply (or finish applying): idempotent, records what undo needs before each change.
+    fn apply(
+        &self,
+        r: &mut Self::Record,
+        ctx: &Ctx,
+        save: &mut Save<Self::Record>,
+    ) -> Result<(), StepError>;
+    /// Undo (or finish undoing) a started or done step.
+    fn undo(
+        &self,
+        r: &mut Self::Record,
+        ctx: &Ctx,
+        save: &mut Save<Self::Record>,
+    ) -> Result<(), StepError>;
+    /// Before anything is undone: will undoing this clobber an edit or lose data written since?
+    /// Read-only.
+    fn precheck_undo(&self, _r: &Self::Record) -> Result<(), StepError> {
+        Ok(())
+    }
+    /// The directory whose entries (and so mtime) the step changes, to put back on a full
+    /// rollback; `None` when it only changes what it owns.
+    fn touched_dir(&self) -> Option<PathBuf> {
+        None
+    }
+    /// The directory the step must be able to write, and what for (the permission preflight
+    /// of an unprivileged run).
+    fn write_need(&self) -> Option<(PathBuf, &'static str)> {
+        None
+    }
+    /// The file it rewrites, if it rewrites one (several runs may rewrite the same file).
+    fn written_file(&self) -> Option<&Path> {
+        None
+    }
+}
+
+/// [`StepKind::apply`] or [`StepKind::undo`] of step kind `K`.
+type KindOp<K> = fn(
+    &K,
+    &mut <K as StepKind>::Record,
+    &Ctx,
+    &mut Save<<K as StepKind>::Record>,
+) -> Result<(), StepError>;
+
+/// Run `op` on the typed record of `w`, saving and keeping the wire form.
+fn run<K: StepKind>(
+    k: &K,
+    w: &mut Wire,
+    ctx: &Ctx,
+    save: &mut Save<Wire>,
+    op: KindOp<K>,
+) -> Result<(), StepError> {
+    let mut r = K::Record::from_wire(w)?;
+    let res = op(k, &mut r, ctx, &mut |r: &K::Record| save(&r.to_wire()));
+    *w = r.to_wire();
+    res
+}
+
+fn precheck<K: StepKind>(k: &K, w: &Wire) -> Result<(), StepError> {
+    k.precheck_undo(&K::Record::from_wire(w)?)
+}
+
+/// The registry: one line per step (its stable kebab-case id, its variant, its type). Makes
+/// the `Step` enum (serialised tagged by the id, exactly as the journal and `--json` have it)
+/// and the dispatch to each [`StepKind`].
+macro_rules! steps {
+    ($($(#[$m:meta])* $id:literal => $var:ident($ty:ty),)*) => {
+        /// One step of a migration, with everything it needs to apply itself. Serialized into
+        /// the journal, so a resumed or undone run acts on exactly what was planned.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "id")]
+        pub enum Step {
+            $($(#[$m])* #[serde(rename = $id)] $var($ty),)*
+        }
+
+        impl Step {
+            /// The stable kebab-case id of the contract.
+            pub fn id(&self) -> &'static str {
+                match self { $(Step::$var(_) => $id,)* }
+            }
+            /// One line for people, with the real paths, counts and sizes.
+            pub fn summary(&self) -> String {
+                match self { $(Step::$var(s) => s.summary(),)* }
+            }
+            /// See [`StepKind::touched_dir`].
+            pub fn touched_dir(&self) -> Option<PathBuf> {
+                match self { $(Step::$var(s) => s.touched_dir(),)* }
+            }
+            /// See [`StepKind::write_need`].
+            pub fn write_need(&self) -> Option<(PathBuf, &'static str)> {
+                match self { $(Step::$var(s) => s.write_need(),)* }
+            }
+            /// See [`StepKind::written_file`].
+            pub fn written_file(&self) -> Option<&Path> {
+                match self { $(Step::$var(s) => s.written_file(),)* }
+            }
+            fn apply_kind(&self, w: &mut Wire, ctx: &Ctx, save: &mut Save<Wire>) -> Result<(), StepError> {
+                match self { $(Step::$var(s) => run(s, w, ctx, save, <$ty as StepKind>::apply),)* }
+            }
+            fn undo_kind(&self, w: &mut Wire, ctx: &Ctx, save: &mut Save<Wire>) -> Result<(), StepError> {
+                match self { $(Step::$var(s) => run(s, w, ctx, save, <$ty as StepKind>::undo),)* }
+            }
+            /// The wire form read as this step's typed record and written back.
+            #[cfg(test)]
+            fn typed_wire(&self, w: &Wire) -> Result<Wire, StepError> {
+                match self { $(Step::$var(_) => <$ty as StepKind>::Record::from_wire(w).map(|r| r.to_wire()),)* }
+            }
+            fn precheck_kind(&self, w: &Wire) -> Result<(), StepError> {
+                match self { $(Step::$var(s) => precheck(s, w),)* }
+            }
+        }
+    };
+}
+
+steps! {
+    /// Create the missing directories down to the config dir's parent (outermost first).
+    "create-shared-dir" => CreateSharedDir(CreateSharedDir),
+    "create-config-dir" => CreateConfigDir(CreateConfigDir),
+    /// An empty `~/.claude` makes way for the link.
+    "remove-empty-claude-dir" => RemoveEmptyClaudeDir(RemoveEmptyClaudeDir),
+    "move-config" => MoveConfig(MoveConfig),
+    /// The config dir ends mode 0700, owned by the home's owner.
+    "secure-config-dir" => SecureConfigDir(SecureConfigDir),
+    "move-claude-json" => MoveClaudeJson(MoveClaudeJson),
+    "link-claude-dir" => LinkClaudeDir(Link),
+    "link-claude-json" => LinkClaudeJson(Link),
+    "write-env-file" => WriteEnvFile(WriteEnvFile),
+    "write-profile" => WriteProfile(WriteProfile),
+    "verify" => Verify(Verify),
+}
+
+impl Step {
+    /// Whether this step changes anything on disk (verify does not).
+    pub fn changes(&self) -> bool {
+        !matches!(self, Step::Verify(_))
+    }
+}
+
+/// Apply (or finish applying) one step, between its `apply-<id>` and `applied-<id>` failpoints.
+pub fn apply(step: &Step, w: &mut Wire, ctx: &Ctx, save: &mut Save<Wire>) -> Result<(), StepError> {
+    failpoint(&format!("apply-{}", step.id()))?;
+    step.apply_kind(w, ctx, save)?;
+    failpoint(&format!("applied-{}", step.id()))?;
+    Ok(())
+}
+
+/// Undo (or finish undoing) one step that was started or done.
+pub fn undo(step: &Step, w: &mut Wire, ctx: &Ctx, save: &mut Save<Wire>) -> Result<(), StepError> {
+    failpoint(&format!("undo-{}", step.id()))?;
+    step.undo_kind(w, ctx, save)
+}
+
+/// Check, before anything is undone, that undoing this step will not clobber someone's edit
+/// or lose data written since. Read-only.
+pub fn precheck_undo(step: &Step, w: &Wire) -> Result<(), StepError> {
+    step.precheck_kind(w)
+}
+
+// Helpers shared by the step families.
+
+fn io(what: impl std::fmt::Display, path: &Path, e: impl std::fmt::Display) -> StepError {
+    StepError::new(format!("{what} '{}': {e}", show(path)))
+}
+
+fn meta_of(path: &Path) -> std::io::Result<Meta> {
+    let m = std::fs::symlink_metadata(path)?;
+    Ok(Meta {
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+    })
+}
+
+fn exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+fn is_real_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
+}
+
+fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<(), StepError> {
+    if let Some((u, g)) = owner {
+        std::os::unix::fs::lchown(path, Some(u), Some(g))
+            .map_err(|e| io("cannot give to the home's owner", path, e))?;
+    }
+    Ok(())
+}
+
+fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), StepError> {
+    match std::fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && is_real_dir(path) => {}
+        Err(e) => return Err(io("cannot create", path, e)),
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| io("cannot chmod", path, e))?;
+    chown(path, owner)
+}
+
+/// Put a directory's mode, owner and mtime back.
+fn restore_meta(path: &Path, m: &Meta, chown_it: bool) -> Result<(), StepError> {
+    if chown_it {
+        chown(path, Some((m.uid, m.gid)))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.mode))
+        .map_err(|e| io("cannot chmod", path, e))?;
+    set_mtime(path, m.mtime).map_err(|e| io("cannot set the mtime of", path, e))
+}
+
+/// `<to><suffix>`: where a copy is staged before one rename puts it in place.
+fn staging(to: &Path, suffix: &str) -> PathBuf {
+    let mut s: OsString = to.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The staging name of a copy on its way into the config dir.
+pub(crate) const INCOMING: &str = ".dci-incoming";
+/// The staging name of a copy on its way back (undo).
+pub(crate) const RESTORE: &str = ".dci-restore";
+
+fn copy_options(ctx: &Ctx) -> CopyOptions {
+    CopyOptions {
+        preserve_owner: ctx.owner.is_some(),
+    }
+}
+
+/// A verified copy of the tree `src` at `staging`, from scratch: whatever an interrupted
+/// attempt left there is removed first, never trusted.
+fn copy_to_staging(src: &Path, staging: &Path, ctx: &Ctx) -> Result<(), StepError> {
+    if exists(staging) {
+        fsops::remove_tree(staging)?;
+    }
+    fsops::copy_tree_verified(src, staging, &copy_options(ctx), ctx.progress)?;
+    Ok(())
+}
+
+/// rename(2), with an error that names both paths.
+fn rename(from: &Path, to: &Path) -> Result<(), StepError> {
+    std::fs::rename(from, to).map_err(|e| {
+        StepError::new(format!(
+            "cannot rename '{}' to '{}': {e}",
+            show(from),
+            show(to)
+        ))
+    })
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StepError> {
+    atomic::sync_dir(dir).map_err(|e| io("cannot sync", dir, e))
+}
+
+fn hash(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, StepError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("cannot read", path, e)),
+    }
+}
+
+/// `12.3 MiB` style sizes for summaries.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests;

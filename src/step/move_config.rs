@@ -1,0 +1,304 @@
+//! `move-config`: `~/.claude` becomes the config dir, by one rename on the same filesystem or,
+//! across filesystems, in phases: a verified copy into a staging name (`copying`, `copied`), one
+//! rename into place (`placed`), then the removal of the source. Undo of a placed copy copies
+//! back the same way (`copying-back`, `restored`). An empty config dir that was there before is
+//! replaced by the move; undo recreates it with its mode, owner and mtime.
+
+use super::{
+    copy_to_staging, exists, io, is_real_dir, meta_of, mkdir, rename, restore_meta, staging,
+    sync_dir, Ctx, Method, Record, Save, StepError, StepKind, Wire, INCOMING, RESTORE,
+};
+use crate::failpoint::failpoint;
+use crate::fsops::{self, nearest_existing};
+use crate::journal::Meta;
+use crate::pathser::{self, show};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveConfig {
+    #[serde(with = "pathser::path")]
+    pub from: PathBuf,
+    #[serde(with = "pathser::path")]
+    pub to: PathBuf,
+    pub method: Method,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// How far a cross-device move got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The copy into the staging name is under way: never trusted, redone from scratch.
+    Copying,
+    /// The staged copy is complete and verified.
+    Copied,
+    /// The copy is in place; the source may go.
+    Placed,
+}
+
+/// How far the undo of a placed copy got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UndoPhase {
+    /// Copying the config dir back into `~/.claude`'s staging name.
+    CopyingBack,
+    /// `~/.claude` is back; the config dir may go.
+    Restored,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Copying => "copying",
+            Phase::Copied => "copied",
+            Phase::Placed => "placed",
+        }
+    }
+}
+
+impl UndoPhase {
+    fn as_str(self) -> &'static str {
+        match self {
+            UndoPhase::CopyingBack => "copying-back",
+            UndoPhase::Restored => "restored",
+        }
+    }
+}
+
+fn parse<T: Copy>(
+    s: Option<&str>,
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<Option<T>, StepError> {
+    let Some(s) = s else { return Ok(None) };
+    all.iter()
+        .copied()
+        .find(|p| name(*p) == s)
+        .map(Some)
+        .ok_or_else(|| {
+            StepError::new(format!(
+                "the journal records an unknown phase '{s}' of move-config"
+            ))
+        })
+}
+
+/// What undoing `move-config` needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoveConfigRecord {
+    pub recorded: bool,
+    /// The empty config dir the move replaced.
+    pub dir_meta: Option<Meta>,
+    pub phase: Option<Phase>,
+    pub undo_phase: Option<UndoPhase>,
+}
+
+impl Record for MoveConfigRecord {
+    fn from_wire(w: &Wire) -> Result<Self, StepError> {
+        Ok(MoveConfigRecord {
+            recorded: w.recorded,
+            dir_meta: w.dir_meta,
+            phase: parse(
+                w.phase.as_deref(),
+                &[Phase::Copying, Phase::Copied, Phase::Placed],
+                Phase::as_str,
+            )?,
+            undo_phase: parse(
+                w.undo_phase.as_deref(),
+                &[UndoPhase::CopyingBack, UndoPhase::Restored],
+                UndoPhase::as_str,
+            )?,
+        })
+    }
+    fn to_wire(&self) -> Wire {
+        Wire {
+            recorded: self.recorded,
+            dir_meta: self.dir_meta,
+            phase: self.phase.map(|p| p.as_str().to_string()),
+            undo_phase: self.undo_phase.map(|p| p.as_str().to_string()),
+            ..Wire::default()
+        }
+    }
+}
+
+impl MoveConfigRecord {
+    /// Whether undoing it copies the config dir back (and so needs the space for it).
+    pub fn undo_copies_back(&self) -> bool {
+        self.phase == Some(Phase::Placed) && self.undo_phase != Some(UndoPhase::Restored)
+    }
+}
+
+impl MoveConfig {
+    /// The typed record of a journal entry of this step.
+    pub fn record(w: &Wire) -> Result<MoveConfigRecord, StepError> {
+        MoveConfigRecord::from_wire(w)
+    }
+}
+
+impl StepKind for MoveConfig {
+    type Record = MoveConfigRecord;
+
+    fn summary(&self) -> String {
+        format!(
+            "move {} -> {} by {}: {} files, {}",
+            show(&self.from),
+            show(&self.to),
+            match self.method {
+                Method::Rename => "rename (same filesystem, nothing copied)",
+                Method::VerifiedCopy =>
+                    "verified copy, then removal of the source (different filesystems)",
+            },
+            self.files,
+            super::human_bytes(self.bytes)
+        )
+    }
+
+    fn apply(
+        &self,
+        u: &mut MoveConfigRecord,
+        ctx: &Ctx,
+        save: &mut Save<MoveConfigRecord>,
+    ) -> Result<(), StepError> {
+        let (from, to) = (self.from.as_path(), self.to.as_path());
+        if !u.recorded {
+            // An empty config dir that was there already is replaced by the move; undo
+            // recreates it.
+            if is_real_dir(to) {
+                u.dir_meta = Some(meta_of(to).map_err(|e| io("cannot stat", to, e))?);
+            }
+            u.recorded = true;
+            save(u)?;
+        }
+        let from_is_dir = is_real_dir(from);
+        match self.method {
+            Method::Rename => {
+                if !from_is_dir && is_real_dir(to) {
+                    return Ok(()); // renamed before a crash
+                }
+                rename(from, to)?;
+                sync_dir(ctx.home)?;
+                if let Some(p) = to.parent() {
+                    sync_dir(p)?;
+                }
+            }
+            Method::VerifiedCopy => {
+                let incoming = staging(to, INCOMING);
+                if !matches!(u.phase, Some(Phase::Copied | Phase::Placed)) {
+                    // (Re)do the copy from scratch: a half-finished copy is never trusted.
+                    u.phase = Some(Phase::Copying);
+                    save(u)?;
+                    copy_to_staging(from, &incoming, ctx)?;
+                    failpoint("copied-move-config")?;
+                    u.phase = Some(Phase::Copied);
+                    save(u)?;
+                }
+                if u.phase == Some(Phase::Copied) {
+                    if exists(&incoming) {
+                        rename(&incoming, to)?;
+                        if let Some(p) = to.parent() {
+                            sync_dir(p)?;
+                        }
+                    }
+                    u.phase = Some(Phase::Placed);
+                    save(u)?;
+                }
+                failpoint("placed-move-config")?;
+                // The copy is verified and in place: only now may the source go.
+                if exists(from) && is_real_dir(from) {
+                    fsops::remove_tree(from)?;
+                    sync_dir(ctx.home)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn undo(
+        &self,
+        u: &mut MoveConfigRecord,
+        ctx: &Ctx,
+        save: &mut Save<MoveConfigRecord>,
+    ) -> Result<(), StepError> {
+        let (from, to) = (self.from.as_path(), self.to.as_path());
+        let recreate_empty = |u: &MoveConfigRecord| -> Result<(), StepError> {
+            if let Some(m) = &u.dir_meta {
+                if !exists(to) {
+                    mkdir(to, m.mode, None)?;
+                }
+                restore_meta(to, m, ctx.owner.is_some())?;
+            }
+            Ok(())
+        };
+        let in_the_way = || {
+            StepError::new(format!(
+                "'{}' is in the way of moving the config back",
+                show(from)
+            ))
+        };
+        let from_is_dir = is_real_dir(from);
+        match self.method {
+            Method::Rename => {
+                if !from_is_dir {
+                    if exists(from) {
+                        return Err(in_the_way());
+                    }
+                    if is_real_dir(to) {
+                        rename(to, from)?;
+                        sync_dir(ctx.home)?;
+                    }
+                }
+            }
+            Method::VerifiedCopy if u.phase != Some(Phase::Placed) => {
+                // The source was never touched: drop the copy (staged, or already renamed
+                // into place if the crash came between the rename and the journal write).
+                let incoming = staging(to, INCOMING);
+                if exists(&incoming) {
+                    fsops::remove_tree(&incoming)?;
+                }
+                let to_nonempty = std::fs::read_dir(to)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false);
+                if u.phase == Some(Phase::Copied) && from_is_dir && is_real_dir(to) && to_nonempty {
+                    fsops::remove_tree(to)?;
+                }
+            }
+            Method::VerifiedCopy => {
+                let restore = staging(from, RESTORE);
+                if u.undo_phase != Some(UndoPhase::Restored) {
+                    if is_real_dir(to) {
+                        u.undo_phase = Some(UndoPhase::CopyingBack);
+                        save(u)?;
+                        copy_to_staging(to, &restore, ctx)?;
+                        // Leftovers of an interrupted source removal are duplicates of what
+                        // the verified copy holds.
+                        if exists(from) {
+                            if !from_is_dir {
+                                return Err(in_the_way());
+                            }
+                            fsops::remove_tree(from)?;
+                        }
+                        std::fs::rename(&restore, from)
+                            .map_err(|e| io("cannot restore", from, e))?;
+                        sync_dir(ctx.home)?;
+                    }
+                    u.undo_phase = Some(UndoPhase::Restored);
+                    save(u)?;
+                }
+                if is_real_dir(to) {
+                    fsops::remove_tree(to)?;
+                }
+            }
+        }
+        recreate_empty(u)
+    }
+
+    fn touched_dir(&self) -> Option<PathBuf> {
+        self.to.parent().map(Path::to_path_buf)
+    }
+
+    fn write_need(&self) -> Option<(PathBuf, &'static str)> {
+        Some((
+            nearest_existing(self.to.parent().unwrap_or(&self.to)),
+            "create the config dir",
+        ))
+    }
+}

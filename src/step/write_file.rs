@@ -1,0 +1,331 @@
+//! `write-env-file` and `write-profile`: a small file rewritten atomically (the factory's `.env`
+//! gets `CLAUDE_SHARED_DIR` and `CLAUDE_CONFIG_DIR`; the login shell's rc file gets the export
+//! block), keeping its mode and owner. The record keeps the old bytes and metadata and the hash
+//! of what was written, so undo puts the file back and refuses to clobber an edit made since.
+
+use super::{
+    exists, hash, io, meta_of, mkdir, read_opt, Ctx, Record, Save, StepError, StepKind, Wire,
+};
+use crate::atomic::{self, remove_stale_temps, set_mtime};
+use crate::envfile;
+use crate::fsops::{self, nearest_existing};
+use crate::journal::Meta;
+use crate::pathser::{self, show};
+use crate::profile::{self, ShellKind};
+use serde::{Deserialize, Serialize};
+use std::ffi::OsStr;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteEnvFile {
+    #[serde(with = "pathser::path")]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteProfile {
+    #[serde(with = "pathser::path")]
+    pub path: PathBuf,
+    pub fish: bool,
+}
+
+/// What undoing a file write needs. Each field is set once (a resumed step must not overwrite
+/// what the first attempt saw).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteRecord {
+    pub recorded: bool,
+    /// Directories created for the file (fish's `conf.d`), outermost first.
+    pub created_dirs: Vec<PathBuf>,
+    /// Whether the file existed before, with its bytes and metadata.
+    pub existed: bool,
+    pub prev_bytes: Option<Vec<u8>>,
+    pub file_meta: Option<Meta>,
+    /// blake3 of the bytes the step wrote: undo refuses to clobber a file edited since.
+    pub after_hash: Option<String>,
+    /// A later run rewrote the same file: undoing that run puts back the bytes this one wrote
+    /// (or an edit made in between, which the later run took over), so this entry's "changed
+    /// since" check does not apply; its job is only to restore the original.
+    pub superseded: bool,
+}
+
+impl Record for WriteRecord {
+    fn from_wire(w: &Wire) -> Result<Self, StepError> {
+        Ok(WriteRecord {
+            recorded: w.recorded,
+            created_dirs: w.created_dirs.clone(),
+            existed: w.existed,
+            prev_bytes: w.prev_bytes.clone(),
+            file_meta: w.file_meta,
+            after_hash: w.after_hash.clone(),
+            superseded: w.superseded,
+        })
+    }
+    fn to_wire(&self) -> Wire {
+        Wire {
+            recorded: self.recorded,
+            created_dirs: self.created_dirs.clone(),
+            existed: self.existed,
+            prev_bytes: self.prev_bytes.clone(),
+            file_meta: self.file_meta,
+            after_hash: self.after_hash.clone(),
+            superseded: self.superseded,
+            ..Wire::default()
+        }
+    }
+}
+
+/// Computes a file's new bytes from its current ones (None: already as wanted).
+type Edit<'e> = dyn FnMut(&[u8]) -> Result<Option<Vec<u8>>, StepError> + 'e;
+
+/// Rewrite a small file atomically, keeping its mode and owner, recording its old bytes first.
+fn write_file(
+    path: &Path,
+    u: &mut WriteRecord,
+    ctx: &Ctx,
+    save: &mut Save<WriteRecord>,
+    new_mode: u32,
+    edit: &mut Edit,
+) -> Result<(), StepError> {
+    remove_stale_temps(path);
+    let cur = read_opt(path)?;
+    let Some(new) = edit(cur.as_deref().unwrap_or_default())? else {
+        return Ok(()); // already as wanted (or a resumed step that had finished)
+    };
+    if !u.recorded || u.after_hash.is_none() {
+        u.existed = cur.is_some();
+        u.prev_bytes = cur.clone();
+        u.file_meta = if cur.is_some() {
+            Some(meta_of(path).map_err(|e| io("cannot stat", path, e))?)
+        } else {
+            None
+        };
+        u.recorded = true;
+    }
+    u.after_hash = Some(hash(&new));
+    save(u)?;
+    let (mode, owner) = match &u.file_meta {
+        Some(m) => (m.mode, Some((m.uid, m.gid)).filter(|_| ctx.owner.is_some())),
+        None => (new_mode, ctx.owner),
+    };
+    atomic::write_file_atomic(path, &new, mode, owner).map_err(|e| io("cannot write", path, e))
+}
+
+/// Undo a file write: put the old bytes (or no file) back, unless superseded-checks refuse.
+fn undo_write(path: &Path, u: &WriteRecord, ctx: &Ctx) -> Result<(), StepError> {
+    if !u.superseded {
+        precheck(path, u)?;
+    }
+    remove_stale_temps(path);
+    let cur = read_opt(path)?;
+    if u.after_hash.is_none() {
+        // Never written (see `precheck`): leave the file alone.
+    } else if cur != u.prev_bytes {
+        match (&u.prev_bytes, &u.file_meta) {
+            (Some(b), Some(m)) => {
+                let owner = Some((m.uid, m.gid)).filter(|_| ctx.owner.is_some());
+                atomic::write_file_atomic(path, b, m.mode, owner)
+                    .map_err(|e| io("cannot restore", path, e))?;
+                set_mtime(path, m.mtime).map_err(|e| io("cannot set the mtime of", path, e))?;
+            }
+            _ => match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io("cannot remove", path, e)),
+            },
+        }
+    } else if let Some(m) = &u.file_meta {
+        let _ = set_mtime(path, m.mtime);
+    }
+    for d in u.created_dirs.iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
+    Ok(())
+}
+
+/// Refuse to undo a write when the file was edited since.
+fn precheck(path: &Path, u: &WriteRecord) -> Result<(), StepError> {
+    if u.after_hash.is_none() {
+        // Never written: the step stopped (or failed) before its atomic write, which only
+        // happens after `after_hash` is journaled. Nothing of ours to undo.
+        return Ok(());
+    }
+    let cur = read_opt(path)?;
+    let cur_hash = cur.as_deref().map(hash);
+    if cur_hash.is_some() && cur_hash == u.after_hash {
+        return Ok(());
+    }
+    if cur == u.prev_bytes {
+        return Ok(()); // never written, or already restored
+    }
+    Err(StepError::new(format!(
+        "'{}' was changed after the migration wrote it; undo will not overwrite that edit.\n{}",
+        show(path),
+        diff_hint(u.prev_bytes.as_deref(), cur.as_deref()).trim_end()
+    )))
+}
+
+/// The lines of `a` not in `b`, and those of `b` not in `a`, each mapped by `line`.
+pub(crate) fn changed_lines(
+    a: &[String],
+    b: &[String],
+    line: fn(char, &str) -> String,
+) -> Vec<String> {
+    let mut out: Vec<String> = a
+        .iter()
+        .filter(|l| !b.contains(l))
+        .map(|l| line('-', l))
+        .collect();
+    out.extend(b.iter().filter(|l| !a.contains(l)).map(|l| line('+', l)));
+    out
+}
+
+/// A short unified-style difference of two small text files, for the refusal message.
+fn diff_hint(before: Option<&[u8]>, now: Option<&[u8]>) -> String {
+    let lines = |b: Option<&[u8]>| -> Vec<String> {
+        b.map(|b| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let mut out =
+        String::from("  difference from what was there before the migration (- before, + now):\n");
+    let changed = changed_lines(&lines(before), &lines(now), |c, l| format!("  {c} {l}\n"));
+    if changed.is_empty() {
+        out.push_str("  (whitespace or line endings only)\n");
+    }
+    out.extend(changed);
+    out
+}
+
+fn write_need(path: &Path) -> Option<(PathBuf, &'static str)> {
+    Some((
+        nearest_existing(path.parent().unwrap_or(path)),
+        "rewrite the file atomically",
+    ))
+}
+
+fn touched_dir(path: &Path) -> Option<PathBuf> {
+    Some(nearest_existing(path.parent().unwrap_or(path)))
+}
+
+impl StepKind for WriteEnvFile {
+    type Record = WriteRecord;
+
+    fn summary(&self) -> String {
+        format!(
+            "set CLAUDE_SHARED_DIR and CLAUDE_CONFIG_DIR in {}",
+            show(&self.path)
+        )
+    }
+
+    fn apply(
+        &self,
+        u: &mut WriteRecord,
+        ctx: &Ctx,
+        save: &mut Save<WriteRecord>,
+    ) -> Result<(), StepError> {
+        let path = &self.path;
+        let entries = [
+            ("CLAUDE_SHARED_DIR", ctx.shared_dir),
+            ("CLAUDE_CONFIG_DIR", ctx.config_dir),
+        ];
+        let refs: Vec<(&str, &OsStr)> = entries.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        write_file(path, u, ctx, save, 0o600, &mut |cur| {
+            envfile::edit(cur, &refs).map_err(|e| io("cannot edit", path, e))
+        })
+    }
+
+    fn undo(
+        &self,
+        u: &mut WriteRecord,
+        ctx: &Ctx,
+        _: &mut Save<WriteRecord>,
+    ) -> Result<(), StepError> {
+        undo_write(&self.path, u, ctx)
+    }
+
+    fn precheck_undo(&self, u: &WriteRecord) -> Result<(), StepError> {
+        precheck(&self.path, u)
+    }
+
+    fn touched_dir(&self) -> Option<PathBuf> {
+        touched_dir(&self.path)
+    }
+
+    fn write_need(&self) -> Option<(PathBuf, &'static str)> {
+        write_need(&self.path)
+    }
+
+    fn written_file(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+}
+
+impl StepKind for WriteProfile {
+    type Record = WriteRecord;
+
+    fn summary(&self) -> String {
+        format!(
+            "add the CLAUDE_CONFIG_DIR export block to {}",
+            show(&self.path)
+        )
+    }
+
+    fn apply(
+        &self,
+        u: &mut WriteRecord,
+        ctx: &Ctx,
+        save: &mut Save<WriteRecord>,
+    ) -> Result<(), StepError> {
+        let path = &self.path;
+        let kind = if self.fish {
+            ShellKind::Fish
+        } else {
+            ShellKind::Posix
+        };
+        let block = profile::render_block(kind, ctx.config_dir);
+        // fish's conf.d may not exist yet.
+        if !u.recorded {
+            u.created_dirs = path.parent().map(fsops::missing_dirs).unwrap_or_default();
+        }
+        for d in u.created_dirs.clone() {
+            if !exists(&d) {
+                u.recorded = true;
+                save(u)?;
+                mkdir(&d, 0o755, ctx.owner)?;
+            }
+        }
+        write_file(path, u, ctx, save, 0o644, &mut |cur| {
+            Ok(profile::apply_block(cur, &block))
+        })
+    }
+
+    fn undo(
+        &self,
+        u: &mut WriteRecord,
+        ctx: &Ctx,
+        _: &mut Save<WriteRecord>,
+    ) -> Result<(), StepError> {
+        undo_write(&self.path, u, ctx)
+    }
+
+    fn precheck_undo(&self, u: &WriteRecord) -> Result<(), StepError> {
+        precheck(&self.path, u)
+    }
+
+    fn touched_dir(&self) -> Option<PathBuf> {
+        touched_dir(&self.path)
+    }
+
+    fn write_need(&self) -> Option<(PathBuf, &'static str)> {
+        write_need(&self.path)
+    }
+
+    fn written_file(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+}
