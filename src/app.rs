@@ -4,8 +4,8 @@
 
 use crate::cli::{Cli, ColorChoice, Command, Opts};
 use crate::error::{Error, ExitCode, Result};
-use crate::journal::{Journal, State};
-use crate::layout::{self, Facts, Layout, Node};
+use crate::journal::{Entry, Journal, State};
+use crate::layout::{self, Facts, Layout};
 use crate::lock::RunLock;
 use crate::pathser::show;
 use crate::plan::{self, Plan, Planned};
@@ -13,7 +13,7 @@ use crate::preflight;
 use crate::report::{Report, Status, StepReport, Style, Verbosity};
 use crate::settings::{self, ProcessEnv, Requested, Settings};
 use crate::step::{Method, MoveConfig, Step, Verify};
-use crate::txn::{self, Outcome, Txn};
+use crate::txn::{Event, Outcome, Txn};
 use crate::verify;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -381,7 +381,8 @@ fn check_env_encodable(s: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// Apply the run's pending entries; roll back on failure; verify on success.
+/// Apply the run's pending entries (the transaction rolls back by itself on failure); verify
+/// on success.
 fn execute(
     s: &Settings,
     mut txn: Txn,
@@ -399,60 +400,39 @@ fn execute(
         .collect();
     let pb = Progress::new(io, &pending);
     let progress = |files: u64, bytes: u64| pb.update(files, bytes);
-    let mut events = Vec::new();
-    let res = txn.apply_pending(&progress, &mut |e| events.push(e));
+    let res = txn.run(run, &progress, &mut |e| report_event(report, &e, false));
     pb.finish();
-    let journal_path = txn.journal_path();
-    let mark = |report: &mut Report,
-                step: &Step,
-                status: Status,
-                detail: Option<String>,
-                ms: Option<u64>| {
-        if let Some(r) = report
-            .steps
-            .iter_mut()
-            .find(|r| r.id == step.id() && matches!(r.status, Status::Planned | Status::Done))
-        {
-            r.status = status;
-            r.detail = detail;
-            if ms.is_some() {
-                r.duration_ms = ms;
-            }
-        }
-    };
-    for e in &events {
-        match &e.outcome {
-            Outcome::Done => mark(report, &e.step, Status::Done, None, Some(e.duration_ms)),
-            Outcome::Failed(m) => mark(
-                report,
-                &e.step,
-                Status::Failed,
-                Some(m.clone()),
-                Some(e.duration_ms),
-            ),
-            _ => {}
-        }
-    }
-    if let Err((i, err)) = res {
-        let failed_step = txn.journal.entries[i].step.clone();
-        let mut rolled = Vec::new();
-        let rb = txn.undo_entries(&|e| e.run == run, &progress, &mut |e| rolled.push(e));
-        for e in &rolled {
-            if e.outcome == Outcome::Undone {
-                mark(report, &e.step, Status::RolledBack, None, None);
-            }
-        }
-        let any_done = txn
-            .journal
-            .entries
-            .iter()
-            .any(|e| e.run == run && e.state == State::Done);
-        report.changed = rb.is_err() && any_done;
-        return Err(txn::failure(&failed_step, &err, rb, &journal_path));
+    if let Err(f) = res {
+        report.changed = f.changes_left;
+        return Err(f.error);
     }
     report.changed = true;
     run_verify(s, had_creds, report);
     Ok(())
+}
+
+/// The one place a step's event becomes its line in the report. `undoing`: the `undo`
+/// command's lines (each "reverse of" a step), rather than a run's.
+fn report_event(report: &mut Report, e: &Event, undoing: bool) {
+    let (status, detail, ms) = match (&e.outcome, undoing, e.rollback) {
+        (Outcome::Failed(_), _, true) => return, // the failure that matters is the step's
+        (Outcome::Undone, false, _) => (Status::RolledBack, None, None),
+        (Outcome::Undone, true, _) | (Outcome::Done, ..) => {
+            (Status::Done, None, Some(e.duration_ms))
+        }
+        (Outcome::Failed(m), ..) => (Status::Failed, Some(m.clone()), Some(e.duration_ms)),
+    };
+    let id = e.step.id();
+    let Some(r) = report.steps.iter_mut().find(|r| {
+        r.id == id && (r.status == Status::Planned || (!undoing && r.status == Status::Done))
+    }) else {
+        return;
+    };
+    r.status = status;
+    r.detail = detail;
+    if ms.is_some() {
+        r.duration_ms = ms;
+    }
 }
 
 fn run_verify(s: &Settings, had_creds: bool, report: &mut Report) {
@@ -470,20 +450,6 @@ fn run_verify(s: &Settings, had_creds: bool, report: &mut Report) {
     }
     report.problems = findings.problems;
     report.warnings.extend(findings.warnings);
-}
-
-/// Settings as the journal recorded them: a resumed or undone run acts on the same paths.
-fn settings_from_journal(s: &Settings, j: &Journal) -> Settings {
-    let mut s2 = s.clone();
-    s2.home = j.home.clone();
-    s2.shared_dir = j.shared_dir.clone();
-    s2.config_dir = j.config_dir.clone();
-    s2.env_file = j.env_file.clone();
-    s2.profile = j.profile.clone();
-    s2.env_file_note = "as recorded in the journal".into();
-    s2.owner.uid = j.owner_uid;
-    s2.owner.gid = j.owner_gid;
-    s2
 }
 
 fn journal_plan(j: &Journal, pending_only: bool) -> Plan {
@@ -526,7 +492,7 @@ fn resume(s: &Settings, j: Journal, opts: &Opts, io: &Io, report: &mut Report) -
         )
         .with_fix("disinto-claude-init undo --yes"));
     }
-    let s = settings_from_journal(s, &j);
+    let s = j.recorded.settings(s);
     report.set_settings(&s);
     let plan = journal_plan(&j, true);
     report.steps = planned_reports(&plan);
@@ -544,12 +510,8 @@ fn resume(s: &Settings, j: Journal, opts: &Opts, io: &Io, report: &mut Report) -
         "Finish the interrupted migration?",
         "re-run with --yes to finish it: disinto-claude-init --yes",
     )?;
-    let run = j.entries.iter().map(|e| e.run).max().unwrap_or(1);
-    let txn = Txn {
-        journal: j,
-        state_dir: s.state_dir.clone(),
-        owner: s.owner_ids(),
-    };
+    let txn = Txn::resume(j, &s.state_dir, s.owner_ids());
+    let run = txn.last_run();
     execute(&s, txn, run, io, report, false)
 }
 
@@ -557,7 +519,7 @@ fn status(s: &Settings, report: &mut Report) -> Result<()> {
     let j = Journal::load(&s.state_dir)
         .map_err(|e| Error::refused("journal-unreadable", e.to_string()))?;
     if let Some(j) = j.filter(|j| j.interrupted()) {
-        let s2 = settings_from_journal(s, &j);
+        let s2 = j.recorded.settings(s);
         report.set_settings(&s2);
         report.layout = Some(Layout::Interrupted);
         report.stopped_at = j.stopped_at().map(|e| e.step.id());
@@ -624,37 +586,23 @@ fn verify_cmd(s: &Settings, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// `undo`: load the journal, check that undoing is safe, confirm, execute.
 fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
     let _lock = RunLock::acquire(&s.home, &s.shared_dir)?;
-    let Some(j) = Journal::load(&s.state_dir)
-        .map_err(|e| Error::refused("journal-unreadable", e.to_string()))?
-    else {
-        if !opts.dry_run && crate::journal::clear_stale_staging(&s.state_dir) {
-            report.notes.push(
-                "Removed the unfinished state directory of a run killed before it changed anything."
-                    .into(),
-            );
-        }
-        let facts = Facts::gather(s).map_err(|e| io_err("cannot inspect the home", e))?;
-        report.layout = Some(layout::detect(&facts));
-        report.notes.push(format!(
-            "Nothing to undo: there is no journal at '{}'.",
-            show(&Journal::path(&s.state_dir))
-        ));
+    let Some(j) = undo_load(s, opts, report)? else {
         return Ok(());
     };
-    let s = settings_from_journal(s, &j);
+    let s = j.recorded.settings(s);
     report.set_settings(&s);
     report.layout = Some(if j.interrupted() {
         Layout::Interrupted
     } else {
         Layout::Migrated
     });
-    let todo: Vec<crate::journal::Entry> = j
+    let todo: Vec<&Entry> = j
         .entries
         .iter()
         .filter(|e| matches!(e.state, State::Started | State::Done))
-        .cloned()
         .collect();
     report.steps = todo
         .iter()
@@ -667,9 +615,58 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
             duration_ms: None,
         })
         .collect();
-    // Refuse, before anything changes, to clobber an edit or lose files written since.
+    undo_check(&s, &todo)?;
+    if opts.dry_run {
+        report.notes.push("Dry run: nothing was changed.".into());
+        return Ok(());
+    }
+    if io.interactive && !opts.yes && !opts.json {
+        // The plan above the prompt, as `migrate` shows it.
+        crate::report::print_human(report, verbosity(opts), &style(opts));
+    }
+    confirm(
+        opts,
+        io,
+        "Undo the migration?",
+        "re-run with --yes to undo: disinto-claude-init undo --yes",
+    )?;
+    let steps: Vec<Step> = todo.iter().map(|e| e.step.clone()).collect();
+    undo_execute(
+        &s,
+        Txn::resume(j, &s.state_dir, s.owner_ids()),
+        &steps,
+        io,
+        report,
+    )
+}
+
+/// The journal to undo, or `None` (with a note) when there is nothing to undo.
+fn undo_load(s: &Settings, opts: &Opts, report: &mut Report) -> Result<Option<Journal>> {
+    let j = Journal::load(&s.state_dir)
+        .map_err(|e| Error::refused("journal-unreadable", e.to_string()))?;
+    if j.is_some() {
+        return Ok(j);
+    }
+    if !opts.dry_run && crate::journal::clear_stale_staging(&s.state_dir) {
+        report.notes.push(
+            "Removed the unfinished state directory of a run killed before it changed anything."
+                .into(),
+        );
+    }
+    let facts = Facts::gather(s).map_err(|e| io_err("cannot inspect the home", e))?;
+    report.layout = Some(layout::detect(&facts));
+    report.notes.push(format!(
+        "Nothing to undo: there is no journal at '{}'.",
+        show(&Journal::path(&s.state_dir))
+    ));
+    Ok(None)
+}
+
+/// Refuse, before anything changes, to clobber an edit, lose files written since, run out of
+/// space copying back, or pull the config from under a running agent.
+fn undo_check(s: &Settings, todo: &[&Entry]) -> Result<()> {
     // Newest first, as undo runs. A file written by several runs is checked once, against
-    // the newest write: the older writes are superseded (see `Undo::superseded`).
+    // the newest write: the older writes are superseded (see `WriteRecord::superseded`).
     let mut seen = std::collections::HashSet::new();
     for e in todo.iter().rev() {
         if let Some(p) = e.step.written_file() {
@@ -683,7 +680,7 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
             ));
         }
     }
-    for e in &todo {
+    for e in todo {
         if let Step::MoveConfig(MoveConfig {
             method: Method::VerifiedCopy,
             ..
@@ -702,79 +699,37 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
             }
         }
     }
-    if let Some(found) = preflight::agent_running(&s) {
+    if let Some(found) = preflight::agent_running(s) {
         return Err(Error::refused("agent-running", format!("An agent is running: {found}."))
             .with_fix("stop the factory first: disinto down && disinto-claude-init undo --yes && disinto up"));
     }
-    if opts.dry_run {
-        report.notes.push("Dry run: nothing was changed.".into());
-        return Ok(());
-    }
-    if io.interactive && !opts.yes && !opts.json {
-        crate::report::print_human(report, verbosity(opts), &style(opts));
-    }
-    confirm(
-        opts,
-        io,
-        "Undo the migration?",
-        "re-run with --yes to undo: disinto-claude-init undo --yes",
-    )?;
-    let mut txn = Txn {
-        journal: j,
-        state_dir: s.state_dir.clone(),
-        owner: s.owner_ids(),
-    };
-    txn.journal.undoing = true;
-    let mut seen = std::collections::HashSet::new();
-    for e in txn.journal.entries.iter_mut().rev() {
-        if matches!(e.state, State::Started | State::Done) {
-            if let Some(p) = e.step.written_file() {
-                e.undo.superseded = !seen.insert(p.to_path_buf());
-            }
-        }
-    }
-    txn.save()
-        .map_err(|e| Error::failed("journal", e.message))?;
-    let pb = Progress::new(io, &todo.iter().map(|e| e.step.clone()).collect::<Vec<_>>());
+    Ok(())
+}
+
+/// Undo every step in the journal, newest first, and report the layout it leaves.
+fn undo_execute(
+    s: &Settings,
+    mut txn: Txn,
+    steps: &[Step],
+    io: &Io,
+    report: &mut Report,
+) -> Result<()> {
+    let pb = Progress::new(io, steps);
     let progress = |files: u64, bytes: u64| pb.update(files, bytes);
-    let mut events = Vec::new();
-    let res = txn.undo_entries(&|_| true, &progress, &mut |e| events.push(e));
+    let mut any = false;
+    let res = txn.undo_all(&progress, &mut |e| {
+        any = true;
+        report_event(report, &e, true)
+    });
     pb.finish();
-    for e in &events {
-        let id = e.step.id();
-        if let Some(r) = report
-            .steps
-            .iter_mut()
-            .find(|r| r.id == id && r.status == Status::Planned)
-        {
-            r.status = if e.outcome == Outcome::Undone {
-                Status::Done
-            } else {
-                Status::Failed
-            };
-            r.duration_ms = Some(e.duration_ms);
-            if let Outcome::Failed(m) = &e.outcome {
-                r.detail = Some(m.clone());
-            }
-        }
-    }
-    report.changed = !events.is_empty();
-    if let Err((_, err)) = res {
-        let jp = txn.journal_path();
-        return Err(Error::rollback_failed(format!(
-            "Undo stopped: {}. The journal '{}' records how far it got; nothing is lost.",
-            err.message,
-            show(&jp)
-        ))
-        .with_fix("fix the cause above, then re-run: disinto-claude-init undo --yes"));
-    }
+    report.changed = any;
+    res?;
     report.layout = Some(layout::detect(
-        &Facts::gather(&s).map_err(|e| io_err("cannot inspect the home", e))?,
+        &Facts::gather(s).map_err(|e| io_err("cannot inspect the home", e))?,
     ));
     report.notes.push(
         "Undone: ~/.claude, ~/.claude.json, the env file and the rc file are as they were.".into(),
     );
-    let _ = Node::Absent;
     Ok(())
 }
 

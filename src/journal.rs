@@ -17,6 +17,7 @@
 
 use crate::atomic;
 use crate::pathser;
+use crate::settings::Settings;
 use crate::step::Step;
 use serde::{Deserialize, Serialize};
 use std::io::ErrorKind;
@@ -121,10 +122,10 @@ pub struct DirTime {
     pub mtime: (i64, i64),
 }
 
+/// The settings a run acted on, recorded once in the journal: a resumed or undone run acts
+/// on these paths, not on what the command line or the environment say now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Journal {
-    pub version: u32,
-    pub tool_version: String,
+pub struct Recorded {
     #[serde(with = "pathser::path")]
     pub home: PathBuf,
     #[serde(with = "pathser::path")]
@@ -137,6 +138,43 @@ pub struct Journal {
     pub profile: Option<PathBuf>,
     pub owner_uid: u32,
     pub owner_gid: u32,
+}
+
+impl Recorded {
+    pub fn of(s: &Settings) -> Recorded {
+        Recorded {
+            home: s.home.clone(),
+            shared_dir: s.shared_dir.clone(),
+            config_dir: s.config_dir.clone(),
+            env_file: s.env_file.clone(),
+            profile: s.profile.clone(),
+            owner_uid: s.owner.uid,
+            owner_gid: s.owner.gid,
+        }
+    }
+
+    /// `s` with the recorded paths and owner in place of its own.
+    pub fn settings(&self, s: &Settings) -> Settings {
+        let mut s2 = s.clone();
+        s2.home = self.home.clone();
+        s2.shared_dir = self.shared_dir.clone();
+        s2.config_dir = self.config_dir.clone();
+        s2.env_file = self.env_file.clone();
+        s2.profile = self.profile.clone();
+        s2.env_file_note = "as recorded in the journal".into();
+        s2.owner.uid = self.owner_uid;
+        s2.owner.gid = self.owner_gid;
+        s2
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub version: u32,
+    pub tool_version: String,
+    /// In the JSON these are top-level fields, as they always were.
+    #[serde(flatten)]
+    pub recorded: Recorded,
     /// The state directories created to hold this journal, outermost first: removed with it.
     #[serde(with = "pathser::paths")]
     pub created_state_dirs: Vec<PathBuf>,
@@ -147,23 +185,13 @@ pub struct Journal {
 }
 
 impl Journal {
-    pub fn new(
-        s: &crate::settings::Settings,
-        created_state_dirs: Vec<PathBuf>,
-        dir_times: Vec<DirTime>,
-    ) -> Journal {
+    pub fn new(s: &Settings) -> Journal {
         Journal {
             version: VERSION,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            home: s.home.clone(),
-            shared_dir: s.shared_dir.clone(),
-            config_dir: s.config_dir.clone(),
-            env_file: s.env_file.clone(),
-            profile: s.profile.clone(),
-            owner_uid: s.owner.uid,
-            owner_gid: s.owner.gid,
-            created_state_dirs,
-            dir_times,
+            recorded: Recorded::of(s),
+            created_state_dirs: Vec::new(),
+            dir_times: Vec::new(),
             undoing: false,
             entries: Vec::new(),
         }

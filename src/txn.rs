@@ -15,18 +15,26 @@ use std::time::Instant;
 /// What happened to one step, for the report.
 #[derive(Debug, Clone)]
 pub struct Event {
-    pub index: usize,
     pub step: Step,
     pub outcome: Outcome,
     pub duration_ms: u64,
+    /// Part of the automatic rollback of a failed run (not of the `undo` command).
+    pub rollback: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Done,
     Failed(String),
-    RolledBack,
     Undone,
+}
+
+/// A run that failed and was rolled back (or failed to roll back).
+#[derive(Debug)]
+pub struct Failed {
+    pub error: Error,
+    /// The rollback failed with some steps still done: the disk holds changes.
+    pub changes_left: bool,
 }
 
 /// `step::apply` or `step::undo`.
@@ -70,7 +78,7 @@ impl Txn {
             }
         }
         let is_new = existing.is_none();
-        let mut journal = existing.unwrap_or_else(|| Journal::new(s, Vec::new(), Vec::new()));
+        let mut journal = existing.unwrap_or_else(|| Journal::new(s));
         let run = journal.next_run();
         journal.dir_times.extend(times);
         for st in steps {
@@ -106,6 +114,86 @@ impl Txn {
         Ok((txn, run))
     }
 
+    /// Take up the journal of an interrupted run (to finish it) or of a finished one (to undo
+    /// it), acting as the home's owner `owner`.
+    pub fn resume(journal: Journal, state_dir: &Path, owner: Option<(u32, u32)>) -> Txn {
+        Txn {
+            journal,
+            state_dir: state_dir.to_path_buf(),
+            owner,
+        }
+    }
+
+    /// The newest run in the journal.
+    pub fn last_run(&self) -> u32 {
+        self.journal
+            .entries
+            .iter()
+            .map(|e| e.run)
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Apply run `run`'s pending entries; on the first failure, roll the whole run back (the
+    /// caller cannot forget to) and return the contract's error (exit 1, or 6 when the rollback
+    /// failed too) with whether changes are left on disk.
+    pub fn run(
+        &mut self,
+        run: u32,
+        progress: &(dyn Fn(u64, u64) + Sync),
+        on_event: &mut dyn FnMut(Event),
+    ) -> std::result::Result<(), Failed> {
+        let Err((i, err)) = self.apply_pending(progress, on_event) else {
+            return Ok(());
+        };
+        let failed_step = self.journal.entries[i].step.clone();
+        let rb = self.undo_entries(&|e| e.run == run, progress, &mut |e| {
+            on_event(Event {
+                rollback: true,
+                ..e
+            })
+        });
+        let any_done = self
+            .journal
+            .entries
+            .iter()
+            .any(|e| e.run == run && e.state == State::Done);
+        Err(Failed {
+            changes_left: rb.is_err() && any_done,
+            error: failure(&failed_step, &err, rb, &self.journal_path()),
+        })
+    }
+
+    /// Undo every started or done entry of every run, newest first (the `undo` command). A file
+    /// written by several runs is checked against the newest write only: the older writes are
+    /// marked superseded.
+    pub fn undo_all(
+        &mut self,
+        progress: &(dyn Fn(u64, u64) + Sync),
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<()> {
+        self.journal.undoing = true;
+        let mut seen = std::collections::HashSet::new();
+        for e in self.journal.entries.iter_mut().rev() {
+            if matches!(e.state, State::Started | State::Done) {
+                if let Some(p) = e.step.written_file() {
+                    e.undo.superseded = !seen.insert(p.to_path_buf());
+                }
+            }
+        }
+        self.save()
+            .map_err(|e| Error::failed("journal", e.message))?;
+        self.undo_entries(&|_| true, progress, on_event)
+            .map_err(|(_, err)| {
+                Error::rollback_failed(format!(
+                    "Undo stopped: {}. The journal '{}' records how far it got; nothing is lost.",
+                    err.message,
+                    show(&self.journal_path())
+                ))
+                .with_fix("fix the cause above, then re-run: disinto-claude-init undo --yes")
+            })
+    }
+
     pub fn journal_path(&self) -> PathBuf {
         Journal::path(&self.state_dir)
     }
@@ -129,16 +217,13 @@ impl Txn {
     ) -> Result<(), StepError> {
         let step = self.journal.entries[i].step.clone();
         let mut undo = self.journal.entries[i].undo.clone();
-        let (home, shared, config) = (
-            self.journal.home.clone(),
-            self.journal.shared_dir.clone(),
-            self.journal.config_dir.clone(),
-        );
+        let rec = self.journal.recorded.clone();
+        let (home, shared, config) = (&rec.home, &rec.shared_dir, &rec.config_dir);
         let ctx = Ctx {
             owner: self.owner,
-            home: &home,
-            shared_dir: &shared,
-            config_dir: &config,
+            home,
+            shared_dir: shared,
+            config_dir: config,
             progress,
         };
         let (journal, state_dir, owner) = (&mut self.journal, &self.state_dir, self.owner);
@@ -155,7 +240,7 @@ impl Txn {
 
     /// Apply every `planned` or `started` entry, in order. On the first failure, stop and
     /// return its index and error (the caller rolls back).
-    pub fn apply_pending(
+    fn apply_pending(
         &mut self,
         progress: &(dyn Fn(u64, u64) + Sync),
         on_event: &mut dyn FnMut(Event),
@@ -180,7 +265,7 @@ impl Txn {
                     // then leaves this step `started`, and applying it again is a no-op.
                     self.journal.entries[i].state = State::Done;
                     on_event(Event {
-                        index: i,
+                        rollback: false,
                         step,
                         outcome: Outcome::Done,
                         duration_ms: ms,
@@ -189,7 +274,7 @@ impl Txn {
                 Err(e) => {
                     let _ = self.save();
                     on_event(Event {
-                        index: i,
+                        rollback: false,
                         step,
                         outcome: Outcome::Failed(e.message.clone()),
                         duration_ms: ms,
@@ -206,7 +291,7 @@ impl Txn {
     /// in the journal; then drop them from the journal. When the journal ends up empty it is
     /// removed with the state directories made for it, and the disturbed directories get their
     /// mtimes back.
-    pub fn undo_entries(
+    fn undo_entries(
         &mut self,
         which: &dyn Fn(&Entry) -> bool,
         progress: &(dyn Fn(u64, u64) + Sync),
@@ -238,7 +323,7 @@ impl Txn {
                     self.journal.entries[i].state = State::Undone;
                     self.save().map_err(|e| (i, e))?;
                     on_event(Event {
-                        index: i,
+                        rollback: false,
                         step,
                         outcome: Outcome::Undone,
                         duration_ms: ms,
@@ -247,7 +332,7 @@ impl Txn {
                 Err(e) => {
                     let _ = self.save();
                     on_event(Event {
-                        index: i,
+                        rollback: false,
                         step,
                         outcome: Outcome::Failed(e.message.clone()),
                         duration_ms: ms,
@@ -289,7 +374,7 @@ impl Txn {
 }
 
 /// Turn a failed apply + its rollback into the contract's error (exit 1 or 6).
-pub fn failure(
+fn failure(
     step: &Step,
     err: &StepError,
     rollback: std::result::Result<(), (usize, StepError)>,
