@@ -90,7 +90,7 @@ pub fn run(cli: &Cli, io: &Io) -> Report {
 }
 
 /// Quote a path for a POSIX shell when it needs it.
-pub fn shell_quote(s: &std::ffi::OsStr) -> String {
+pub(crate) fn shell_quote(s: &std::ffi::OsStr) -> String {
     let t = s.to_string_lossy();
     if !t.is_empty()
         && t.bytes()
@@ -472,10 +472,7 @@ fn journal_plan(j: &Journal, pending_only: bool) -> Plan {
         skip: None,
         detail: None,
     });
-    Plan {
-        layout: Layout::Interrupted,
-        steps,
-    }
+    Plan { steps }
 }
 
 fn resume(s: &Settings, j: Journal, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {

@@ -1,4 +1,4 @@
-//! The library's error type and the exit codes of the contract (BRIEF §5).
+//! The library's error type and the exit codes of the contract (`docs/contract.md`).
 //!
 //! Every error that reaches the operator carries a stable `kind` (for `--json`), a message that
 //! says what was found and why it matters, and, where one exists, the exact command that fixes it.
@@ -72,10 +72,6 @@ impl Error {
     /// A rollback that itself failed: manual recovery needed. Exit 6.
     pub fn rollback_failed(message: impl Into<String>) -> Self {
         Self::new(ExitCode::RollbackFailed, "rollback-failed", message)
-    }
-    /// `verify` found problems. Exit 5.
-    pub fn problems(message: impl Into<String>) -> Self {
-        Self::new(ExitCode::Problems, "verify-failed", message)
     }
     pub fn with_fix(mut self, fix: impl Into<String>) -> Self {
         self.fix = Some(fix.into());

@@ -319,7 +319,7 @@ pub fn refusal(layout: Layout, f: &Facts, s: &Settings) -> Option<Refusal> {
     }
 }
 
-/// What happens to `~/.claude.json` (BRIEF §3: it lives outside the directory, and a migration
+/// What happens to `~/.claude.json` (`docs/contract.md`: it lives outside the directory, and a migration
 /// that leaves it behind makes Claude start as if never set up).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaudeJsonAction {
@@ -380,14 +380,6 @@ pub fn claude_json_action(layout: Layout, f: &Facts, s: &Settings) -> ClaudeJson
             message: format!("'{cj}' is {}, where Claude Code keeps a JSON file.", f.claude_json.describe()),
             fix: format!("move it aside and re-run: mv '{cj}' '{cj}.bak' && disinto-claude-init --yes"),
         }),
-    }
-}
-
-/// Mode bits of a directory node, if it is one.
-pub fn dir_mode(n: &Node) -> Option<u32> {
-    match n {
-        Node::Dir { mode, .. } => Some(*mode),
-        _ => None,
     }
 }
 

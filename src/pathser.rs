@@ -73,7 +73,9 @@ pub mod paths {
     }
 }
 
-/// `#[serde(with = "crate::pathser::bytes")]` for file contents kept in the journal.
+/// `#[serde(with = "crate::pathser::bytes")]` for file contents kept in the journal (used by
+/// the tests of this module; the journal uses [`opt_bytes`]).
+#[cfg(test)]
 pub mod bytes {
     use super::*;
     pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {

@@ -11,7 +11,7 @@ use crate::step::{
     changed_lines, CreateConfigDir, CreateSharedDir, Link, MoveClaudeJson, MoveConfig,
     RemoveEmptyClaudeDir, SecureConfigDir, Verify, WriteEnvFile, WriteProfile,
 };
-pub use crate::step::{human_bytes, Method, Step};
+pub use crate::step::{Method, Step};
 use std::ffi::OsStr;
 
 /// A step in the plan, or one that is not needed, with why.
@@ -40,7 +40,6 @@ pub fn line_changes(old: &[u8], new: &[u8]) -> String {
 
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub layout: Layout,
     pub steps: Vec<Planned>,
 }
 
@@ -205,7 +204,7 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
         }
     }
     steps.push(run(Step::Verify(Verify {})));
-    Plan { layout, steps }
+    Plan { steps }
 }
 
 #[cfg(test)]
@@ -213,7 +212,6 @@ mod tests {
     use super::*;
     use crate::fsops::TreeStats;
     use crate::settings::Owner;
-    use std::path::Path;
 
     fn settings() -> Settings {
         Settings {
@@ -425,7 +423,6 @@ mod tests {
             env.skip.is_some(),
             "a ${{}} reference that resolves right is left alone"
         );
-        let _ = Path::new("/");
     }
 
     #[test]

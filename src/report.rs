@@ -1,6 +1,6 @@
 //! Output: one `Report` per run, printed for people or as one JSON document for machines.
 //!
-//! The JSON fields are the contract's (BRIEF §5): `command`, `layout`, `dry_run`, `changed`,
+//! The JSON fields are the contract's (`docs/contract.md`): `command`, `layout`, `dry_run`, `changed`,
 //! `home`, `shared_dir`, `config_dir`, `env_file`, `steps: [{id, summary, status}]`, `error`.
 //! Human output goes to stdout; errors and warnings to stderr.
 
@@ -11,7 +11,6 @@ use crate::settings::Settings;
 use crate::verify::Problem;
 use serde::Serialize;
 use std::io::Write;
-use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -24,7 +23,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             Status::Planned => "planned",
             Status::Done => "done",
@@ -104,7 +103,7 @@ impl Report {
         }
     }
 
-    pub fn set_settings(&mut self, s: &Settings) {
+    pub(crate) fn set_settings(&mut self, s: &Settings) {
         self.home = Some(show(&s.home));
         self.shared_dir = Some(show(&s.shared_dir));
         self.config_dir = Some(show(&s.config_dir));
@@ -146,19 +145,19 @@ impl Style {
             s.to_string()
         }
     }
-    pub fn bold(&self, s: &str) -> String {
+    pub(crate) fn bold(&self, s: &str) -> String {
         self.paint("1", s)
     }
-    pub fn green(&self, s: &str) -> String {
+    pub(crate) fn green(&self, s: &str) -> String {
         self.paint("32", s)
     }
-    pub fn yellow(&self, s: &str) -> String {
+    pub(crate) fn yellow(&self, s: &str) -> String {
         self.paint("33", s)
     }
-    pub fn red(&self, s: &str) -> String {
+    pub(crate) fn red(&self, s: &str) -> String {
         self.paint("31", s)
     }
-    pub fn dim(&self, s: &str) -> String {
+    pub(crate) fn dim(&self, s: &str) -> String {
         self.paint("2", s)
     }
     fn status(&self, st: Status) -> String {
@@ -299,9 +298,4 @@ fn human_ms(ms: u64) -> String {
     } else {
         format!("{ms}ms")
     }
-}
-
-/// `~`-free, real path for messages.
-pub fn p(path: &Path) -> String {
-    show(path)
 }

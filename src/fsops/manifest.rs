@@ -154,6 +154,7 @@ pub(super) fn kind_name(k: &EntryKind) -> &'static str {
     }
 }
 
+#[cfg(test)] // production compares through `verify_against`; tests through these
 /// Human-readable differences between two manifests, empty when they are equal. Compares
 /// everything: kind, size, hash, mode, uid, gid, mtime, link target, device number and hard-link
 /// grouping. Paths are printed quoted and escaped, so a name with a newline stays one line.
@@ -161,6 +162,7 @@ pub fn diff(a: &Manifest, b: &Manifest) -> Vec<String> {
     diff_opts(a, b, true)
 }
 
+#[cfg(test)] // production compares through `verify_against`; tests through these
 /// [`diff`], optionally ignoring uid/gid: an unprivileged copy cannot give files away, so owners
 /// are only compared when they were meant to be preserved.
 pub fn diff_opts(a: &Manifest, b: &Manifest, compare_owner: bool) -> Vec<String> {
@@ -171,6 +173,7 @@ pub fn diff_opts(a: &Manifest, b: &Manifest, compare_owner: bool) -> Vec<String>
     )
 }
 
+#[cfg(test)] // production compares through `verify_against`; tests through these
 /// The merge behind [`diff_opts`], over any two path-sorted sequences: lets verification compare
 /// a scan with a manifest without building a second map.
 pub(super) fn diff_iter<'a>(

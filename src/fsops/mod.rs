@@ -447,11 +447,13 @@ use verify::*;
 #[allow(unused_imports)]
 use walk::*;
 
-pub use copy::{copy_file_verified, copy_tree_verified, CopyOptions, CopyStats};
-pub use link::atomic_symlink;
-pub use manifest::{diff, diff_opts, manifest};
-pub use query::{
-    free_space, missing_dirs, nearest_existing, same_filesystem, tree_stats, TreeStats,
-};
+pub(crate) use copy::copy_file_verified;
+pub use copy::{copy_tree_verified, CopyOptions, CopyStats};
+pub(crate) use link::atomic_symlink;
+#[cfg(test)]
+pub(crate) use manifest::diff;
+pub use manifest::manifest;
+pub(crate) use query::{free_space, missing_dirs, nearest_existing};
+pub use query::{same_filesystem, tree_stats, TreeStats};
 pub use remove::remove_tree;
 pub use verify::verify_trees;
