@@ -3,8 +3,9 @@
 //!
 //! The pipeline, one module each: `settings` (who and where) -> `layout` (detect, no side
 //! effects) -> `plan` (ordered steps, no side effects) -> `preflight` (refusals) -> `txn`
-//! (journal, apply, rollback, resume, undo) over `exec` (each step's apply and undo) and
-//! `fsops` (rename, verified copy, manifest) -> `verify` -> `report` (human or JSON).
+//! (journal, apply, rollback, resume, undo) over `step` (one file per step family: apply, undo,
+//! its undo record) and `fsops` (verified copy, manifest, walks) -> `verify` -> `report` (human
+//! or JSON). `docs/design.md` draws it; `docs/contract.md` is the contract it implements.
 
 pub mod app;
 pub(crate) mod atomic;
