@@ -396,29 +396,26 @@ mod tests {
     fn env_file_plan_shows_exact_lines_and_skips_when_current() {
         let mut s = settings();
         s.env_file = Some("/f/.env".into());
+        let env_step = |f: &Facts| {
+            let p = build(Layout::Legacy, f, &s);
+            p.steps
+                .into_iter()
+                .find(|p| p.step.id() == "write-env-file")
+                .unwrap()
+        };
         let mut f = facts(DIR, Node::Absent, true);
         f.env_file = Some(crate::layout::FileFacts {
             path: "/f/.env".into(),
             bytes: Some(b"A=1\nCLAUDE_CONFIG_DIR=/h/.claude\n".to_vec()),
         });
-        let p = build(Layout::Legacy, &f, &s);
-        let env = p
-            .steps
-            .iter()
-            .find(|p| p.step.id() == "write-env-file")
-            .unwrap();
+        let env = env_step(&f);
         assert_eq!(
             env.detail.as_deref(),
             Some("- CLAUDE_CONFIG_DIR=/h/.claude\n+ CLAUDE_CONFIG_DIR=/s/config\n+ CLAUDE_SHARED_DIR=/s")
         );
         f.env_file.as_mut().unwrap().bytes =
             Some(b"CLAUDE_SHARED_DIR=/s\nCLAUDE_CONFIG_DIR=${CLAUDE_SHARED_DIR}/config\n".to_vec());
-        let p = build(Layout::Legacy, &f, &s);
-        let env = p
-            .steps
-            .iter()
-            .find(|p| p.step.id() == "write-env-file")
-            .unwrap();
+        let env = env_step(&f);
         assert!(
             env.skip.is_some(),
             "a ${{}} reference that resolves right is left alone"

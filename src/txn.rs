@@ -29,6 +29,17 @@ pub enum Outcome {
     Undone,
 }
 
+impl Event {
+    fn new(step: Step, outcome: Outcome, duration_ms: u64) -> Event {
+        Event {
+            step,
+            outcome,
+            duration_ms,
+            rollback: false,
+        }
+    }
+}
+
 /// A run that failed and was rolled back (or failed to roll back).
 #[derive(Debug)]
 pub struct Failed {
@@ -259,29 +270,20 @@ impl Txn {
             let step = self.journal.entries[i].step.clone();
             let res = self.run_on_entry(i, progress, step::apply);
             let ms = t0.elapsed().as_millis() as u64;
-            match res {
+            let outcome = match &res {
+                // `done` is written with the next step's first save, or at the end. A crash
+                // before then leaves this step `started`, and applying it again is a no-op.
                 Ok(()) => {
-                    // Written with the next step's first save, or at the end. A crash before
-                    // then leaves this step `started`, and applying it again is a no-op.
                     self.journal.entries[i].state = State::Done;
-                    on_event(Event {
-                        rollback: false,
-                        step,
-                        outcome: Outcome::Done,
-                        duration_ms: ms,
-                    });
+                    Outcome::Done
                 }
                 Err(e) => {
                     let _ = self.save();
-                    on_event(Event {
-                        rollback: false,
-                        step,
-                        outcome: Outcome::Failed(e.message.clone()),
-                        duration_ms: ms,
-                    });
-                    return Err((i, e));
+                    Outcome::Failed(e.message.clone())
                 }
-            }
+            };
+            on_event(Event::new(step, outcome, ms));
+            res.map_err(|e| (i, e))?;
         }
         self.save()
             .map_err(|e| (self.journal.entries.len().saturating_sub(1), e))
@@ -318,28 +320,19 @@ impl Txn {
             let t0 = Instant::now();
             let res = self.run_on_entry(i, progress, step::undo);
             let ms = t0.elapsed().as_millis() as u64;
-            match res {
+            let outcome = match &res {
                 Ok(()) => {
                     self.journal.entries[i].state = State::Undone;
                     self.save().map_err(|e| (i, e))?;
-                    on_event(Event {
-                        rollback: false,
-                        step,
-                        outcome: Outcome::Undone,
-                        duration_ms: ms,
-                    });
+                    Outcome::Undone
                 }
                 Err(e) => {
                     let _ = self.save();
-                    on_event(Event {
-                        rollback: false,
-                        step,
-                        outcome: Outcome::Failed(e.message.clone()),
-                        duration_ms: ms,
-                    });
-                    return Err((i, e));
+                    Outcome::Failed(e.message.clone())
                 }
-            }
+            };
+            on_event(Event::new(step, outcome, ms));
+            res.map_err(|e| (i, e))?;
         }
         // Forget what was undone.
         let runs_left: Vec<u32> = self

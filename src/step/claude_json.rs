@@ -4,13 +4,16 @@
 
 use super::{
     copy_options, exists, io, is_real_dir, meta_of, rename, staging, sync_dir, Ctx, Method, Record,
-    Save, StepError, StepKind, Wire, RESTORE,
+    Res, Save, StepError, StepKind, Wire, RESTORE,
 };
 use crate::atomic::set_mtime;
 use crate::fsops;
 use crate::pathser::{self, show};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// This family's undo record.
+type R = ClaudeJsonRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MoveClaudeJson {
@@ -74,7 +77,7 @@ impl Record for ClaudeJsonRecord {
 }
 
 impl StepKind for MoveClaudeJson {
-    type Record = ClaudeJsonRecord;
+    type Record = R;
 
     fn summary(&self) -> String {
         format!(
@@ -88,12 +91,7 @@ impl StepKind for MoveClaudeJson {
         )
     }
 
-    fn apply(
-        &self,
-        u: &mut ClaudeJsonRecord,
-        ctx: &Ctx,
-        save: &mut Save<ClaudeJsonRecord>,
-    ) -> Result<(), StepError> {
+    fn apply(&self, u: &mut R, ctx: &Ctx, save: &mut Save<R>) -> Res {
         let (from, to) = (self.from.as_path(), self.to.as_path());
         let from_is_file = std::fs::symlink_metadata(from)
             .map(|m| m.is_file())
@@ -143,12 +141,7 @@ impl StepKind for MoveClaudeJson {
         sync_dir(ctx.home)
     }
 
-    fn undo(
-        &self,
-        u: &mut ClaudeJsonRecord,
-        ctx: &Ctx,
-        _: &mut Save<ClaudeJsonRecord>,
-    ) -> Result<(), StepError> {
+    fn undo(&self, u: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
         let (from, to) = (self.from.as_path(), self.to.as_path());
         let from_is_file = std::fs::symlink_metadata(from)
             .map(|m| m.is_file())

@@ -5,8 +5,8 @@
 //! re-moded.
 
 use super::{
-    chown, exists, io, is_real_dir, meta_of, mkdir, restore_meta, Ctx, Record, Save, StepError,
-    StepKind, Wire,
+    chown, exists, io, is_real_dir, meta_of, mkdir, restore_meta, Ctx, Record, Res, Save,
+    StepError, StepKind, Wire,
 };
 use crate::fsops::nearest_existing;
 use crate::journal::Meta;
@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+/// This family's undo record.
+type R = DirsRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateSharedDir {
@@ -107,7 +110,7 @@ fn record_meta(
 }
 
 impl StepKind for CreateSharedDir {
-    type Record = DirsRecord;
+    type Record = R;
     fn summary(&self) -> String {
         format!(
             "create {} (mode 0755, owned by the home's owner)",
@@ -118,12 +121,7 @@ impl StepKind for CreateSharedDir {
                 .join(", ")
         )
     }
-    fn apply(
-        &self,
-        r: &mut DirsRecord,
-        ctx: &Ctx,
-        save: &mut Save<DirsRecord>,
-    ) -> Result<(), StepError> {
+    fn apply(&self, r: &mut R, ctx: &Ctx, save: &mut Save<R>) -> Res {
         for d in &self.dirs {
             if !r.created_dirs.contains(d) {
                 if exists(d) {
@@ -138,7 +136,7 @@ impl StepKind for CreateSharedDir {
         }
         Ok(())
     }
-    fn undo(&self, r: &mut DirsRecord, _: &Ctx, _: &mut Save<DirsRecord>) -> Result<(), StepError> {
+    fn undo(&self, r: &mut R, _: &Ctx, _: &mut Save<R>) -> Res {
         remove_created(r)
     }
     fn touched_dir(&self) -> Option<PathBuf> {
@@ -152,19 +150,14 @@ impl StepKind for CreateSharedDir {
 }
 
 impl StepKind for CreateConfigDir {
-    type Record = DirsRecord;
+    type Record = R;
     fn summary(&self) -> String {
         format!(
             "create {} (mode 0700, owned by the home's owner)",
             show(&self.path)
         )
     }
-    fn apply(
-        &self,
-        r: &mut DirsRecord,
-        ctx: &Ctx,
-        save: &mut Save<DirsRecord>,
-    ) -> Result<(), StepError> {
+    fn apply(&self, r: &mut R, ctx: &Ctx, save: &mut Save<R>) -> Res {
         if !r.recorded {
             r.recorded = true;
             if !exists(&self.path) {
@@ -174,10 +167,10 @@ impl StepKind for CreateConfigDir {
         }
         mkdir(&self.path, 0o700, ctx.owner)
     }
-    fn undo(&self, r: &mut DirsRecord, _: &Ctx, _: &mut Save<DirsRecord>) -> Result<(), StepError> {
+    fn undo(&self, r: &mut R, _: &Ctx, _: &mut Save<R>) -> Res {
         remove_created(r)
     }
-    fn precheck_undo(&self, _: &DirsRecord) -> Result<(), StepError> {
+    fn precheck_undo(&self, _: &R) -> Res {
         let path = &self.path;
         if is_real_dir(path)
             && std::fs::read_dir(path)
@@ -203,16 +196,11 @@ impl StepKind for CreateConfigDir {
 }
 
 impl StepKind for RemoveEmptyClaudeDir {
-    type Record = DirsRecord;
+    type Record = R;
     fn summary(&self) -> String {
         format!("remove the empty directory {}", show(&self.path))
     }
-    fn apply(
-        &self,
-        r: &mut DirsRecord,
-        _: &Ctx,
-        save: &mut Save<DirsRecord>,
-    ) -> Result<(), StepError> {
+    fn apply(&self, r: &mut R, _: &Ctx, save: &mut Save<R>) -> Res {
         let path = &self.path;
         record_meta(path, r, save)?;
         match std::fs::remove_dir(path) {
@@ -221,12 +209,7 @@ impl StepKind for RemoveEmptyClaudeDir {
             Err(e) => Err(io("cannot remove the empty directory", path, e)),
         }
     }
-    fn undo(
-        &self,
-        r: &mut DirsRecord,
-        ctx: &Ctx,
-        _: &mut Save<DirsRecord>,
-    ) -> Result<(), StepError> {
+    fn undo(&self, r: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
         if let Some(m) = &r.dir_meta {
             if !exists(&self.path) {
                 mkdir(&self.path, m.mode, None)?;
@@ -244,19 +227,14 @@ impl StepKind for RemoveEmptyClaudeDir {
 }
 
 impl StepKind for SecureConfigDir {
-    type Record = DirsRecord;
+    type Record = R;
     fn summary(&self) -> String {
         format!(
             "set {} to mode 0700, owned by the home's owner",
             show(&self.path)
         )
     }
-    fn apply(
-        &self,
-        r: &mut DirsRecord,
-        _: &Ctx,
-        save: &mut Save<DirsRecord>,
-    ) -> Result<(), StepError> {
+    fn apply(&self, r: &mut R, _: &Ctx, save: &mut Save<R>) -> Res {
         let path = &self.path;
         record_meta(path, r, save)?;
         if self.chown {
@@ -265,12 +243,7 @@ impl StepKind for SecureConfigDir {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| io("cannot chmod 0700", path, e))
     }
-    fn undo(
-        &self,
-        r: &mut DirsRecord,
-        ctx: &Ctx,
-        _: &mut Save<DirsRecord>,
-    ) -> Result<(), StepError> {
+    fn undo(&self, r: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
         let path = &self.path;
         if let (Some(m), true) = (&r.dir_meta, is_real_dir(path)) {
             if ctx.owner.is_some() {

@@ -2,13 +2,16 @@
 //! symlink into the config dir, replaced atomically. A link that pointed elsewhere is recorded
 //! (its target, owner and mtime) and put back by undo.
 
-use super::{exists, io, meta_of, Ctx, Record, Save, StepError, StepKind, Wire};
+use super::{exists, io, meta_of, Ctx, Record, Res, Save, StepError, StepKind, Wire};
 use crate::atomic::{remove_stale_temps, set_mtime};
 use crate::fsops;
 use crate::journal::Meta;
 use crate::pathser::{self, show};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+/// This family's undo record.
+type R = LinkRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
@@ -56,18 +59,13 @@ impl LinkRecord {
 }
 
 impl StepKind for Link {
-    type Record = LinkRecord;
+    type Record = R;
 
     fn summary(&self) -> String {
         format!("link {} -> {}", show(&self.link), show(&self.target))
     }
 
-    fn apply(
-        &self,
-        u: &mut LinkRecord,
-        ctx: &Ctx,
-        save: &mut Save<LinkRecord>,
-    ) -> Result<(), StepError> {
+    fn apply(&self, u: &mut R, ctx: &Ctx, save: &mut Save<R>) -> Res {
         let (link, target) = (&self.link, &self.target);
         if !u.recorded {
             match std::fs::symlink_metadata(link) {
@@ -95,12 +93,7 @@ impl StepKind for Link {
         Ok(())
     }
 
-    fn undo(
-        &self,
-        u: &mut LinkRecord,
-        ctx: &Ctx,
-        _: &mut Save<LinkRecord>,
-    ) -> Result<(), StepError> {
+    fn undo(&self, u: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
         let (link, target) = (&self.link, &self.target);
         remove_stale_temps(link);
         match std::fs::read_link(link) {
@@ -124,7 +117,7 @@ impl StepKind for Link {
         Ok(())
     }
 
-    fn precheck_undo(&self, u: &LinkRecord) -> Result<(), StepError> {
+    fn precheck_undo(&self, u: &R) -> Res {
         let (link, target) = (&self.link, &self.target);
         match std::fs::read_link(link) {
             Ok(t) if &t == target => Ok(()),

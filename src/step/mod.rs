@@ -108,6 +108,9 @@ impl From<std::io::Error> for StepError {
     }
 }
 
+/// What a step's apply, undo or check returns.
+pub type Res = Result<(), StepError>;
+
 /// What steps need besides their own parameters.
 pub struct Ctx<'a> {
     /// Hand what we create to the home's owner (we run as root for them).

@@ -6,7 +6,7 @@
 
 use super::{
     copy_to_staging, exists, io, is_real_dir, meta_of, mkdir, rename, restore_meta, staging,
-    sync_dir, Ctx, Method, Record, Save, StepError, StepKind, Wire, INCOMING, RESTORE,
+    sync_dir, Ctx, Method, Record, Res, Save, StepError, StepKind, Wire, INCOMING, RESTORE,
 };
 use crate::failpoint::failpoint;
 use crate::fsops::{self, nearest_existing};
@@ -14,6 +14,9 @@ use crate::journal::Meta;
 use crate::pathser::{self, show};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// This family's undo record.
+type R = MoveConfigRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MoveConfig {
@@ -135,7 +138,7 @@ impl MoveConfig {
 }
 
 impl StepKind for MoveConfig {
-    type Record = MoveConfigRecord;
+    type Record = R;
 
     fn summary(&self) -> String {
         format!(
@@ -152,12 +155,7 @@ impl StepKind for MoveConfig {
         )
     }
 
-    fn apply(
-        &self,
-        u: &mut MoveConfigRecord,
-        ctx: &Ctx,
-        save: &mut Save<MoveConfigRecord>,
-    ) -> Result<(), StepError> {
+    fn apply(&self, u: &mut R, ctx: &Ctx, save: &mut Save<R>) -> Res {
         let (from, to) = (self.from.as_path(), self.to.as_path());
         if !u.recorded {
             // An empty config dir that was there already is replaced by the move; undo
@@ -212,12 +210,7 @@ impl StepKind for MoveConfig {
         Ok(())
     }
 
-    fn undo(
-        &self,
-        u: &mut MoveConfigRecord,
-        ctx: &Ctx,
-        save: &mut Save<MoveConfigRecord>,
-    ) -> Result<(), StepError> {
+    fn undo(&self, u: &mut R, ctx: &Ctx, save: &mut Save<R>) -> Res {
         let (from, to) = (self.from.as_path(), self.to.as_path());
         let recreate_empty = |u: &MoveConfigRecord| -> Result<(), StepError> {
             if let Some(m) = &u.dir_meta {

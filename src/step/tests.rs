@@ -133,26 +133,15 @@ fn create_shared_dir_round_trip() {
 }
 
 #[test]
-fn create_config_dir_round_trip() {
+fn create_config_dir_and_remove_empty_claude_dir_round_trips() {
     let w = World::new();
-    round_trip(
-        &w,
-        Step::CreateConfigDir(CreateConfigDir {
-            path: w.p("shared/config"),
-        }),
-        true,
-    );
-}
-
-#[test]
-fn remove_empty_claude_dir_round_trip() {
-    let w = World::new();
+    let path = w.p("shared/config");
+    round_trip(&w, Step::CreateConfigDir(CreateConfigDir { path }), true);
     w.mkdir("home/.claude", 0o751);
+    let path = w.p("home/.claude");
     round_trip(
         &w,
-        Step::RemoveEmptyClaudeDir(RemoveEmptyClaudeDir {
-            path: w.p("home/.claude"),
-        }),
+        Step::RemoveEmptyClaudeDir(RemoveEmptyClaudeDir { path }),
         true,
     );
 }

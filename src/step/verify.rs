@@ -2,8 +2,11 @@
 //! layout run after the transaction (`crate::verify`), and their result is this step's line in
 //! the report.
 
-use super::{Ctx, Record, Save, StepError, StepKind, Wire};
+use super::{Ctx, Record, Res, Save, StepError, StepKind, Wire};
 use serde::{Deserialize, Serialize};
+
+/// This family's undo record.
+type R = NoRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verify {}
@@ -22,14 +25,14 @@ impl Record for NoRecord {
 }
 
 impl StepKind for Verify {
-    type Record = NoRecord;
+    type Record = R;
     fn summary(&self) -> String {
         "verify the migrated layout".to_string()
     }
-    fn apply(&self, _: &mut NoRecord, _: &Ctx, _: &mut Save<NoRecord>) -> Result<(), StepError> {
+    fn apply(&self, _: &mut R, _: &Ctx, _: &mut Save<R>) -> Res {
         Ok(())
     }
-    fn undo(&self, _: &mut NoRecord, _: &Ctx, _: &mut Save<NoRecord>) -> Result<(), StepError> {
+    fn undo(&self, _: &mut R, _: &Ctx, _: &mut Save<R>) -> Res {
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 //! of what was written, so undo puts the file back and refuses to clobber an edit made since.
 
 use super::{
-    exists, hash, io, meta_of, mkdir, read_opt, Ctx, Record, Save, StepError, StepKind, Wire,
+    exists, hash, io, meta_of, mkdir, read_opt, Ctx, Record, Res, Save, StepError, StepKind, Wire,
 };
 use crate::atomic::{self, remove_stale_temps, set_mtime};
 use crate::envfile;
@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+
+/// This family's undo record.
+type R = WriteRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteEnvFile {
@@ -201,6 +204,27 @@ fn diff_hint(before: Option<&[u8]>, now: Option<&[u8]>) -> String {
     out
 }
 
+/// What both file steps do alike, given their `path`: undo, its check, the directories.
+macro_rules! file_write_methods {
+    () => {
+        fn undo(&self, u: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
+            undo_write(&self.path, u, ctx)
+        }
+        fn precheck_undo(&self, u: &R) -> Res {
+            precheck(&self.path, u)
+        }
+        fn touched_dir(&self) -> Option<PathBuf> {
+            touched_dir(&self.path)
+        }
+        fn write_need(&self) -> Option<(PathBuf, &'static str)> {
+            write_need(&self.path)
+        }
+        fn written_file(&self) -> Option<&Path> {
+            Some(&self.path)
+        }
+    };
+}
+
 fn write_need(path: &Path) -> Option<(PathBuf, &'static str)> {
     Some((
         nearest_existing(path.parent().unwrap_or(path)),
@@ -213,7 +237,7 @@ fn touched_dir(path: &Path) -> Option<PathBuf> {
 }
 
 impl StepKind for WriteEnvFile {
-    type Record = WriteRecord;
+    type Record = R;
 
     fn summary(&self) -> String {
         format!(
@@ -222,12 +246,7 @@ impl StepKind for WriteEnvFile {
         )
     }
 
-    fn apply(
-        &self,
-        u: &mut WriteRecord,
-        ctx: &Ctx,
-        save: &mut Save<WriteRecord>,
-    ) -> Result<(), StepError> {
+    fn apply(&self, u: &mut R, ctx: &Ctx, save: &mut Save<R>) -> Res {
         let path = &self.path;
         let entries = [
             ("CLAUDE_SHARED_DIR", ctx.shared_dir),
@@ -239,34 +258,11 @@ impl StepKind for WriteEnvFile {
         })
     }
 
-    fn undo(
-        &self,
-        u: &mut WriteRecord,
-        ctx: &Ctx,
-        _: &mut Save<WriteRecord>,
-    ) -> Result<(), StepError> {
-        undo_write(&self.path, u, ctx)
-    }
-
-    fn precheck_undo(&self, u: &WriteRecord) -> Result<(), StepError> {
-        precheck(&self.path, u)
-    }
-
-    fn touched_dir(&self) -> Option<PathBuf> {
-        touched_dir(&self.path)
-    }
-
-    fn write_need(&self) -> Option<(PathBuf, &'static str)> {
-        write_need(&self.path)
-    }
-
-    fn written_file(&self) -> Option<&Path> {
-        Some(&self.path)
-    }
+    file_write_methods!();
 }
 
 impl StepKind for WriteProfile {
-    type Record = WriteRecord;
+    type Record = R;
 
     fn summary(&self) -> String {
         format!(
@@ -275,12 +271,7 @@ impl StepKind for WriteProfile {
         )
     }
 
-    fn apply(
-        &self,
-        u: &mut WriteRecord,
-        ctx: &Ctx,
-        save: &mut Save<WriteRecord>,
-    ) -> Result<(), StepError> {
+    fn apply(&self, u: &mut R, ctx: &Ctx, save: &mut Save<R>) -> Res {
         let path = &self.path;
         let kind = if self.fish {
             ShellKind::Fish
@@ -304,28 +295,5 @@ impl StepKind for WriteProfile {
         })
     }
 
-    fn undo(
-        &self,
-        u: &mut WriteRecord,
-        ctx: &Ctx,
-        _: &mut Save<WriteRecord>,
-    ) -> Result<(), StepError> {
-        undo_write(&self.path, u, ctx)
-    }
-
-    fn precheck_undo(&self, u: &WriteRecord) -> Result<(), StepError> {
-        precheck(&self.path, u)
-    }
-
-    fn touched_dir(&self) -> Option<PathBuf> {
-        touched_dir(&self.path)
-    }
-
-    fn write_need(&self) -> Option<(PathBuf, &'static str)> {
-        write_need(&self.path)
-    }
-
-    fn written_file(&self) -> Option<&Path> {
-        Some(&self.path)
-    }
+    file_write_methods!();
 }
