@@ -11,6 +11,9 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 struct World {
     _tmp: tempfile::TempDir,
     root: PathBuf,
+    home: PathBuf,
+    shared: PathBuf,
+    config: PathBuf,
 }
 
 impl World {
@@ -20,7 +23,22 @@ impl World {
         for d in ["home", "shared", "factory"] {
             std::fs::create_dir(root.join(d)).unwrap();
         }
-        World { _tmp: tmp, root }
+        World {
+            _tmp: tmp,
+            home: root.join("home"),
+            shared: root.join("shared"),
+            config: root.join("shared/config"),
+            root,
+        }
+    }
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            owner: None,
+            home: &self.home,
+            shared_dir: &self.shared,
+            config_dir: &self.config,
+            progress: &no_progress,
+        }
     }
     fn p(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
@@ -62,14 +80,8 @@ fn no_progress(_: u64, _: u64) {}
 fn round_trip(w: &World, step: Step, changes: bool) -> Wire {
     w.settle();
     let before = manifest(&w.root).unwrap();
-    let (home, shared, config) = (w.p("home"), w.p("shared"), w.p("shared/config"));
-    let ctx = Ctx {
-        owner: None,
-        home: &home,
-        shared_dir: &shared,
-        config_dir: &config,
-        progress: &no_progress,
-    };
+    let ctx = w.ctx();
+    let home = w.p("home");
     let mut dirs: Vec<(PathBuf, (i64, i64))> = Vec::new();
     for d in std::iter::once(home.clone()).chain(step.touched_dir()) {
         if let Ok(m) = std::fs::symlink_metadata(&d) {
@@ -304,14 +316,7 @@ fn verify_changes_nothing() {
 fn undo_refuses_an_edit_made_since() {
     let w = World::new();
     w.write("factory/.env", b"A=1\n", 0o600);
-    let (home, shared, config) = (w.p("home"), w.p("shared"), w.p("shared/config"));
-    let ctx = Ctx {
-        owner: None,
-        home: &home,
-        shared_dir: &shared,
-        config_dir: &config,
-        progress: &no_progress,
-    };
+    let ctx = w.ctx();
     let step = Step::WriteEnvFile(WriteEnvFile {
         path: w.p("factory/.env"),
     });
