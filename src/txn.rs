@@ -4,10 +4,10 @@
 //! it on disk (the journal) so that a kill -9 can be finished or reversed by the next run.
 
 use crate::error::{Error, Result};
-use crate::journal::{self, DirTime, Entry, Journal, State, Undo};
+use crate::journal::{self, DirTime, Entry, Journal, State};
 use crate::pathser::show;
 use crate::step::Step;
-use crate::step::{self, Ctx, StepError};
+use crate::step::{self, Ctx, StepError, Wire};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -49,7 +49,7 @@ pub struct Failed {
 }
 
 /// `step::apply` or `step::undo`.
-type StepOp = fn(&Step, &mut Undo, &Ctx, &mut step::Save<Undo>) -> Result<(), StepError>;
+type StepOp = fn(&Step, &mut Wire, &Ctx, &mut step::Save<Wire>) -> Result<(), StepError>;
 
 pub struct Txn {
     pub journal: Journal,
@@ -97,7 +97,7 @@ impl Txn {
                 run,
                 step: st.clone(),
                 state: State::Planned,
-                undo: Undo::default(),
+                undo: Wire::default(),
             });
         }
         let mut txn = Txn {
@@ -238,7 +238,7 @@ impl Txn {
             progress,
         };
         let (journal, state_dir, owner) = (&mut self.journal, &self.state_dir, self.owner);
-        let mut save = |u: &Undo| -> Result<(), StepError> {
+        let mut save = |u: &Wire| -> Result<(), StepError> {
             journal.entries[i].undo = u.clone();
             journal
                 .save(state_dir, owner)

@@ -5,11 +5,10 @@
 //! re-moded.
 
 use super::{
-    chown, exists, io, is_real_dir, meta_of, mkdir, restore_meta, Ctx, Record, Res, Save,
+    chown, exists, io, is_real_dir, meta_of, mkdir, restore_meta, Ctx, Meta, Record, Res, Save,
     StepError, StepKind, Wire,
 };
 use crate::fsops::nearest_existing;
-use crate::journal::Meta;
 use crate::pathser::{self, show};
 use serde::{Deserialize, Serialize};
 use std::io::ErrorKind;

@@ -2,10 +2,9 @@
 //! symlink into the config dir, replaced atomically. A link that pointed elsewhere is recorded
 //! (its target, owner and mtime) and put back by undo.
 
-use super::{exists, io, meta_of, Ctx, Record, Res, Save, StepError, StepKind, Wire};
+use super::{exists, io, meta_of, Ctx, Meta, Record, Res, Save, StepError, StepKind, Wire};
 use crate::atomic::{remove_stale_temps, set_mtime};
 use crate::fsops;
-use crate::journal::Meta;
 use crate::pathser::{self, show};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

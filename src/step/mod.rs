@@ -26,6 +26,7 @@ mod dirs;
 mod link;
 mod move_config;
 mod verify;
+mod wire;
 mod write_file;
 
 pub(crate) use claude_json::MoveClaudeJson;
@@ -35,12 +36,11 @@ pub(crate) use move_config::MoveConfig;
 pub(crate) use verify::Verify;
 pub(crate) use write_file::{changed_lines, WriteEnvFile, WriteProfile};
 
-pub use crate::journal::Undo as Wire;
+pub use wire::{Meta, Wire};
 
 use crate::atomic::{self, set_mtime};
 use crate::failpoint::failpoint;
 use crate::fsops::{self, CopyOptions};
-use crate::journal::Meta;
 use crate::pathser::show;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;

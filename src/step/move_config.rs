@@ -6,11 +6,10 @@
 
 use super::{
     copy_to_staging, exists, io, is_real_dir, meta_of, mkdir, rename, restore_meta, staging,
-    sync_dir, Ctx, Method, Record, Res, Save, StepError, StepKind, Wire, INCOMING, RESTORE,
+    sync_dir, Ctx, Meta, Method, Record, Res, Save, StepError, StepKind, Wire, INCOMING, RESTORE,
 };
 use crate::failpoint::failpoint;
 use crate::fsops::{self, nearest_existing};
-use crate::journal::Meta;
 use crate::pathser::{self, show};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -4,12 +4,12 @@
 //! of what was written, so undo puts the file back and refuses to clobber an edit made since.
 
 use super::{
-    exists, hash, io, meta_of, mkdir, read_opt, Ctx, Record, Res, Save, StepError, StepKind, Wire,
+    exists, hash, io, meta_of, mkdir, read_opt, Ctx, Meta, Record, Res, Save, StepError, StepKind,
+    Wire,
 };
 use crate::atomic::{self, remove_stale_temps, set_mtime};
 use crate::envfile;
 use crate::fsops::{self, nearest_existing};
-use crate::journal::Meta;
 use crate::pathser::{self, show};
 use crate::profile::{self, ShellKind};
 use serde::{Deserialize, Serialize};
