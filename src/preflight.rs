@@ -197,52 +197,13 @@ pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
 /// symlinks need one too; hard-linked files count once). The plan's `bytes`/`files` count
 /// only regular files' sizes, which a tree of many small files or directories outgrows.
 pub fn copy_need(from: &Path, to: &Path) -> Result<(u64, u64), fsops::FsError> {
-    use std::collections::HashSet;
-    use std::os::unix::fs::MetadataExt;
     let dst = nearest_existing(to);
     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
     let block = nix::sys::statvfs::statvfs(&dst)
         .map(|v| v.fragment_size() as u64)
         .unwrap_or(4096)
         .clamp(512, 1 << 20);
-    let round = |n: u64| n.div_ceil(block) * block;
-    let (mut bytes, mut inodes) = (0u64, 0u64);
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
-    for e in walkdir::WalkDir::new(from)
-        .follow_links(false)
-        .follow_root_links(false)
-    {
-        let e = e.map_err(|e| fsops::FsError::Io {
-            path: e.path().unwrap_or(from).to_path_buf(),
-            op: "walk",
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("walk error")),
-        })?;
-        let m = e.metadata().map_err(|e| fsops::FsError::Io {
-            path: from.to_path_buf(),
-            op: "lstat",
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("lstat error")),
-        })?;
-        let ft = m.file_type();
-        if ft.is_file() && m.nlink() > 1 && !seen.insert((m.dev(), m.ino())) {
-            continue; // another name of an inode already counted
-        }
-        inodes += 1;
-        if ft.is_dir() {
-            bytes += block;
-        } else if ft.is_symlink() {
-            // ext4 keeps targets under 60 bytes in the inode, tmpfs under 128.
-            if m.size() >= 60 {
-                bytes += round(m.size());
-            }
-        } else if ft.is_file() {
-            bytes += round(m.size());
-        }
-    }
-    Ok((bytes, inodes))
+    fsops::copy_footprint(from, block)
 }
 
 /// Whether the filesystem holding `to` can take `bytes` in `files` files, with a margin of

@@ -453,7 +453,7 @@ pub(crate) use link::atomic_symlink;
 #[cfg(test)]
 pub(crate) use manifest::diff;
 pub use manifest::manifest;
-pub(crate) use query::{free_space, missing_dirs, nearest_existing};
+pub(crate) use query::{copy_footprint, free_space, missing_dirs, nearest_existing};
 pub use query::{same_filesystem, tree_stats, TreeStats};
 pub use remove::remove_tree;
 pub use verify::verify_trees;

@@ -135,3 +135,28 @@ pub fn free_space(path: &Path) -> Result<(u64, u64), FsError> {
     let inodes = s.files_available() as u64;
     Ok((bytes, inodes))
 }
+
+/// What a copy of the tree at `root` (a real directory, root included) takes on a filesystem
+/// of `block`-byte blocks: `(bytes, inodes)`. Each regular file's size rounded up to a whole
+/// block, a block for each directory and for each symlink too long to live in its inode (ext4
+/// keeps targets under 60 bytes there, tmpfs under 128); an inode per entry, hard-linked files
+/// once. One descriptor-relative lstat walk, the same as every other walk of this crate.
+pub(crate) fn copy_footprint(root: &Path, block: u64) -> Result<(u64, u64), FsError> {
+    let (t, top) = scan(root)?;
+    let round = |n: u64| n.div_ceil(block) * block;
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    for r in std::iter::once(&top).chain(t.recs.iter()) {
+        if r.kind == Kind::File && r.nlink > 1 && !seen.insert((r.dev, r.ino)) {
+            continue; // another name of an inode already counted
+        }
+        inodes += 1;
+        match r.kind {
+            Kind::Dir => bytes += block,
+            Kind::Symlink if r.target_len >= 60 => bytes += round(u64::from(r.target_len)),
+            Kind::File => bytes += round(r.size),
+            _ => {}
+        }
+    }
+    Ok((bytes, inodes))
+}

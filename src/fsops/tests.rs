@@ -83,11 +83,16 @@ fn build_nasty(root: &Path, outside: &Path) {
     mkdir(&root.join("sticky"), 0o1777);
     let _sock = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
     // Distinct nanosecond mtimes on everything, deepest first so dirs keep theirs.
-    let all: Vec<PathBuf> = walkdir::WalkDir::new(root)
-        .contents_first(true)
-        .into_iter()
-        .map(|e| e.unwrap().path().to_path_buf())
-        .collect();
+    fn contents_first(p: &Path, out: &mut Vec<PathBuf>) {
+        if fs::symlink_metadata(p).unwrap().is_dir() {
+            for e in fs::read_dir(p).unwrap() {
+                contents_first(&e.unwrap().path(), out);
+            }
+        }
+        out.push(p.to_path_buf());
+    }
+    let mut all = Vec::new();
+    contents_first(root, &mut all);
     for (i, p) in all.iter().enumerate() {
         set_mtime(p, 1_600_000_000 + i as i64, 100_000_000 + i as i64 * 7919);
     }
@@ -796,4 +801,21 @@ fn perf_tree_stats_50k_and_manifest_memory_200k() {
         rss_kib().saturating_sub(before)
     );
     drop(m);
+}
+
+#[test]
+fn copy_footprint_counts_blocks_and_inodes_like_a_copy_takes_them() {
+    let t = tmp_in("/tmp");
+    let root = t.path().join("tree");
+    mkdir(&root, 0o755);
+    mkdir(&root.join("sub"), 0o755);
+    write(&root.join("sub/one-byte"), b"x", 0o644);
+    write(&root.join("five-k"), &[1u8; 5000], 0o644);
+    fs::hard_link(root.join("five-k"), root.join("five-k-again")).unwrap();
+    symlink("short", root.join("short-link")).unwrap();
+    symlink("l".repeat(100), root.join("long-link")).unwrap();
+    // root, sub, one-byte, five-k (once), the two links: 6 inodes. Blocks: 2 dirs, one for the
+    // byte, two for 5000 bytes, one for the long link's target; the short one lives in its inode.
+    assert_eq!(copy_footprint(&root, 4096).unwrap(), (6 * 4096, 6));
+    assert!(copy_footprint(&root.join("short-link"), 4096).is_err());
 }
