@@ -357,6 +357,21 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
         None => DEFAULT_AGENT_UID,
     };
 
+    // A path no quoting writes so that bash, dotenvy and docker compose read it alike (issue 11).
+    if env_file.is_some() {
+        for (key, value) in [
+            ("CLAUDE_SHARED_DIR", &shared_dir),
+            ("CLAUDE_CONFIG_DIR", &config_dir),
+        ] {
+            if let Err(e @ envfile::EnvFileError::Unquotable { .. }) =
+                envfile::check_entry(key, value.as_os_str())
+            {
+                return Err(Error::usage("env-value-unquotable", format!("{e}."))
+                    .with_fix(format!("--shared-dir {DEFAULT_SHARED_DIR}")));
+            }
+        }
+    }
+
     Ok(Settings {
         home,
         owner,
