@@ -200,6 +200,126 @@ pub fn remove_block(original: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A line after the managed block that sets, exports or unsets `CLAUDE_CONFIG_DIR`: a shell
+/// reading the rc file runs it after the block, so it wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaterOverride {
+    /// 1-based line number in the rc file.
+    pub line: usize,
+    /// The line's bytes, without its line ending and surrounding whitespace.
+    pub text: Vec<u8>,
+}
+
+/// Lines after the first complete managed block of `rc` that override its export: the user's own
+/// `export CLAUDE_CONFIG_DIR=...`, or the leftover of an old block whose start marker was deleted.
+///
+/// Pass the file as it is (for `verify`) or as `apply_block` will leave it (for the plan): with no
+/// complete block there is nothing to override and the result is empty. The file is read, never
+/// executed: each line (comments cut off, split into commands at `;`, `&`, `|`, `(`, `)`, `{`,
+/// `}`) counts when one of its commands is a bare assignment `CLAUDE_CONFIG_DIR=...` (not one
+/// prefixed to another command, which is temporary), or `export`/`declare`/`typeset`/`local`/
+/// `readonly`/`unset`/`set`/`setenv`/`unsetenv` naming `CLAUDE_CONFIG_DIR`. What a sourced file
+/// or a function does is not seen; a line inside a here-document may be named needlessly.
+pub fn later_overrides(rc: &[u8]) -> Vec<LaterOverride> {
+    let Some(block) = find_blocks(rc).into_iter().next() else {
+        return Vec::new();
+    };
+    let first_line = 1 + rc[..block.end].iter().filter(|&&b| b == b'\n').count();
+    let mut out = Vec::new();
+    let mut pos = block.end;
+    for (i, line) in rc[block.end..].split_inclusive(|&b| b == b'\n').enumerate() {
+        let start = pos;
+        pos += line.len();
+        if find_blocks(&rc[start..])
+            .first()
+            .is_some_and(|b| b.start == 0)
+        {
+            continue; // the start of another of our blocks: apply_block removes those
+        }
+        if sets_config_dir(line) {
+            out.push(LaterOverride {
+                line: first_line + i,
+                text: line.trim_ascii().to_vec(),
+            });
+        }
+    }
+    out
+}
+
+/// Whether one rc line sets, exports or unsets `CLAUDE_CONFIG_DIR` (see `later_overrides`).
+fn sets_config_dir(line: &[u8]) -> bool {
+    const NAME: &[u8] = b"CLAUDE_CONFIG_DIR";
+    const KEYWORDS: &[&[u8]] = &[
+        b"then", b"do", b"else", b"elif", b"if", b"while", b"until", b"!", b"builtin", b"command",
+    ];
+    const SETTERS: &[&[u8]] = &[
+        b"export",
+        b"declare",
+        b"typeset",
+        b"local",
+        b"readonly",
+        b"unset",
+        b"set",
+        b"setenv",
+        b"unsetenv",
+    ];
+    // Cut an unquoted `#` comment (one that starts a word).
+    let (mut quote, mut prev_space) = (None, true);
+    let mut end = line.len();
+    for (i, &b) in line.iter().enumerate() {
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'\'' || b == b'"' => quote = Some(b),
+            None if b == b'#' && prev_space => {
+                end = i;
+                break;
+            }
+            None => {}
+        }
+        prev_space = b.is_ascii_whitespace() || b";&|(){}".contains(&b);
+    }
+    let strip = |w: &[u8]| -> Vec<u8> {
+        w.iter()
+            .copied()
+            .filter(|&b| b != b'"' && b != b'\'')
+            .collect()
+    };
+    let name_of = |w: &[u8]| -> Vec<u8> {
+        let w = strip(w);
+        w.split(|&b| b == b'=').next().unwrap_or_default().to_vec()
+    };
+    for cmd in line[..end].split(|&b| b";&|(){}".contains(&b)) {
+        let words: Vec<&[u8]> = cmd
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let mut i = 0;
+        while i < words.len() && KEYWORDS.contains(&words[i]) {
+            i += 1;
+        }
+        let mut assigns = false;
+        while i < words.len() && words[i].contains(&b'=') && !words[i].starts_with(b"=") {
+            assigns |= name_of(words[i]) == NAME;
+            i += 1;
+        }
+        if i == words.len() {
+            if assigns {
+                return true;
+            }
+            continue;
+        }
+        if SETTERS.contains(&words[i])
+            && words[i + 1..]
+                .iter()
+                .any(|w| !w.starts_with(b"-") && name_of(w) == NAME)
+        {
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,5 +658,52 @@ mod tests {
                 String::from_utf8_lossy(path)
             );
         }
+    }
+
+    #[test]
+    fn later_overrides_are_found_with_their_line() {
+        let b = block("/s/config");
+        let rc = [
+            &b"export CLAUDE_CONFIG_DIR=/before\n"[..],
+            &b,
+            b"alias ll='ls -l'\n",
+            b"export CLAUDE_CONFIG_DIR=$HOME/.claude\n",
+            b"# export CLAUDE_CONFIG_DIR=/commented\n",
+            b"echo $CLAUDE_CONFIG_DIR ${CLAUDE_CONFIG_DIR}\n",
+            b"CLAUDE_CONFIG_DIR=/tmp/x claude --version\n",
+            b"  CLAUDE_CONFIG_DIR=/bare; export CLAUDE_CONFIG_DIR\n",
+            b"if true; then declare -x CLAUDE_CONFIG_DIR=\"/d\"; fi\n",
+            b"unset CLAUDE_CONFIG_DIR\n",
+            b"[ -n \"$X\" ] && typeset -gx 'CLAUDE_CONFIG_DIR=/t'\n",
+            b"export CLAUDE_CONFIG_DIRX=/other OTHER=CLAUDE_CONFIG_DIR\n",
+            b"echo hi # export CLAUDE_CONFIG_DIR=/c\n",
+        ]
+        .concat();
+        let found: Vec<usize> = later_overrides(&rc).iter().map(|o| o.line).collect();
+        // Line 1 is before the block (overridden by it); the block is lines 2-5.
+        assert_eq!(found, vec![7, 11, 12, 13, 14]);
+        assert_eq!(
+            later_overrides(&rc)[0].text,
+            b"export CLAUDE_CONFIG_DIR=$HOME/.claude"
+        );
+        // No block: nothing to override. Nothing after it: nothing either.
+        assert!(later_overrides(b"export CLAUDE_CONFIG_DIR=/x\n").is_empty());
+        assert!(later_overrides(&[&b"export CLAUDE_CONFIG_DIR=/x\n"[..], &b].concat()).is_empty());
+    }
+
+    #[test]
+    fn leftover_of_a_block_whose_start_marker_was_deleted_is_found() {
+        let b = block("/new/config");
+        let old = block("/old/config");
+        // The old block lost its first line: its export and end marker are the user's now.
+        let orphan = &old[old.iter().position(|&c| c == b'\n').unwrap() + 1..];
+        let rc = apply_block(&[&b"x=1\n"[..], &b, orphan].concat(), &b);
+        let rc = rc.unwrap_or_else(|| [&b"x=1\n"[..], &b, orphan].concat());
+        let found = later_overrides(&rc);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].line, 7);
+        assert_eq!(found[0].text, b"export CLAUDE_CONFIG_DIR='/old/config'");
+        // And that is what bash ends up with: the override is real.
+        assert_eq!(shell_reads("bash", &rc), b"/old/config");
     }
 }
