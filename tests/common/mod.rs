@@ -6,6 +6,8 @@
 //! Only std, `tempfile`, `blake3`, `serde_json` and `nix` are used.
 #![allow(dead_code)]
 
+pub mod npm;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fmt;
