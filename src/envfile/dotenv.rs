@@ -140,6 +140,8 @@ pub(super) struct EntrySpan {
     pub(super) key: String,
     /// After the key name (after `export KEY`): what precedes is kept.
     pub(super) key_end: usize,
+    /// Where the value token starts (`token_end` for an empty value).
+    pub(super) value_start: usize,
     /// After the value token: what follows (spaces, `# comment`, line ending) is kept.
     pub(super) token_end: usize,
 }
@@ -201,6 +203,7 @@ pub(super) fn entry_span(body: &str, l: &Logical) -> Option<EntrySpan> {
     Some(EntrySpan {
         key: key.to_owned(),
         key_end: l.start + i + n,
+        value_start: l.start + v.min(token_end),
         token_end: l.start + token_end,
     })
 }

@@ -269,7 +269,9 @@ pub fn edit(original: &[u8], entries: &[(&str, &OsStr)]) -> Result<Option<Vec<u8
     for _ in 0..=wanted.len() {
         let mut changed = false;
         for &(key, value) in &wanted {
-            if read_values(text.as_bytes())?.get(key).map(String::as_str) == Some(value) {
+            if read_values(text.as_bytes())?.get(key).map(String::as_str) == Some(value)
+                && every_reader_reads_alike(&text, key)
+            {
                 continue;
             }
             text = set_one(&text, key, value);
@@ -299,6 +301,76 @@ pub fn edit(original: &[u8], entries: &[(&str, &OsStr)]) -> Result<Option<Vec<u8
     }
 
     Ok((text.as_bytes() != original).then(|| text.into_bytes()))
+}
+
+/// Whether the entry for `key` that the readers end up with (its last one) is spelled so that bash
+/// reads what dotenvy reads: `KEY=` with no space before the `=`, no carriage return right after the value (bash would take it into
+/// the value, or run it as a command after a space), and a value token in the dialect both share:
+/// bare `[A-Za-z0-9_./:@%+,-]`, `${NAME}` references (not `$NAME`: dotenvy ends the name at `_`),
+/// single quotes without a backslash, double quotes without a backslash or backtick. An entry
+/// that dotenvy reads right but is spelled otherwise is rewritten as a literal.
+fn every_reader_reads_alike(text: &str, key: &str) -> bool {
+    let body = text.strip_prefix(BOM).unwrap_or(text);
+    let Some((l, e)) = logical_lines(body).into_iter().rev().find_map(|l| {
+        entry_span(body, &l)
+            .filter(|e| e.key == key)
+            .map(|e| (l, e))
+    }) else {
+        return false;
+    };
+    if &body[e.key_end..e.value_start] != "=" {
+        return false; // `K = v`, `K= v`: dotenvy reads them, bash runs a command
+    }
+    let tail = &body[e.token_end..l.end];
+    if tail.trim_start_matches([' ', '\t']).starts_with('\r') {
+        return false;
+    }
+    common_dialect(&body[e.value_start..e.token_end])
+}
+
+fn common_dialect(token: &str) -> bool {
+    let mut rest = token;
+    while let Some(c) = rest.chars().next() {
+        let n = if c == '\'' {
+            match rest[1..].find('\'') {
+                Some(end) if !rest[1..1 + end].contains('\\') => end + 2,
+                _ => return false,
+            }
+        } else if c == '"' {
+            let Some(end) = rest[1..].find('"') else {
+                return false;
+            };
+            let inner = &rest[1..1 + end];
+            if inner.contains(['\\', '`']) || !references_ok(inner) {
+                return false;
+            }
+            end + 2
+        } else if c == '$' {
+            let Some(end) = rest.find('}') else {
+                return false;
+            };
+            if !references_ok(&rest[..=end]) {
+                return false;
+            }
+            end + 1
+        } else if c.is_ascii() && is_bare(c as u8) {
+            1
+        } else {
+            return false;
+        };
+        rest = &rest[n..];
+    }
+    true
+}
+
+/// Every `$` in `s` starts a `${NAME}` with a valid name.
+fn references_ok(s: &str) -> bool {
+    s.split('$').skip(1).all(|after| {
+        after
+            .strip_prefix('{')
+            .and_then(|a| a.split_once('}'))
+            .is_some_and(|(name, _)| is_valid_key(name))
+    })
 }
 
 /// Rewrite the last entry for `key` in place, or append one (`value` is checked quotable).

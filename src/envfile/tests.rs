@@ -432,7 +432,6 @@ fn already_right_returns_none_for_many_spellings() {
         "K='/v'\n",
         "K=\"/v\"\n",
         "export K=/v # c\n",
-        "  K = /v\r\n",
         "K=/v",
     ] {
         assert_eq!(edit_str(f, &[("K", "/v")]), None, "{f:?}");
@@ -557,5 +556,33 @@ fn value_token_follows_dotenvy_quirks() {
             },
             "{old:?}"
         );
+    }
+}
+
+#[test]
+fn entries_dotenvy_reads_right_but_bash_does_not_are_rewritten() {
+    for (original, expected) in [
+        // bash reads `/s` plus CR.
+        ("K=/s\r\nA=1\r\n", "K=/s\nA=1\r\n"),
+        ("K=/s  \r\n", "K=/s  \n"),
+        // `$CLAUDE` then `_X`: dotenvy's name ends at `_`; bash reads the whole name.
+        ("DCI_T6=/s\nK=$DCI_T6\n", "DCI_T6=/s\nK=/s\n"),
+        // Spaces around `=`: dotenvy's syntax, a command to bash.
+        ("  K = /s\r\n", "  K=/s\n"),
+        ("K= /s\n", "K=/s\n"),
+    ] {
+        let got = edit_str(original, &[("K", "/s")]);
+        assert_eq!(got.as_deref(), Some(expected), "{original:?}");
+        assert_eq!(bash_reads(expected.as_bytes(), "K"), b"/s", "{expected:?}");
+    }
+    for kept in [
+        "K=/s # c\r\n",
+        "K='/s'\n",
+        "K=\"/s\"\n",
+        "B=/\nK=${B}s\n",
+        "B=/\nK=\"${B}s\"\n",
+    ] {
+        assert_eq!(edit_str(kept, &[("K", "/s")]), None, "{kept:?}");
+        assert_eq!(bash_reads(kept.as_bytes(), "K"), b"/s", "{kept:?}");
     }
 }
