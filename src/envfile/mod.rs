@@ -308,7 +308,8 @@ pub fn edit(original: &[u8], entries: &[(&str, &OsStr)]) -> Result<Option<Vec<u8
 /// the value, or run it as a command after a space), and a value token in the dialect both share:
 /// bare `[A-Za-z0-9_./:@%+,-]`, `${NAME}` references (not `$NAME`: dotenvy ends the name at `_`),
 /// single quotes without a backslash, double quotes without a backslash or backtick. An entry
-/// that dotenvy reads right but is spelled otherwise is rewritten as a literal.
+/// that dotenvy reads right but is spelled otherwise is rewritten as a literal; one on the first
+/// line of a file that starts with a UTF-8 BOM is not seen by bash at all.
 fn every_reader_reads_alike(text: &str, key: &str) -> bool {
     let body = text.strip_prefix(BOM).unwrap_or(text);
     let Some((l, e)) = logical_lines(body).into_iter().rev().find_map(|l| {
@@ -318,6 +319,9 @@ fn every_reader_reads_alike(text: &str, key: &str) -> bool {
     }) else {
         return false;
     };
+    if body.len() < text.len() && l.start == 0 {
+        return false; // behind a BOM, bash reads the line as a command, not an assignment
+    }
     if &body[e.key_end..e.value_start] != "=" {
         return false; // `K = v`, `K= v`: dotenvy reads them, bash runs a command
     }
@@ -378,10 +382,13 @@ fn set_one(text: &str, key: &str, value: &str) -> String {
     let body_off = if text.starts_with(BOM) { BOM.len() } else { 0 };
     let body = &text[body_off..];
     let lines = logical_lines(body);
+    // An entry on a BOM's line is invisible to bash (the BOM makes it a command): append after
+    // it instead, so the last entry, the one every reader ends up with, is one bash reads.
     let last = lines
         .iter()
         .rev()
-        .find_map(|l| entry_span(body, l).filter(|e| e.key == key).map(|e| (l, e)));
+        .find_map(|l| entry_span(body, l).filter(|e| e.key == key).map(|e| (l, e)))
+        .filter(|(l, _)| body_off == 0 || l.start > 0);
     let mut out = String::with_capacity(text.len() + key.len() + value.len() + 5);
     match last {
         Some((l, e)) => {

@@ -586,3 +586,18 @@ fn entries_dotenvy_reads_right_but_bash_does_not_are_rewritten() {
         assert_eq!(bash_reads(kept.as_bytes(), "K"), b"/s", "{kept:?}");
     }
 }
+
+#[test]
+fn entry_behind_a_bom_is_appended_not_rewritten() {
+    // bash runs `\u{feff}K=old` as a command (not found): K stays unset for it.
+    let original = "\u{feff}K=old\nA=1\n";
+    let got = edit_str(original, &[("K", "/s")]).unwrap();
+    assert_eq!(got, "\u{feff}K=old\nA=1\nK=/s\n");
+    // (bash's view, with its "command not found" for the BOM line, is checked by
+    // tests/env_readers.rs, whose generator writes BOMs.)
+    assert_eq!(read_values(got.as_bytes()).unwrap()["K"], "/s");
+    assert_eq!(edit_str(&got, &[("K", "/s")]), None);
+    // Already right for dotenvy, but not for bash.
+    let got = edit_str("\u{feff}K=/s\n", &[("K", "/s")]).unwrap();
+    assert_eq!(got, "\u{feff}K=/s\nK=/s\n");
+}
