@@ -230,6 +230,34 @@ fn python_reads(files: &[PathBuf]) -> Vec<BTreeMap<String, Option<String>>> {
     docs
 }
 
+/// compose-go's dotenv parser, when `DCI_COMPOSE_DOTENV_READER` names a program that reads the
+/// files named on its stdin and prints one JSON object (or `null`) per file. There is no Go
+/// toolchain in CI and compose-go's source is not part of this repository, so this reader is
+/// optional: without the variable it is not run, and the test says so on stderr.
+fn compose_reads(files: &[PathBuf]) -> Option<Vec<Option<BTreeMap<String, String>>>> {
+    let Some(reader) = std::env::var_os("DCI_COMPOSE_DOTENV_READER") else {
+        eprintln!("compose-go reader not run (DCI_COMPOSE_DOTENV_READER unset)");
+        return None;
+    };
+    let mut child = Command::new(reader)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), list.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let docs: Vec<_> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), files.len());
+    Some(docs)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Checking one edit
 // ---------------------------------------------------------------------------------------------
@@ -269,6 +297,8 @@ fn check_cases(cases: &[Case]) {
         .collect();
     let dotenvy = dotenvy_reads(&files);
     let python = python_reads(&files);
+    let compose = compose_reads(&files);
+    let mut compose_checked = 0;
     for (i, c) in cases.iter().enumerate() {
         let before_bytes = fs::read(&c.before).unwrap();
         let after_bytes = fs::read(&c.after).unwrap();
@@ -305,6 +335,21 @@ fn check_cases(cases: &[Case]) {
             assert_eq!(d0.get(k), d1.get(k), "dotenvy, unrelated {k}{}", show());
         }
 
+        if let Some(compose) = &compose {
+            if let Some(c0) = &compose[2 * i] {
+                compose_checked += 1;
+                let c1 = compose[2 * i + 1]
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("compose rejects after{}", show()));
+                for (k, v) in wanted {
+                    assert_eq!(c1.get(k), Some(v), "compose {k}{}", show());
+                }
+                for k in keys.iter().filter(|k| *k != SHARED && *k != CONFIG) {
+                    assert_eq!(c0.get(k), c1.get(k), "compose, unrelated {k}{}", show());
+                }
+            }
+        }
+
         let (p0, p1) = (&python[2 * i], &python[2 * i + 1]);
         for (k, v) in wanted {
             assert_eq!(
@@ -322,6 +367,12 @@ fn check_cases(cases: &[Case]) {
                 show()
             );
         }
+    }
+    if compose.is_some() {
+        eprintln!(
+            "compose-go checked {compose_checked} of {} cases",
+            cases.len()
+        );
     }
 }
 
