@@ -331,6 +331,20 @@ fn check_cases(cases: &[Case]) {
         for (k, v) in wanted {
             assert_eq!(d1.get(k), Some(v), "dotenvy {k}{}", show());
         }
+        // The tool's own clean-environment reader (a port of dotenvy's parser) agrees with
+        // dotenvy run in a clean environment, on both files.
+        assert_eq!(
+            &envfile::read_values(&before_bytes).unwrap(),
+            d0,
+            "port, before{}",
+            show()
+        );
+        assert_eq!(
+            &envfile::read_values(&after_bytes).unwrap(),
+            d1,
+            "port, after{}",
+            show()
+        );
         for k in keys.iter().filter(|k| *k != SHARED && *k != CONFIG) {
             assert_eq!(d0.get(k), d1.get(k), "dotenvy, unrelated {k}{}", show());
         }

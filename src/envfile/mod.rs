@@ -309,17 +309,32 @@ pub fn edit(original: &[u8], entries: &[(&str, &OsStr)]) -> Result<Option<Vec<u8
 /// bare `[A-Za-z0-9_./:@%+,-]`, `${NAME}` references (not `$NAME`: dotenvy ends the name at `_`),
 /// single quotes without a backslash, double quotes without a backslash or backtick. An entry
 /// that dotenvy reads right but is spelled otherwise is rewritten as a literal; one on the first
-/// line of a file that starts with a UTF-8 BOM is not seen by bash at all.
+/// line of a file that starts with a UTF-8 BOM is not seen by bash at all. The same holds for the
+/// entries its `${NAME}` references resolve to.
 fn every_reader_reads_alike(text: &str, key: &str) -> bool {
+    let bom = text.starts_with(BOM);
     let body = text.strip_prefix(BOM).unwrap_or(text);
-    let Some((l, e)) = logical_lines(body).into_iter().rev().find_map(|l| {
-        entry_span(body, &l)
-            .filter(|e| e.key == key)
-            .map(|e| (l, e))
-    }) else {
-        return false;
-    };
-    if body.len() < text.len() && l.start == 0 {
+    let entries: Vec<_> = logical_lines(body)
+        .into_iter()
+        .filter_map(|l| entry_span(body, &l).map(|e| (l, e)))
+        .collect();
+    entries
+        .iter()
+        .rposition(|(_, e)| e.key == key)
+        .is_some_and(|i| entry_alike(body, bom, &entries, i, 0))
+}
+
+/// `every_reader_reads_alike` for `entries[i]`, and for the definitions its `${NAME}`s resolve
+/// to (the last entry for NAME before it; none: both read an empty string).
+fn entry_alike(
+    body: &str,
+    bom: bool,
+    entries: &[(dotenv::Logical, dotenv::EntrySpan)],
+    i: usize,
+    depth: usize,
+) -> bool {
+    let (l, e) = &entries[i];
+    if depth > 16 || (bom && l.start == 0) {
         return false; // behind a BOM, bash reads the line as a command, not an assignment
     }
     if &body[e.key_end..e.value_start] != "=" {
@@ -329,7 +344,15 @@ fn every_reader_reads_alike(text: &str, key: &str) -> bool {
     if tail.trim_start_matches([' ', '\t']).starts_with('\r') {
         return false;
     }
-    common_dialect(&body[e.value_start..e.token_end])
+    let token = &body[e.value_start..e.token_end];
+    common_dialect(token)
+        && token.split("${").skip(1).all(|after| {
+            let name = after.split('}').next().unwrap_or_default();
+            entries[..i]
+                .iter()
+                .rposition(|(_, d)| d.key == name)
+                .is_none_or(|j| entry_alike(body, bom, entries, j, depth + 1))
+        })
 }
 
 fn common_dialect(token: &str) -> bool {

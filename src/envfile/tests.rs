@@ -601,3 +601,22 @@ fn entry_behind_a_bom_is_appended_not_rewritten() {
     let got = edit_str("\u{feff}K=/s\n", &[("K", "/s")]).unwrap();
     assert_eq!(got, "\u{feff}K=/s\nK=/s\n");
 }
+
+#[test]
+fn a_kept_reference_must_resolve_alike_too() {
+    // dotenvy sees S=/t/s on the BOM line; bash does not, so `${S}/config` is `/config` to it.
+    let original = "\u{feff}S=/t/s\nC=${S}/config\n";
+    let got = edit_str(original, &[("S", "/t/s"), ("C", "/t/s/config")]).unwrap();
+    assert_eq!(got, "\u{feff}S=/t/s\nC=/t/s/config\nS=/t/s\n");
+    // A CR after the referenced value: bash reads `/t/s` CR `/config`.
+    let got = edit_str("S=/t/s\r\nC=${S}/config\n", &[("C", "/t/s/config")]).unwrap();
+    assert_eq!(got, "S=/t/s\r\nC=/t/s/config\n");
+    assert_eq!(bash_reads(got.as_bytes(), "C"), b"/t/s/config");
+    // Both readers alike all the way down: kept.
+    assert_eq!(
+        edit_str("S=/t/s\nC=${S}/config\n", &[("C", "/t/s/config")]),
+        None
+    );
+    // An undefined name is empty to both.
+    assert_eq!(edit_str("C=${DCI_T7_NONE}/c\n", &[("C", "/c")]), None);
+}
