@@ -10,7 +10,8 @@
 pub mod app;
 pub(crate) mod atomic;
 pub mod cli;
-pub(crate) mod envfile;
+// pub for tests/env_readers.rs: its generator drives `edit` and `read_values` directly.
+pub mod envfile;
 pub mod error;
 pub(crate) mod failpoint;
 pub mod fsops;
@@ -20,9 +21,9 @@ pub(crate) mod lock;
 pub(crate) mod pathser;
 pub(crate) mod plan;
 pub(crate) mod preflight;
-// `profile::remove_block` is used only by its tests today (owned with src/profile.rs).
-#[allow(dead_code)]
-pub(crate) mod profile;
+// pub for tests/env_readers.rs (`apply_block`, `later_overrides` on generated rc files);
+// `remove_block` and `later_overrides` have no caller in the crate yet.
+pub mod profile;
 pub mod report;
 pub(crate) mod settings;
 pub(crate) mod step;
