@@ -198,8 +198,7 @@ fn bash_completes_after_a_subcommand() {
 #[test]
 fn zsh_loads_the_completion() {
     if !installed("zsh") {
-        eprintln!("skip: zsh is not installed");
-        return;
+        skip!("zsh is not installed");
     }
     let (d, path) = script_file("zsh");
     let syntax = Command::new("zsh").arg("-n").arg(&path).output().unwrap();
@@ -233,8 +232,7 @@ fn zsh_loads_the_completion() {
 #[test]
 fn fish_completes() {
     if !installed("fish") {
-        eprintln!("skip: fish is not installed");
-        return;
+        skip!("fish is not installed");
     }
     let (d, path) = script_file("fish");
     let complete = |line: &str| -> Vec<String> {

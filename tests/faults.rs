@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -488,19 +488,13 @@ fn stamp_tree_shallow(p: &Path, n: &mut i64) {
     set_mtime(p, 1_700_000_000 + *n, 123_456_789);
 }
 
-/// A cheap pseudo-random sequence (no dependency): xorshift seeded from the clock, printed
-/// so a failure can be replayed with DCI_KILL_SEED.
+/// A cheap pseudo-random sequence (no dependency): xorshift from a fixed seed, so every run
+/// picks the same kill points; `DCI_KILL_SEED=<n>` explores others (printed for a replay).
 fn seed() -> u64 {
-    if let Some(s) = std::env::var("DCI_KILL_SEED")
+    std::env::var("DCI_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-    {
-        return s;
-    }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+        .unwrap_or(0x9e37_79b9_7f4a_7c15)
         | 1
 }
 
@@ -511,61 +505,196 @@ fn next(x: &mut u64) -> u64 {
     *x
 }
 
+/// The system calls that change something on disk: kill points. Not `openat`: the tool opens
+/// `/proc/<pid>/fd` of every process (who holds a file open?), so how many it makes depends on
+/// the machine, and "its n-th openat" would not name the same point from one run to the next.
+const MUTATING: &[&str] = &[
+    "creat",
+    "write",
+    "pwrite64",
+    "writev",
+    "fsync",
+    "fdatasync",
+    "syncfs",
+    "ftruncate",
+    "copy_file_range",
+    "sendfile",
+    "fchown",
+    "fchownat",
+    "lchown",
+    "chown",
+    "fchmod",
+    "fchmodat",
+    "chmod",
+    "utimensat",
+    "mkdir",
+    "mkdirat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "symlink",
+    "symlinkat",
+    "link",
+    "linkat",
+];
+
+/// `strace -f -qq` writing its trace to `trace`, around `cmd` (program, arguments, environment).
+fn straced(cmd: &Command, trace: &Path, filter: &[String]) -> Command {
+    let mut c = Command::new("strace");
+    // Not --seccomp-bpf: strace 6.1 then counts `when=` differently and never injects.
+    c.args(["-f", "-qq", "-e", "signal=none", "-o"])
+        .arg(trace)
+        .args(filter)
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .env_clear();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c
+}
+
+/// The main thread's system calls, in order, from a `strace -f` trace: `(name, n)` where this
+/// is the main thread's n-th call of `name` (1-based, strace's `when=` counts per thread).
+fn main_thread_calls(trace: &str) -> Vec<(String, u32)> {
+    let mut main = None;
+    let mut seen: std::collections::HashMap<String, u32> = Default::default();
+    let mut out = Vec::new();
+    for line in trace.lines() {
+        let Some((pid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let main = *main.get_or_insert(pid);
+        if pid != main || rest.starts_with('<') || rest.starts_with("+++") {
+            continue;
+        }
+        let Some((name, _)) = rest.split_once('(') else {
+            continue;
+        };
+        let n = seen.entry(name.to_string()).or_default();
+        *n += 1;
+        out.push((name.to_string(), *n));
+    }
+    out
+}
+
+/// The last system call a trace shows (where a kill landed).
+fn last_call(trace: &Path) -> String {
+    let t = std::fs::read_to_string(trace).unwrap_or_default();
+    t.lines()
+        .rev()
+        .find(|l| !l.contains("+++") && !l.contains("---"))
+        .unwrap_or("(none)")
+        .chars()
+        .take(160)
+        .collect()
+}
+
+fn have_strace() -> bool {
+    Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// SIGKILL at points chosen from what the tool does, not from a clock: one traced run lists
+/// the main thread's system calls that change something; each trial then kills (strace
+/// `inject=<call>:signal=SIGKILL:when=<n>`) at the n-th call of one of them, the trials
+/// spread evenly over that list (copy, verify, removal, links, env file, rc file, journal).
+/// strace counts per thread, so a worker thread reaching its own n-th call first kills there,
+/// mid-copy or mid-removal: still a kill at a system call the tool makes. Every trial must die
+/// by SIGKILL; then `migrate` (even trials) finishes the migration or `undo` (odd trials)
+/// restores the world, full manifests compared.
 #[test]
-fn sigkill_at_random_instants_of_a_big_cross_device_migration() {
-    let t_all = Instant::now();
-    // One unkilled run first, to learn how long a run takes here.
+fn sigkill_at_system_calls_spread_over_a_big_cross_device_migration() {
+    if !have_strace() {
+        skip!("strace is not installed (apt-get install strace)");
+    }
     let Some(w) = big_world() else { return };
     let claude_before = manifest(&w.claude());
     let json_before = std::fs::read(w.claude_json()).unwrap();
-    let t0 = Instant::now();
-    let r = run(w.cmd().args(["--yes", "--json"]));
-    let full = t0.elapsed();
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert_migrated(&w, &claude_before, &json_before, "unkilled big run");
+    // Traces live outside the world: its manifests must not see them.
+    let traces = tempfile::tempdir().unwrap();
+    let trace = traces.path().join("count.trace");
+    let filter = ["-e".to_string(), "trace=%file,%desc".to_string()];
+    let (status, out, err) = run_raw(&mut straced(
+        w.cmd().args(["--yes", "--json"]),
+        &trace,
+        &filter,
+    ));
+    assert!(
+        status.success(),
+        "traced unkilled run: {status:?}\n{out}\n{err}"
+    );
+    assert_migrated(&w, &claude_before, &json_before, "traced unkilled big run");
+    let calls: Vec<(String, u32)> = main_thread_calls(&std::fs::read_to_string(&trace).unwrap())
+        .into_iter()
+        .filter(|(name, _)| MUTATING.contains(&name.as_str()))
+        .collect();
     drop(w);
-    eprintln!("an unkilled migration of {MANY}+ files across devices takes {full:?}");
+    eprintln!(
+        "an unkilled migration of {MANY}+ files makes {} changing system calls in its main thread",
+        calls.len()
+    );
+    assert!(
+        calls.len() >= 40,
+        "too few calls to spread kills over: {calls:?}"
+    );
 
     let mut rng = seed();
-    eprintln!("kill seed: {rng} (replay with DCI_KILL_SEED={rng})");
-    const TRIALS: u32 = 8;
-    let full_us = full.as_micros().max(2000) as u64;
+    eprintln!("kill seed: {rng} (replay or explore with DCI_KILL_SEED=<n>)");
+    const TRIALS: usize = 8;
     let mut interrupted = 0;
     for t in 0..TRIALS {
         let w = big_world().unwrap();
         let before = w.manifest();
         let claude_before = manifest(&w.claude());
         let json_before = std::fs::read(w.claude_json()).unwrap();
-        // Spread over [1 ms, full]: trial t lands in the t-th slice, at a random point of it.
-        let lo = 1000 + (full_us - 1000) * u64::from(t) / u64::from(TRIALS);
-        let hi = 1000 + (full_us - 1000) * u64::from(t + 1) / u64::from(TRIALS);
-        let delay = Duration::from_micros(lo + next(&mut rng) % (hi - lo).max(1));
-        let mut child = w
-            .cmd()
-            .args(["--yes", "--json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(delay);
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
+        // Trial t lands in the t-th slice of the list, at a pseudo-random call of it.
+        let (lo, hi) = (
+            calls.len() * t / TRIALS,
+            (calls.len() * (t + 1) / TRIALS).max(calls.len() * t / TRIALS + 1),
         );
-        let status = child.wait().unwrap();
-        let killed = status.signal() == Some(9);
+        let (name, n) = &calls[lo + (next(&mut rng) as usize) % (hi - lo)];
+        let trace = traces.path().join(format!("kill-{t}.trace"));
+        let filter = [
+            "-e".to_string(),
+            format!("trace={name}"),
+            "-e".to_string(),
+            format!("inject={name}:signal=SIGKILL:when={n}"),
+        ];
+        let (status, out, err) = run_raw(&mut straced(
+            w.cmd().args(["--yes", "--json"]),
+            &trace,
+            &filter,
+        ));
+        let landed = last_call(&trace);
         let (_, st) = run_json(w.cmd_sub("status").arg("--json"));
         if st["layout"] == "interrupted" {
             interrupted += 1;
         }
         let finish = t % 2 == 0;
         let what = format!(
-            "trial {t}: SIGKILL after {delay:?} (killed: {killed}, status layout {}, stopped at {}), then {}",
+            "trial {t}: SIGKILL at call {n} of {name} (landed at `{landed}`; status layout {}, \
+             stopped at {}), then {}",
             st["layout"],
             st["stopped_at"],
             if finish { "migrate" } else { "undo" }
         );
         eprintln!("{what}");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{what}: the run was not killed: {status:?}\n{out}\n{err}"
+        );
         if finish {
             let r = run(w.cmd().args(["--yes", "--json"]));
             assert_eq!(r.code, 0, "{what}:\n{}\n{}", r.stdout, r.stderr);
@@ -576,12 +705,10 @@ fn sigkill_at_random_instants_of_a_big_cross_device_migration() {
             assert_same(&before, &w.manifest(), &what);
         }
     }
-    eprintln!(
-        "{TRIALS} kill trials ({interrupted} left an interrupted journal) in {:?}",
-        t_all.elapsed()
-    );
+    eprintln!("{TRIALS} kill trials, {interrupted} left an interrupted journal");
     assert!(
-        interrupted >= 2,
-        "only {interrupted} of {TRIALS} kills landed inside the run: the trials tested little"
+        interrupted >= TRIALS / 2,
+        "only {interrupted} of {TRIALS} kills landed inside the journaled run: the kill points \
+         tested little"
     );
 }

@@ -135,7 +135,7 @@ fn ansible() -> Option<&'static PathBuf> {
         Ok(p) => Some(p),
         Err(why) if required() => panic!("ansible-core is required here (CI) but: {why}"),
         Err(why) => {
-            eprintln!("skip: cannot set up ansible-core from PyPI: {why}");
+            skipped(&format!("cannot set up ansible-core from PyPI: {why}"));
             None
         }
     }

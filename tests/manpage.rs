@@ -2,6 +2,7 @@
 //! `cargo run --example gen-man > docs/disinto-claude-init.1`; this test regenerates it in memory
 //! and fails when the checked-in copy is stale, then renders it with the real man/groff.
 
+mod common;
 #[path = "../examples/gen-man.rs"]
 mod gen_man;
 
@@ -113,8 +114,7 @@ fn have(prog: &str) -> bool {
 #[test]
 fn groff_renders_the_page_without_warnings() {
     if !have("groff") {
-        eprintln!("skip: groff is not installed");
-        return;
+        skip!("groff is not installed");
     }
     let out = Command::new("groff")
         .args(["-man", "-Tutf8", "-ww", "-z"])
@@ -133,8 +133,7 @@ fn groff_renders_the_page_without_warnings() {
 #[test]
 fn man_renders_the_page() {
     if !have("man") {
-        eprintln!("skip: man is not installed");
-        return;
+        skip!("man is not installed");
     }
     let out = Command::new("man")
         .arg("-l")

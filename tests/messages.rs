@@ -276,16 +276,14 @@ fn every_refusal_and_error_message() {
 #[test]
 fn no_permission_message() {
     if !is_root() {
-        eprintln!("skip: the no-permission refusal needs root (to drop to uid 65534 with setpriv)");
-        return;
+        skip!("the no-permission refusal needs root (to drop to uid 65534 with setpriv)");
     }
     let have_setpriv = Command::new("setpriv")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     if !have_setpriv {
-        eprintln!("skip: setpriv is not installed");
-        return;
+        skip!("setpriv is not installed");
     }
     // The binary must be reachable by uid 65534.
     let reachable = Command::new("setpriv")
@@ -295,8 +293,7 @@ fn no_permission_message() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !reachable {
-        eprintln!("skip: uid 65534 cannot execute {BIN} (a parent directory is not traversable)");
-        return;
+        skip!("uid 65534 cannot execute {BIN} (a parent directory is not traversable)");
     }
     let w = load_fixture("legacy");
     chown_tree(&w.home, 65534, 65534);

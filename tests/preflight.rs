@@ -392,7 +392,7 @@ const NOBODY: u32 = 65534;
 /// `setpriv` to nobody, with the world's environment, or None (reason printed).
 fn as_nobody(w: &World) -> Option<Command> {
     if !is_root() {
-        eprintln!("skip: dropping to nobody needs root");
+        skipped("dropping to nobody needs root");
         return None;
     }
     let probe = Command::new("setpriv")
@@ -408,15 +408,15 @@ fn as_nobody(w: &World) -> Option<Command> {
     match probe {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            eprintln!(
-                "skip: the binary cannot run as nobody ({}): {}",
+            skipped(&format!(
+                "the binary cannot run as nobody ({}): {}",
                 o.status,
                 String::from_utf8_lossy(&o.stderr).trim()
-            );
+            ));
             return None;
         }
         Err(e) => {
-            eprintln!("skip: no setpriv: {e}");
+            skipped(&format!("no setpriv: {e}"));
             return None;
         }
     }
@@ -495,8 +495,7 @@ fn held_session_lock_is_refused() {
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("skip: no flock(1): {e}");
-            return;
+            skip!("no flock(1): {e}");
         }
     };
     // Wait until the lock is really held.
@@ -745,8 +744,7 @@ fn owner_of(p: &Path) -> (u32, u32) {
 
 fn root_for_another_user(cross: bool) {
     if !is_root() {
-        eprintln!("skip: acting for another user needs root");
-        return;
+        skip!("acting for another user needs root");
     }
     let w = if cross {
         let Some(w) = World::cross_device() else {

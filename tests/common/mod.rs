@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod skip;
+pub use skip::*;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_disinto-claude-init");
 
@@ -495,7 +498,7 @@ impl World {
     /// None (with the reason on stderr) when that does not give two file systems.
     pub fn cross_device() -> Option<World> {
         let skip = |why: String| {
-            eprintln!("skip: no cross-device world: {why}");
+            skipped(&format!("no cross-device world: {why}"));
             None
         };
         match fs::metadata("/dev/shm") {
@@ -706,7 +709,7 @@ impl Drop for TmpfsMount {
 /// None, with the reason on stderr, when not root or when the mount fails.
 pub fn mount_tmpfs(size: &str) -> Option<TmpfsMount> {
     if !is_root() {
-        eprintln!("skip: mount_tmpfs needs root");
+        skipped("mount_tmpfs needs root");
         return None;
     }
     let dir = match tempfile::Builder::new()
@@ -715,7 +718,7 @@ pub fn mount_tmpfs(size: &str) -> Option<TmpfsMount> {
     {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("skip: mount_tmpfs: tempdir: {e}");
+            skipped(&format!("mount_tmpfs: tempdir: {e}"));
             return None;
         }
     };
@@ -730,15 +733,15 @@ pub fn mount_tmpfs(size: &str) -> Option<TmpfsMount> {
     match out {
         Ok(o) if o.status.success() => Some(TmpfsMount { path, _dir: dir }),
         Ok(o) => {
-            eprintln!(
-                "skip: mount -t tmpfs failed ({}): {}",
+            skipped(&format!(
+                "mount -t tmpfs failed ({}): {}",
                 o.status,
                 String::from_utf8_lossy(&o.stderr).trim()
-            );
+            ));
             None
         }
         Err(e) => {
-            eprintln!("skip: cannot run mount: {e}");
+            skipped(&format!("cannot run mount: {e}"));
             None
         }
     }
