@@ -7,20 +7,24 @@ use disinto_claude_init::cli::{Cli, Command};
 use disinto_claude_init::report;
 
 fn main() -> anyhow::Result<()> {
-    let cli = match Cli::try_parse() {
+    // Arguments are bytes: a path option may hold any non-NUL bytes, and an argument that is
+    // not UTF-8 where text is expected is a usage error (exit 2), never a panic.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
             // A caller that asked for --json still gets its one document for a usage error.
-            if e.use_stderr() && std::env::args_os().any(|a| a == "--json") {
-                let command = std::env::args()
+            if e.use_stderr() && args.iter().any(|a| a == "--json") {
+                let command = args
+                    .iter()
                     .skip(1)
                     .find_map(|a| {
                         ["migrate", "status", "verify", "undo", "completions"]
                             .into_iter()
-                            .find(|c| *c == a)
+                            .find(|c| a == c)
                     })
                     .unwrap_or("migrate");
                 let mut r = report::Report::new(command, false);
