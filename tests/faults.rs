@@ -541,25 +541,6 @@ const MUTATING: &[&str] = &[
     "linkat",
 ];
 
-/// `strace -f -qq` writing its trace to `trace`, around `cmd` (program, arguments, environment).
-fn straced(cmd: &Command, trace: &Path, filter: &[String]) -> Command {
-    let mut c = Command::new("strace");
-    // Not --seccomp-bpf: strace 6.1 then counts `when=` differently and never injects.
-    c.args(["-f", "-qq", "-e", "signal=none", "-o"])
-        .arg(trace)
-        .args(filter)
-        .arg("--")
-        .arg(cmd.get_program())
-        .args(cmd.get_args())
-        .env_clear();
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            c.env(k, v);
-        }
-    }
-    c
-}
-
 /// The main thread's system calls, in order, from a `strace -f` trace: `(name, n)` where this
 /// is the main thread's n-th call of `name` (1-based, strace's `when=` counts per thread).
 fn main_thread_calls(trace: &str) -> Vec<(String, u32)> {
@@ -596,15 +577,6 @@ fn last_call(trace: &Path) -> String {
         .collect()
 }
 
-fn have_strace() -> bool {
-    Command::new("strace")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// SIGKILL at points chosen from what the tool does, not from a clock: one traced run lists
 /// the main thread's system calls that change something; each trial then kills (strace
 /// `inject=<call>:signal=SIGKILL:when=<n>`) at the n-th call of one of them, the trials
@@ -624,7 +596,7 @@ fn sigkill_at_system_calls_spread_over_a_big_cross_device_migration() {
     // Traces live outside the world: its manifests must not see them.
     let traces = tempfile::tempdir().unwrap();
     let trace = traces.path().join("count.trace");
-    let filter = ["-e".to_string(), "trace=%file,%desc".to_string()];
+    let filter = ["-e", "signal=none", "-e", "trace=%file,%desc"].map(String::from);
     let (status, out, err) = run_raw(&mut straced(
         w.cmd().args(["--yes", "--json"]),
         &trace,
@@ -666,6 +638,8 @@ fn sigkill_at_system_calls_spread_over_a_big_cross_device_migration() {
         let (name, n) = &calls[lo + (next(&mut rng) as usize) % (hi - lo)];
         let trace = traces.path().join(format!("kill-{t}.trace"));
         let filter = [
+            "-e".to_string(),
+            "signal=none".to_string(),
             "-e".to_string(),
             format!("trace={name}"),
             "-e".to_string(),

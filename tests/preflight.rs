@@ -12,7 +12,6 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -207,39 +206,34 @@ fn disk_filling_up_during_the_run_rolls_back() {
     let filler = mnt.path.join("filler");
     mkdir(&filler, 0o755);
     let before = manifest_without(&w, "filler");
-    // The shared dir exists once the first step ran, long after the preflight and a few
-    // journal writes (fsyncs) before the copy starts.
-    let incoming = w.shared.clone();
-    let t0 = Instant::now();
-    let mut child = w
-        .cmd()
-        .args(["--yes", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    while !exists(&incoming) {
-        if t0.elapsed() > Duration::from_secs(30) || child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_micros(200));
+    if !have_strace() {
+        skip!("strace is not installed (apt-get install strace)");
     }
-    // Freeze the run while the disk fills, so the copy cannot win the race (on a fast box
-    // the whole migration takes a few milliseconds), then let it go on.
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    let seen_at = t0.elapsed();
-    fill(&filler);
-    let filled_at = t0.elapsed();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let doc: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
-    eprintln!(
-        "shared dir seen after {seen_at:?}, disk full after {filled_at:?}, run took {:?}",
-        t0.elapsed()
+    // The shared dir exists once the first step ran, after the preflight and before the copy.
+    // The run stops after each directory it makes (strace injects SIGSTOP); at the first stop
+    // that finds the shared dir, the disk fills while the run stands still.
+    let mut filled = false;
+    let (status, stdout, stderr) = run_pausing_after(
+        w.cmd().args(["--yes", "--json"]),
+        &["mkdir", "mkdirat"],
+        || {
+            if !filled && exists(&w.shared) {
+                fill(&filler);
+                filled = true;
+            }
+        },
     );
+    assert!(
+        filled,
+        "the run never made the shared dir: {stdout}\n{stderr}"
+    );
+    let doc: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let out = std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
     assert_eq!(out.status.code(), Some(1), "{doc:#}");
     assert_eq!(doc["error"]["kind"], "apply-failed", "{doc:#}");
     let msg = doc["error"]["message"].as_str().unwrap();
@@ -486,33 +480,25 @@ fn held_session_lock_is_refused() {
     let w = World::realistic();
     let lock = w.home.join(bpath(EMPTY_FILE));
     // Its own process group, so that `flock` and the `sleep` holding the lock die together.
+    // `flock` runs the shell only once it holds the lock: the line it prints is the signal.
     let mut holder = match Command::new("flock")
         .arg(&lock)
-        .args(["sleep", "60"])
+        .args(["sh", "-c", "echo locked; exec sleep 600"])
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .process_group(0)
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => {
-            skip!("no flock(1): {e}");
-        }
+        Err(e) => skip!("no flock(1): {e}"),
     };
-    // Wait until the lock is really held.
-    let t0 = Instant::now();
-    loop {
-        let f = fs::File::open(&lock).unwrap();
-        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(_) => {
-                assert!(
-                    t0.elapsed() < Duration::from_secs(10),
-                    "flock never took it"
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(_) => break,
-        }
-    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "locked\n", "flock never took the lock");
     let before = w.manifest();
     let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]));
     let _ = nix::sys::signal::killpg(
@@ -702,25 +688,25 @@ fn undo_during_a_migration_is_refused() {
     let json_before = fs::read(w.claude_json()).unwrap();
     write_env_file(&w.env_file);
     write_bashrc(&w.profile);
-    let journal = state_dir(&w).join("journal.json");
-    let child = w
-        .cmd()
-        .args(["--yes", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while !journal.exists() && t0.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_micros(500));
+    if !have_strace() {
+        skip!("strace is not installed (apt-get install strace)");
     }
-    // Hold the migration still (it holds its lock) while the undo tries.
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    let (code, doc) = run_json(w.cmd_sub("undo").args(["--yes", "--json"]));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let journal = state_dir(&w).join("journal.json");
+    // The run stops after each rename it makes (strace injects SIGSTOP): at the first stop
+    // that finds the journal in place, the migration holds its lock and stands still while
+    // the undo tries.
+    let mut refused = None;
+    let (status, stdout, stderr) = run_pausing_after(
+        w.cmd().args(["--yes", "--json"]),
+        &["rename", "renameat", "renameat2"],
+        || {
+            if refused.is_none() && exists(&journal) {
+                refused = Some(run_json(w.cmd_sub("undo").args(["--yes", "--json"])));
+            }
+        },
+    );
+    assert_eq!(status.code(), Some(0), "{stdout}\n{stderr}");
+    let (code, doc) = refused.expect("the run never wrote its journal");
     assert_eq!(code, 3, "{doc:#}");
     assert_eq!(doc["error"]["kind"], "already-running", "{doc:#}");
     assert_migrated(

@@ -170,8 +170,21 @@ fn ctrl_c_at_the_prompt_exits_cleanly_and_changes_nothing() {
     let before = w.manifest();
     let mut p = spawn(&w, None);
     let shown = until_prompt(&mut p, "Apply this plan?");
-    // Let the prompt put the terminal in raw mode before the key arrives.
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Wait until the prompt has put the terminal in raw mode (the key would otherwise reach
+    // the line discipline, not the prompt): an event, polled on the pty's own flags.
+    let f = p.process().get_file_handle().expect("pty handle");
+    let start = std::time::Instant::now();
+    while tcgetattr(&f)
+        .expect("tcgetattr on the pty")
+        .local_flags
+        .contains(LocalFlags::ICANON)
+    {
+        assert!(
+            start.elapsed() < RUN_TIMEOUT,
+            "the prompt never put the terminal in raw mode"
+        );
+        std::thread::yield_now();
+    }
     p.send_control('c').unwrap();
     let tail = match p.exp_eof() {
         Ok(t) => t,

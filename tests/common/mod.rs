@@ -22,8 +22,13 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+// Helpers in files of their own: add yours as `tests/common/<name>.rs`, declared here.
 mod skip;
+#[allow(unused_imports)]
 pub use skip::*;
+mod strace;
+#[allow(unused_imports)]
+pub use strace::*;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_disinto-claude-init");
