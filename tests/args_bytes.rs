@@ -177,19 +177,7 @@ fn a_non_utf8_home_still_works() {
         w.config,
         "~/.claude link"
     );
-    let mut config = manifest(&w.config);
-    config
-        .remove(&b".claude.json"[..])
-        .expect(".claude.json moved");
-    assert_same_except(
-        &claude_before,
-        &config,
-        Ignore {
-            root: true,
-            ..Default::default()
-        },
-        "config dir vs the old ~/.claude",
-    );
+    assert_config_holds(&claude_before, &w.config, "config dir vs the old ~/.claude");
     let (code, doc) = run_json(w.cmd_bare().args(args("status")));
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["layout"], "migrated", "{doc:#}");

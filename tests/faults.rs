@@ -17,18 +17,6 @@ use std::time::Instant;
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// The realistic home, env file and rc file, in a same-filesystem or a cross-device world.
-fn world(cross: bool) -> Option<World> {
-    if !cross {
-        return Some(World::realistic());
-    }
-    let w = World::cross_device()?;
-    build_realistic_home(&w.home);
-    write_env_file(&w.env_file);
-    write_bashrc(&w.profile);
-    Some(w)
-}
-
 /// The ids of the steps a real run would apply, in order, from `--dry-run --json`.
 fn step_ids(w: &World) -> Vec<String> {
     let (code, doc) = run_json(w.cmd().args(["--dry-run", "--json"]));
@@ -47,10 +35,6 @@ fn state_root(w: &World) -> std::path::PathBuf {
     w.home.join(".local")
 }
 
-fn exists(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).is_ok()
-}
-
 /// Run without panicking on a signal: (status, stdout, stderr).
 fn run_raw(cmd: &mut Command) -> (std::process::ExitStatus, String, String) {
     let out = cmd
@@ -62,72 +46,6 @@ fn run_raw(cmd: &mut Command) -> (std::process::ExitStatus, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// What a finished migration must leave, against what the home held before.
-#[track_caller]
-fn assert_migrated(w: &World, claude_before: &Manifest, json_before: &[u8], what: &str) {
-    let mut config = manifest(&w.config);
-    let moved = config
-        .remove(&b".claude.json"[..])
-        .unwrap_or_else(|| panic!("{what}: ~/.claude.json not in the config dir"));
-    assert_eq!(moved.kind, Kind::File, "{what}");
-    assert_eq!(moved.mode, 0o600, "{what}");
-    assert_same_except(
-        claude_before,
-        &config,
-        Ignore {
-            root: true,
-            ..Default::default()
-        },
-        &format!("{what}: config dir vs the old ~/.claude"),
-    );
-    let (b, a) = (&claude_before[&b"."[..]], &config[&b"."[..]]);
-    assert_eq!(a.mode, 0o700, "{what}: config dir mode");
-    assert_eq!(
-        a.mtime, b.mtime,
-        "{what}: config dir keeps ~/.claude's mtime"
-    );
-    assert_eq!(
-        std::fs::read(w.config.join(".claude.json")).unwrap(),
-        json_before,
-        "{what}: .claude.json bytes"
-    );
-    assert_eq!(
-        std::fs::read_link(w.claude()).unwrap(),
-        w.config,
-        "{what}: ~/.claude link"
-    );
-    assert_eq!(
-        std::fs::read_link(w.claude_json()).unwrap(),
-        w.config.join(".claude.json"),
-        "{what}: ~/.claude.json link"
-    );
-    let env = std::fs::read_to_string(&w.env_file).unwrap();
-    assert!(
-        env.contains(&format!("\nCLAUDE_CONFIG_DIR={}\n", w.config.display())),
-        "{what}: env file:\n{env}"
-    );
-    assert_eq!(
-        env.matches("CLAUDE_SHARED_DIR=").count(),
-        1,
-        "{what}: env file:\n{env}"
-    );
-    let rc = std::fs::read_to_string(&w.profile).unwrap();
-    assert_eq!(
-        rc.matches(">>> disinto-claude-init >>>").count(),
-        1,
-        "{what}: rc file:\n{rc}"
-    );
-    assert!(rc.starts_with(BASHRC_CONTENT), "{what}: rc file:\n{rc}");
-    assert!(
-        w.home
-            .join(".local/state/disinto/claude-init/journal.json")
-            .is_file(),
-        "{what}: the journal stays for undo"
-    );
-    let r = run(w.cmd_sub("verify").arg("--json"));
-    assert_eq!(r.code, 0, "{what}: verify:\n{}\n{}", r.stdout, r.stderr);
 }
 
 /// After a crash: `status` says interrupted and where; then finish with `migrate` (check the

@@ -432,12 +432,6 @@ const PLAN: &str = "Report the plan";
 const MIGRATE: &str = "Migrate (disinto-claude-init --yes --json)";
 const INSTALL: &str = "Install disinto-claude-init";
 
-fn fixture_with_env(name: &str) -> World {
-    let w = load_fixture(name);
-    write_env_file(&w.env_file);
-    w
-}
-
 /// The world is migrated: the tool's view, and the bytes.
 #[track_caller]
 fn assert_migrated(w: &World, claude_before: &Manifest) {
@@ -446,17 +440,7 @@ fn assert_migrated(w: &World, claude_before: &Manifest) {
     let v = run(&mut w.cmd_sub("verify"));
     assert_eq!(v.code, 0, "verify: {}\n{}", v.stdout, v.stderr);
     assert_eq!(std::fs::read_link(w.claude()).unwrap(), w.config);
-    let mut config = manifest(&w.config);
-    config.remove(&b".claude.json"[..]).expect(".claude.json");
-    assert_same_except(
-        claude_before,
-        &config,
-        Ignore {
-            root: true,
-            ..Default::default()
-        },
-        "config dir vs the old ~/.claude",
-    );
+    assert_config_holds(claude_before, &w.config, "config dir vs the old ~/.claude");
     let env = std::fs::read_to_string(&w.env_file).unwrap();
     assert!(
         env.contains(&format!("\nCLAUDE_CONFIG_DIR={}\n", w.config.display())),

@@ -71,12 +71,6 @@ fn call(w: &World, extra: &[&str]) -> Run {
     run(&mut caller(w, CALLER, &args))
 }
 
-fn fixture_with_env(name: &str) -> World {
-    let w = load_fixture(name);
-    write_env_file(&w.env_file);
-    w
-}
-
 #[track_caller]
 fn assert_returned(r: &Run, code: i32) {
     assert_eq!(
@@ -208,19 +202,7 @@ fn legacy_world_is_migrated_even_with_a_stale_exported_config_dir() {
     let r = run(caller(&w, CALLER, &[&p[0], &p[1]]).env("CLAUDE_CONFIG_DIR", &stale));
     assert_returned(&r, 0);
     assert_migrated(&w, &r);
-    let mut after = manifest(&w.config);
-    after
-        .remove(&b".claude.json"[..])
-        .expect(".claude.json moved");
-    assert_same_except(
-        &claude_before,
-        &after,
-        Ignore {
-            root: true,
-            ..Default::default()
-        },
-        "config dir vs the old ~/.claude",
-    );
+    assert_config_holds(&claude_before, &w.config, "config dir vs the old ~/.claude");
     assert_eq!(
         std::fs::read(w.config.join(".claude.json")).unwrap(),
         json_before

@@ -60,21 +60,8 @@ fn full_migration(w: &World) {
     );
 
     // The config dir holds exactly what ~/.claude held (its own mode aside: 0700 now).
-    let mut config_after = manifest(&w.config);
-    // ~/.claude.json joined it (checked below); everything else must be exactly the old tree.
-    let moved_json = config_after
-        .remove(&b".claude.json"[..])
-        .expect(".claude.json moved in");
-    assert_eq!(moved_json.mode, 0o600);
-    assert_same_except(
-        &claude_before,
-        &config_after,
-        Ignore {
-            root: true,
-            ..Default::default()
-        },
-        "config dir vs old ~/.claude",
-    );
+    let config_after =
+        assert_config_holds(&claude_before, &w.config, "config dir vs old ~/.claude");
     let root_before = &claude_before[&b"."[..]];
     let root_after = &config_after[&b"."[..]];
     assert_eq!(root_after.mode, 0o700, "config dir must end 0700");
@@ -167,12 +154,9 @@ fn legacy_home_migrates_on_one_filesystem() {
 
 #[test]
 fn legacy_home_migrates_across_filesystems() {
-    let Some(w) = World::cross_device() else {
+    let Some(w) = World::realistic_cross_device() else {
         return;
     };
-    build_realistic_home(&w.home);
-    write_env_file(&w.env_file);
-    write_bashrc(&w.profile);
     full_migration(&w);
 }
 

@@ -17,14 +17,6 @@ use std::process::{Command, Stdio};
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-fn exists(p: &Path) -> bool {
-    fs::symlink_metadata(p).is_ok()
-}
-
-fn state_dir(w: &World) -> PathBuf {
-    w.home.join(".local/state/disinto/claude-init")
-}
-
 /// The realistic home, env file and rc file, with the shared dir moved onto `mnt` (which
 /// joins the world's manifest as `tmpfs/...`).
 fn world_on(mnt: &TmpfsMount) -> World {
@@ -78,33 +70,6 @@ fn step_status<'a>(doc: &'a Value, id: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-/// What a finished migration must leave (the config dir holds exactly the old `~/.claude`).
-#[track_caller]
-fn assert_migrated(w: &World, claude_before: &Manifest, json_before: &[u8], what: &str) {
-    let mut config = manifest(&w.config);
-    config
-        .remove(&b".claude.json"[..])
-        .unwrap_or_else(|| panic!("{what}: no .claude.json in the config dir"));
-    assert_same_except(
-        claude_before,
-        &config,
-        Ignore {
-            root: true,
-            ..Default::default()
-        },
-        &format!("{what}: config dir vs the old ~/.claude"),
-    );
-    assert_eq!(config[&b"."[..]].mode, 0o700, "{what}");
-    assert_eq!(
-        fs::read(w.config.join(".claude.json")).unwrap(),
-        json_before,
-        "{what}"
-    );
-    assert_eq!(fs::read_link(w.claude()).unwrap(), w.config, "{what}");
-    let r = run(w.cmd_sub("verify").arg("--json"));
-    assert_eq!(r.code, 0, "{what}: verify: {}", r.stdout);
-}
-
 /// A refusal: exit 3 with `kind`, nothing changed, no state dir.
 #[track_caller]
 fn assert_refused(w: &World, before: &Manifest, doc: &Value, code: i32, kind: &str, what: &str) {
@@ -152,21 +117,24 @@ fn disk_too_small_is_refused_before_any_change() {
 /// Thousands of tiny files take a block each: 8000 files of under 110 bytes need ~32 MiB on a
 /// tmpfs, though their sizes add up to under 1 MiB. A check on the sizes alone lets the copy
 /// run into ENOSPC; the preflight must count blocks and refuse.
-#[test]
-fn many_small_files_are_counted_in_blocks() {
-    let Some(mnt) = mount_tmpfs("20M") else {
+/// A shared dir on a tmpfs of `size` with a home that `fill` makes too big for it: refused,
+/// `no-space`, before any change.
+fn refused_for_space(size: &str, fill: impl FnOnce(&World), what: &str) {
+    let Some(mnt) = mount_tmpfs(size) else {
         return;
     };
     let w = world_on(&mnt);
-    build_many_files(&w.claude().join("projects/-home-user-src-many"), 8000);
+    fill(&w);
     let before = w.manifest();
     let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]));
-    assert_refused(
-        &w,
-        &before,
-        &doc,
-        code,
-        "no-space",
+    assert_refused(&w, &before, &doc, code, "no-space", what);
+}
+
+#[test]
+fn many_small_files_are_counted_in_blocks() {
+    refused_for_space(
+        "20M",
+        |w| build_many_files(&w.claude().join("projects/-home-user-src-many"), 8000),
         "8000 small files, 20 MiB",
     );
 }
@@ -174,21 +142,13 @@ fn many_small_files_are_counted_in_blocks() {
 /// Directories need inodes too: a tmpfs with few inodes and a home of many empty directories.
 #[test]
 fn inodes_for_directories_are_counted() {
-    let Some(mnt) = mount_tmpfs("64M,nr_inodes=1500") else {
-        return;
-    };
-    let w = world_on(&mnt);
-    for i in 0..2000 {
-        fs::create_dir_all(w.claude().join(format!("shell-snapshots/d{i:04}"))).unwrap();
-    }
-    let before = w.manifest();
-    let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]));
-    assert_refused(
-        &w,
-        &before,
-        &doc,
-        code,
-        "no-space",
+    refused_for_space(
+        "64M,nr_inodes=1500",
+        |w| {
+            for i in 0..2000 {
+                fs::create_dir_all(w.claude().join(format!("shell-snapshots/d{i:04}"))).unwrap();
+            }
+        },
         "2000 dirs, 1500 inodes",
     );
 }
@@ -499,21 +459,13 @@ fn held_session_lock_is_refused() {
     )
     .unwrap();
     assert_eq!(line, "locked\n", "flock never took the lock");
-    let before = w.manifest();
-    let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]));
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(holder.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let _ = holder.wait();
-    assert_refused(
-        &w,
-        &before,
-        &doc,
-        code,
-        "agent-running",
-        "session.lock held",
-    );
+    let doc = refused_while_locked(&w, || {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(holder.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = holder.wait();
+    });
     let msg = doc["error"]["message"].as_str().unwrap();
     assert!(msg.contains("session.lock"), "{msg}");
     assert!(
@@ -536,17 +488,17 @@ fn session_lock_held_in_process_is_refused() {
     let held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|(_, e)| e)
         .expect("flock");
+    refused_while_locked(&w, || drop(held));
+}
+
+/// A migration while `~/.claude/session.lock` is held: refused (`agent-running`), nothing
+/// changed; `release` then lets the lock go. Returns the refusal's document.
+fn refused_while_locked(w: &World, release: impl FnOnce()) -> Value {
     let before = w.manifest();
     let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]));
-    drop(held);
-    assert_refused(
-        &w,
-        &before,
-        &doc,
-        code,
-        "agent-running",
-        "session.lock held",
-    );
+    release();
+    assert_refused(w, &before, &doc, code, "agent-running", "session.lock held");
+    doc
 }
 
 /// A process with its working directory in `~/.claude`: refused, naming its PID.
@@ -633,12 +585,9 @@ fn undo_is_refused_while_an_agent_runs() {
 
 #[test]
 fn two_migrations_at_once_one_wins() {
-    let Some(w) = World::cross_device() else {
+    let Some(w) = World::realistic_cross_device() else {
         return;
     };
-    build_realistic_home(&w.home);
-    write_env_file(&w.env_file);
-    write_bashrc(&w.profile);
     build_many_files(&w.claude().join("projects/-home-user-src-big"), 3000);
     let claude_before = manifest(&w.claude());
     let json_before = fs::read(w.claude_json()).unwrap();
@@ -733,12 +682,9 @@ fn root_for_another_user(cross: bool) {
         skip!("acting for another user needs root");
     }
     let w = if cross {
-        let Some(w) = World::cross_device() else {
+        let Some(w) = World::realistic_cross_device() else {
             return;
         };
-        build_realistic_home(&w.home);
-        write_env_file(&w.env_file);
-        write_bashrc(&w.profile);
         w
     } else {
         World::realistic()

@@ -8,22 +8,15 @@ use common::*;
 use nix::sys::termios::{tcgetattr, LocalFlags};
 use rexpect::process::WaitStatus;
 use rexpect::session::{spawn_with_options, Options, PtySession};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 const TIMEOUT_MS: u64 = 30_000;
 
 /// The binary on a pty: stdin, stdout and stderr all the terminal (inherited from the pty fork:
 /// `World::cmd` would set stdin to /dev/null).
 fn spawn(w: &World, sub: Option<&str>) -> PtySession {
-    let mut c = Command::new(BIN);
-    c.env_clear()
-        .env(
-            "PATH",
-            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-        )
-        .env("HOME", &w.home)
-        .env("LANG", "C.UTF-8")
-        .env("TERM", "xterm")
+    let mut c = w.cmd_bare();
+    c.env("TERM", "xterm")
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());

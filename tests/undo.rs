@@ -6,18 +6,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// The realistic home, env file and rc file, on one filesystem or across two.
-fn world(cross: bool) -> Option<World> {
-    if !cross {
-        return Some(World::realistic());
-    }
-    let w = World::cross_device()?;
-    build_realistic_home(&w.home);
-    write_env_file(&w.env_file);
-    write_bashrc(&w.profile);
-    Some(w)
-}
-
 #[track_caller]
 fn migrate_ok(w: &World) {
     let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]));
@@ -25,12 +13,16 @@ fn migrate_ok(w: &World) {
     assert_eq!(doc["changed"], true, "{doc:#}");
 }
 
-fn undo_json(w: &World, extra: &[&str]) -> (i32, Value) {
-    run_json(w.cmd_sub("undo").arg("--json").args(extra))
+/// `undo --yes` succeeds and the whole world is as `before`.
+#[track_caller]
+fn undo_restores(w: &World, before: &Manifest, what: &str) {
+    let (code, doc) = undo_json(w, &["--yes"]);
+    assert_eq!(code, 0, "{what}: {doc:#}");
+    assert_same(before, &w.manifest(), what);
 }
 
-fn state_dir(w: &World) -> std::path::PathBuf {
-    w.home.join(".local/state/disinto/claude-init")
+fn undo_json(w: &World, extra: &[&str]) -> (i32, Value) {
+    run_json(w.cmd_sub("undo").arg("--json").args(extra))
 }
 
 fn undo_restores_everything(cross: bool) {
@@ -212,23 +204,15 @@ fn migrate_again_after_undo() {
         let claude_before = manifest(&w.claude());
         migrate_ok(&w);
         let migrated = w.manifest();
-        let (code, doc) = undo_json(&w, &["--yes"]);
-        assert_eq!(code, 0, "{doc:#}");
-        assert_same(&before, &w.manifest(), "first undo");
+        undo_restores(&w, &before, "first undo");
         // Again: the same result as the first time (paths, bytes, modes; times of the
         // directories the tool touched aside).
         let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]));
         assert_eq!(code, 0, "second migrate: {doc:#}");
         assert_eq!(doc["layout"], "legacy");
-        let mut config = manifest(&w.config);
-        config.remove(&b".claude.json"[..]).expect(".claude.json");
-        assert_same_except(
+        assert_config_holds(
             &claude_before,
-            &config,
-            Ignore {
-                root: true,
-                ..Default::default()
-            },
+            &w.config,
             "config dir after the second migrate",
         );
         // What the tool writes anew (the two links, the env and rc files, the journal) gets
@@ -259,9 +243,7 @@ fn migrate_again_after_undo() {
         );
         let r = run(w.cmd_sub("verify").arg("--json"));
         assert_eq!(r.code, 0, "{}", r.stdout);
-        let (code, doc) = undo_json(&w, &["--yes"]);
-        assert_eq!(code, 0, "{doc:#}");
-        assert_same(&before, &w.manifest(), "second undo");
+        undo_restores(&w, &before, "second undo");
     }
 }
 
@@ -278,9 +260,7 @@ fn undo_reverses_every_run() {
         doc["changed"], true,
         "the env file is written by the second run: {doc:#}"
     );
-    let (code, doc) = undo_json(&w, &["--yes"]);
-    assert_eq!(code, 0, "{doc:#}");
-    assert_same(&before, &w.manifest(), "undo of two runs");
+    undo_restores(&w, &before, "undo of two runs");
 }
 
 /// Two runs that both wrote the env file (someone set a stale value in between): undo checks

@@ -29,6 +29,9 @@ pub use skip::*;
 mod strace;
 #[allow(unused_imports)]
 pub use strace::*;
+mod scaffold;
+#[allow(unused_imports)]
+pub use scaffold::*;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_disinto-claude-init");
@@ -627,25 +630,47 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// A child whose stdout and stderr two threads read to the end (neither pipe can fill up and
+/// block it).
+pub struct Collecting {
+    pub child: std::process::Child,
+    out: std::thread::JoinHandle<Vec<u8>>,
+    err: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl Collecting {
+    /// Spawn `cmd` with stdout and stderr piped.
+    pub fn spawn(cmd: &mut Command) -> Collecting {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+        let reader = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = r.read_to_end(&mut v);
+                v
+            })
+        };
+        let out = reader(Box::new(child.stdout.take().unwrap()));
+        let err = reader(Box::new(child.stderr.take().unwrap()));
+        Collecting { child, out, err }
+    }
+
+    /// What the child wrote (lossy UTF-8), once both pipes are closed: (stdout, stderr).
+    pub fn output(self) -> (String, String) {
+        let text = |h: std::thread::JoinHandle<Vec<u8>>| {
+            String::from_utf8_lossy(&h.join().unwrap()).into_owned()
+        };
+        (text(self.out), text(self.err))
+    }
+}
+
 /// Run to completion (killed and panicking after `RUN_TIMEOUT`); panics if killed by a signal.
 pub fn run(cmd: &mut Command) -> Run {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
+    let mut c = Collecting::spawn(cmd);
+    let child = &mut c.child;
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
@@ -654,13 +679,12 @@ pub fn run(cmd: &mut Command) -> Run {
         if start.elapsed() > RUN_TIMEOUT {
             let _ = child.kill();
             let _ = child.wait();
-            let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
+            let (_, stderr) = c.output();
             panic!("{cmd:?} timed out after {RUN_TIMEOUT:?}; stderr:\n{stderr}");
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    let stdout = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
-    let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
+    let (stdout, stderr) = c.output();
     let code = match (status.code(), status.signal()) {
         (Some(c), _) => c,
         (None, sig) => {

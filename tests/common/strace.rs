@@ -1,7 +1,6 @@
 //! The real binary under `strace`: kill or pause it at the system calls it makes, not at
 //! instants of a clock (issue 8). Needs strace(1) (`.ci/run` installs it).
 
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
@@ -56,23 +55,8 @@ pub fn run_pausing_after(
         "-e".to_string(),
         format!("inject={set}:signal=SIGSTOP"),
     ];
-    let mut child = straced(cmd, &trace, &filter)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn strace");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
+    let mut c = super::Collecting::spawn(&mut straced(cmd, &trace, &filter));
+    let child = &mut c.child;
     let mut handled = 0;
     let status = loop {
         let exited = child.try_wait().expect("wait for strace");
@@ -98,9 +82,6 @@ pub fn run_pausing_after(
         // Waiting for the next event strace writes, not for a time to pass.
         std::thread::sleep(std::time::Duration::from_millis(1));
     };
-    (
-        status,
-        String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
-        String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
-    )
+    let (stdout, stderr) = c.output();
+    (status, stdout, stderr)
 }
