@@ -5,7 +5,7 @@
 //! ```
 //!
 //! `DIR` (the `.claude` directory itself) must not exist; it is created mode 0700. The tree has
-//! Claude Code's shape and size mix (BRIEF §3): `.credentials.json` (0600), `settings*.json`,
+//! Claude Code's shape and size mix (docs/contract.md, "Claude Code's files"): `.credentials.json` (0600), `settings*.json`,
 //! `CLAUDE.md`, a `history.jsonl`, `statsig/`, `plugins/`, an empty `ide/`, a `local/` Node
 //! install with a relative symlink in `node_modules/.bin`, and then the bulk: about 85% of the
 //! files are `projects/<encoded-cwd>/<uuid>.jsonl` transcripts (most of a few KB, some tens of

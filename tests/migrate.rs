@@ -1,4 +1,4 @@
-//! End-to-end: the real binary migrating real worlds (BRIEF §4-5, issue "end to end").
+//! End-to-end: the real binary migrating real worlds (docs/contract.md, issue "end to end").
 
 mod common;
 
@@ -270,7 +270,7 @@ fn every_fixture_layout_migrates_or_refuses() {
 
 #[test]
 fn shared_dir_with_shell_metacharacters_round_trips_through_env_and_rc() {
-    // The predecessor edited .env with sed and broke on `|` and `&` (BRIEF §4).
+    // The predecessor edited .env with sed and broke on `|` and `&` (docs/design.md, "the predecessor").
     let w = World::realistic();
     // (No `'` here: with a `$` it has no spelling bash, dotenvy and docker compose all read,
     // and is refused with exit 2; tests/env_readers.rs covers `'` alone and that refusal.)

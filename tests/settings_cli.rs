@@ -1,4 +1,4 @@
-//! Where things go: the precedence rules of BRIEF §5, observed through the real binary.
+//! Where things go: the precedence rules of docs/contract.md, observed through the real binary.
 
 mod common;
 

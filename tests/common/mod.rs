@@ -817,7 +817,7 @@ pub fn transcript(session: &str, min_bytes: usize) -> Vec<u8> {
     }
 }
 
-/// A home as Claude Code leaves it (BRIEF §3), plus every awkward case: see the consts above.
+/// A home as Claude Code leaves it (docs/contract.md, "Claude Code's files"), plus every awkward case: see the consts above.
 /// Every entry under `.claude`, `dotfiles` and `~/.claude.json` gets a distinct mtime with
 /// nanoseconds (directories after their contents, `.claude` itself last). `.claude` is 0755.
 pub fn build_realistic_home(home: &Path) {
