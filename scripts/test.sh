@@ -60,6 +60,11 @@ if [ -s "$DCI_SKIP_LOG" ]; then
     # A disallowed skip under CI=true failed its test: it is counted there, not here.
     skipped=$(grep -v $'\tFAILED' "$DCI_SKIP_LOG" | cut -f1 | sort -u | wc -l)
 fi
+if grep -q ' \.\.\. ignored' "$work/log"; then
+    echo
+    echo "== ignored tests (#[ignore] or a doc example marked ignore; cargo test -- --ignored runs them)"
+    sed -n 's/^test \(.*\) \.\.\. ignored.*/ignored: \1/p' "$work/log"
+fi
 # A skipped test returned normally, so libtest counted it as passed.
 passed=$((passed - skipped))
 [ "$passed" -ge 0 ] || passed=0

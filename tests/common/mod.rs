@@ -36,8 +36,9 @@ pub use scaffold::*;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_disinto-claude-init");
 
-/// How long `run`/`run_json` wait for the binary before killing it and failing the test.
-pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `run`/`run_json` wait for the binary before killing it and failing the test: a
+/// guard against a hang, far above any run's time on a loaded machine, never a synchronisation.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
 // ---------------------------------------------------------------------------------------------
 // Manifest
