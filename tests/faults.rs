@@ -384,7 +384,7 @@ fn kill_during_undo_then_undo_finishes() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// SIGKILL from outside at random instants of a cross-device migration of a few thousand files.
+// SIGKILL from outside at system calls spread over a cross-device migration of a few thousand files.
 // ---------------------------------------------------------------------------------------------
 
 const MANY: usize = 3000;
