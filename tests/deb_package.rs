@@ -18,7 +18,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Instant;
 
 const NAME: &str = "disinto-claude-init";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -67,27 +66,7 @@ fn deb() -> &'static Path {
         ] {
             need(tool, package);
         }
-        let t = Instant::now();
-        let out = Command::new(repo().join("scripts/package-deb.sh"))
-            .current_dir(repo())
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/package-deb.sh");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "scripts/package-deb.sh failed ({}); its output is above. stdout:\n{stdout}",
-            out.status
-        );
-        eprintln!("scripts/package-deb.sh took {:?}", t.elapsed());
-        let last = stdout.lines().last().unwrap_or_default();
-        let path = PathBuf::from(last);
-        assert!(
-            path.is_absolute() && last.ends_with(".deb") && path.is_file(),
-            "the last line scripts/package-deb.sh printed is not the path of a .deb: {last:?}"
-        );
-        path
+        package_deb().to_path_buf()
     })
 }
 
@@ -126,12 +105,7 @@ struct Root {
 
 impl Root {
     fn new() -> Root {
-        let dir = tempfile::Builder::new()
-            .prefix("dci-deb-root.")
-            .tempdir()
-            .unwrap();
-        let path = std::fs::canonicalize(dir.path()).unwrap();
-        set_mode(&path, 0o755);
+        let (dir, path) = tempdir_in("/tmp", "dci-deb-root.").expect("tempdir in /tmp");
         for d in ["var/lib/dpkg/info", "var/lib/dpkg/updates"] {
             std::fs::create_dir_all(path.join(d)).unwrap();
         }

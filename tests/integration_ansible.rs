@@ -240,31 +240,9 @@ struct Controller {
 /// (`Controller::upper`), kept across the controller's runs.
 const OVERLAID: &[&str] = &["/usr", "/etc", "/var/lib", "/var/cache", "/var/log"];
 
-/// The .deb from scripts/package-deb.sh, built once (the script reuses a package built from the
-/// same inputs, e.g. by tests/deb_package.rs).
+/// The .deb from scripts/package-deb.sh (tests/common/deb.rs).
 fn package() -> &'static Path {
-    static DEB: OnceLock<PathBuf> = OnceLock::new();
-    DEB.get_or_init(|| {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = Command::new(repo.join("scripts/package-deb.sh"))
-            .current_dir(repo)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/package-deb.sh");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "scripts/package-deb.sh failed ({}); its output is above",
-            out.status
-        );
-        let path = PathBuf::from(stdout.lines().last().unwrap_or_default());
-        assert!(
-            path.is_file() && path.extension().is_some_and(|e| e == "deb"),
-            "scripts/package-deb.sh did not print the path of a .deb last: {stdout}"
-        );
-        path
-    })
+    package_deb()
 }
 
 impl Controller {

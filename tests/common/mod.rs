@@ -32,6 +32,9 @@ pub use strace::*;
 mod scaffold;
 #[allow(unused_imports)]
 pub use scaffold::*;
+mod deb;
+#[allow(unused_imports)]
+pub use deb::*;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_disinto-claude-init");
@@ -468,7 +471,9 @@ pub struct World {
     tmp: Vec<TempDir>,
 }
 
-fn tempdir_in(dir: &str, prefix: &str) -> std::io::Result<(TempDir, PathBuf)> {
+/// A tempdir `<dir>/<prefix>XXXXXX`, canonical and mode 0755 (traversable by a home's owner);
+/// kept after the test with `DCI_KEEP_WORLD=1`.
+pub fn tempdir_in(dir: &str, prefix: &str) -> std::io::Result<(TempDir, PathBuf)> {
     let mut t = tempfile::Builder::new().prefix(prefix).tempdir_in(dir)?;
     if std::env::var_os("DCI_KEEP_WORLD").is_some() {
         t.disable_cleanup(true);
