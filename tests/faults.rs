@@ -466,9 +466,11 @@ fn main_thread_calls(trace: &str) -> Vec<(String, u32)> {
     let mut seen: std::collections::HashMap<String, u32> = Default::default();
     let mut out = Vec::new();
     for line in trace.lines() {
+        // strace pads the pid to a fixed width: "8644  openat(...", "20924 openat(...".
         let Some((pid, rest)) = line.split_once(' ') else {
             continue;
         };
+        let rest = rest.trim_start();
         let main = *main.get_or_insert(pid);
         if pid != main || rest.starts_with('<') || rest.starts_with("+++") {
             continue;
