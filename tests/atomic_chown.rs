@@ -1,11 +1,18 @@
 //! `atomic::write_file_atomic` when its `fchown` fails: an error, the target untouched, no temp
 //! file left. Only an unprivileged user can fail a chown, so as root (CI's normal case) the test
 //! re-runs itself as uid/gid 65534 through `setpriv` instead of skipping.
+//!
+//! `atomic` is private to the crate, and depends on nothing of it: the module is compiled in
+//! here from its source (its own unit tests come with it and run here too).
 
 mod common;
 
+#[path = "../src/atomic.rs"]
+#[allow(dead_code)]
+mod atomic;
+
+use atomic::write_file_atomic;
 use common::*;
-use disinto_claude_init::atomic::write_file_atomic;
 use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
