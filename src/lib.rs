@@ -7,6 +7,7 @@
 //! its undo record) and `fsops` (verified copy, manifest, walks) -> `verify` -> `report` (human
 //! or JSON). `docs/design.md` draws it; `docs/contract.md` is the contract it implements.
 
+pub mod agents;
 pub mod app;
 pub(crate) mod atomic;
 pub mod cli;

@@ -6,6 +6,7 @@
 //! Only std, `tempfile`, `blake3`, `serde_json` and `nix` are used.
 #![allow(dead_code)]
 
+pub mod agents;
 pub mod npm;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

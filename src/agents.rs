@@ -1,0 +1,956 @@
+//! The running Claude Code processes ("agents"), on the host and in every container, and whether
+//! each one takes the same OAuth refresh lock as the host.
+//!
+//! Claude Code locks `${realpath(configDir)}.lock` (proper-lockfile's atomic `mkdir`), a sibling
+//! of its config dir. Two processes serialise their refreshes only when their config dir is the
+//! same directory, its parent is the same directory, and the name is the same: that is where the
+//! sibling lock lives. A container that bind-mounts only the config dir (the old
+//! `-v …/config:/home/agent/.claude` layout) sees the same files but makes its lock in its own
+//! `/home/agent`, so the refreshes race again.
+//!
+//! Everything is read from the kernel (`/proc`), so no container runtime is needed:
+//! - the process is Claude Code by `/proc/PID/exe` (the native `claude` binary) or by its
+//!   `cmdline` (node or bun running `@anthropic-ai/claude-code`);
+//! - its config dir is `CLAUDE_CONFIG_DIR` from `/proc/PID/environ`, else `$HOME/.claude` (else
+//!   the home of its uid in its own `/etc/passwd`), exactly as Claude computes it;
+//! - that path is resolved inside the process's own root and mounts, through a directory
+//!   descriptor of `/proc/PID/root`: with `openat2(RESOLVE_IN_ROOT)`, so an absolute symlink is
+//!   relative to that root and `..` never leaves it, and by a component-by-component walk
+//!   (`O_NOFOLLOW` + `readlinkat`) that gives the real path's name (and is the whole resolution
+//!   on a kernel without `openat2`);
+//! - the identities (`st_dev`, `st_ino`) of the resolved dir and of its parent, and the dir's
+//!   name, are compared with the host's config dir.
+//!
+//! The lock probe (`mkdir` + `rmdir` of a lock-like sibling of the config dir) runs in the
+//! agent's view (on the parent directory resolved in its root) with the agent's credentials: a
+//! dedicated thread switches its own filesystem uid and gid, supplementary groups and effective
+//! capabilities to the agent's (Linux credentials are per thread; the raw syscalls change only
+//! the calling thread), does the two calls, and ends. No fork of this (threaded) process, no
+//! program run inside the container. The parent's mtime is put back afterwards.
+
+use serde::Serialize;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::libc;
+use nix::sys::stat::{fstat, FileStat, Mode};
+
+use crate::pathser::show;
+
+/// `(st_dev, st_ino)`: what makes two paths the same directory, whatever mounts lead to it.
+pub type Id = (u64, u64);
+
+fn id_of(st: &FileStat) -> Id {
+    (st.st_dev, st.st_ino)
+}
+
+/// The host's side of the comparison: the config dir as the host resolves it.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The config dir as given (`CLAUDE_CONFIG_DIR` of the run).
+    pub config_dir: PathBuf,
+    /// Its real path; the host's lock is this plus `.lock`.
+    pub real: PathBuf,
+    dir: Id,
+    parent: Id,
+}
+
+impl Host {
+    /// Resolve the host's config dir (following symlinks, as Claude's realpath does).
+    pub fn read(config_dir: &Path) -> io::Result<Host> {
+        let real = fs::canonicalize(config_dir)?;
+        let m = fs::metadata(&real)?;
+        if !m.is_dir() {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        let parent = real.parent().unwrap_or(Path::new("/"));
+        let p = fs::metadata(parent)?;
+        Ok(Host {
+            config_dir: config_dir.to_path_buf(),
+            dir: (m.dev(), m.ino()),
+            parent: (p.dev(), p.ino()),
+            real,
+        })
+    }
+
+    /// The lock every agent must share: `<real config dir>.lock`.
+    pub fn lock(&self) -> PathBuf {
+        lock_of(&self.real)
+    }
+
+    fn name(&self) -> &OsStr {
+        self.real.file_name().unwrap_or_default()
+    }
+}
+
+fn lock_of(real: &Path) -> PathBuf {
+    let mut l = real.as_os_str().to_os_string();
+    l.push(".lock");
+    PathBuf::from(l)
+}
+
+/// What one agent's lock has to do with the host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Same config dir, same parent, same name: the same `<config>.lock`.
+    SharesLock,
+    /// The same config dir (same files) reached another way, usually the config dir mounted
+    /// without its parent: its lock is somewhere else, so refreshes race.
+    LockNotShared,
+    /// Another directory altogether (or one that does not exist in its view).
+    OtherConfigDir,
+    /// Its environment or its root could not be read; `reason` says why.
+    CannotRead,
+}
+
+impl Verdict {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Verdict::SharesLock => "shares the lock",
+            Verdict::LockNotShared => "same files, lock not shared",
+            Verdict::OtherConfigDir => "another config dir",
+            Verdict::CannotRead => "cannot read",
+        }
+    }
+}
+
+/// Where the agent's config dir path came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Source {
+    /// `CLAUDE_CONFIG_DIR` in its environment.
+    #[serde(rename = "CLAUDE_CONFIG_DIR")]
+    ConfigDirVar,
+    /// `$HOME/.claude` of its environment.
+    #[serde(rename = "HOME")]
+    Home,
+    /// No `HOME`: the home of its uid in its own `/etc/passwd`, plus `/.claude`.
+    #[serde(rename = "passwd")]
+    Passwd,
+}
+
+/// A container runtime's id for the process, from `/proc/PID/cgroup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Container {
+    /// `docker`, `containerd`, `cri-o`, `podman`, or the cgroup directory the id was found in.
+    pub runtime: String,
+    /// The full 64-hex-digit id.
+    pub id: String,
+}
+
+/// The `mkdir`/`rmdir` probe's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Probe {
+    pub ok: bool,
+    /// The lock-like directory that was made and removed (in the agent's view).
+    pub path: String,
+    pub error: Option<String>,
+}
+
+/// One running Claude Code.
+#[derive(Debug, Clone, Serialize)]
+pub struct Agent {
+    pub pid: u32,
+    /// Its (filesystem) uid and gid, as this process's user namespace sees them.
+    pub uid: u32,
+    pub gid: u32,
+    pub container: Option<Container>,
+    /// In a mount namespace other than ours (a container, `unshare`, a sandbox).
+    pub own_mount_namespace: bool,
+    /// Its executable, as `/proc/PID/exe` shows it.
+    pub program: String,
+    /// The config dir path it computes (in its own view), and from what.
+    pub config_dir: Option<String>,
+    pub config_dir_from: Option<Source>,
+    /// That path resolved in its root (`realpath`), and so its lock `<real>.lock`.
+    pub real_config_dir: Option<String>,
+    pub lock: Option<String>,
+    pub verdict: Verdict,
+    /// One sentence: why this verdict.
+    pub reason: String,
+    /// The lock probe, when it was asked for and the config dir's parent was found.
+    pub lock_probe: Option<Probe>,
+}
+
+/// Every agent found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scan {
+    pub agents: Vec<Agent>,
+}
+
+impl Scan {
+    pub fn all_share(&self) -> bool {
+        self.agents.iter().all(|a| a.verdict == Verdict::SharesLock)
+    }
+}
+
+/// Find every Claude Code process and judge it against the host's config dir (`host` is `Err`
+/// when the host's own config dir cannot be resolved: every agent is then `cannot-read`).
+/// `probe`: also run each agent's lock probe (creates and removes one directory per agent;
+/// `status` does not, `verify` does).
+pub fn scan(host: &io::Result<Host>, probe: bool) -> Scan {
+    let agents = pids()
+        .into_iter()
+        .filter_map(|pid| inspect(pid, host, probe))
+        .collect();
+    Scan { agents }
+}
+
+/// The pids of the running Claude Code processes (thread-group leaders), ascending. Ours is
+/// never one of them.
+pub fn pids() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<u32> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me && is_claude_pid(pid))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+fn proc_path(pid: u32, what: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{what}"))
+}
+
+fn is_claude_pid(pid: u32) -> bool {
+    // Kernel threads and zombies have no exe: never an agent.
+    let Ok(exe) = fs::read_link(proc_path(pid, "exe")) else {
+        return false;
+    };
+    let cmdline = fs::read(proc_path(pid, "cmdline")).unwrap_or_default();
+    let argv: Vec<&[u8]> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .collect();
+    is_claude_code(exe.as_os_str().as_bytes(), &argv)
+}
+
+fn basename(p: &[u8]) -> &[u8] {
+    p.rsplit(|&b| b == b'/').next().unwrap_or(p)
+}
+
+/// Is this process Claude Code, by its executable (`/proc/PID/exe`, as the kernel shows it) and
+/// its arguments? The native binary is `claude` (npm's `bin/claude.exe`, the platform package's
+/// `claude`, the installer's `~/.local/share/claude/versions/<version>`); the older npm package
+/// runs `cli.js` under node (or bun), started as `node …/@anthropic-ai/claude-code/cli.js` or
+/// through the `claude` shim.
+pub fn is_claude_code(exe: &[u8], argv: &[&[u8]]) -> bool {
+    let exe = exe.strip_suffix(b" (deleted)").unwrap_or(exe);
+    let name = basename(exe);
+    let within = |p: &[u8], needle: &[u8]| p.windows(needle.len()).any(|w| w == needle);
+    if name == b"claude" || name == b"claude.exe" {
+        return true;
+    }
+    if within(exe, b"/@anthropic-ai/claude-code") || within(exe, b"/claude/versions/") {
+        return true;
+    }
+    let interpreter = name.starts_with(b"node") || name == b"bun" || name == b"nodejs";
+    if !interpreter {
+        return false;
+    }
+    // The script is the first argument that is not an option of node's.
+    let script = argv.iter().skip(1).find(|a| !a.starts_with(b"-"));
+    script.is_some_and(|s| within(s, b"@anthropic-ai/claude-code/") || basename(s) == b"claude")
+}
+
+/// The container a process runs in, from the text of `/proc/PID/cgroup`: a 64-hex-digit id in a
+/// cgroup path (`docker-<id>.scope`, `/docker/<id>`, `cri-containerd-<id>.scope`,
+/// `crio-<id>.scope`, `libpod-<id>.scope`, `/kubepods/…/<id>`).
+pub fn container_of(cgroup: &str) -> Option<Container> {
+    let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    for line in cgroup.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or("");
+        let segs: Vec<&str> = path.split('/').collect();
+        for (i, seg) in segs.iter().enumerate().rev() {
+            let s = seg.strip_suffix(".scope").unwrap_or(seg);
+            let (prefix, id) = match s.rfind('-') {
+                Some(k) if hex64(&s[k + 1..]) => (&s[..k], &s[k + 1..]),
+                _ if hex64(s) => ("", s),
+                _ => continue,
+            };
+            let from = if !prefix.is_empty() {
+                prefix
+            } else if segs.iter().any(|s| s.starts_with("kubepods")) {
+                "kubepods"
+            } else if i > 0 {
+                segs[i - 1]
+            } else {
+                ""
+            };
+            let runtime = match from {
+                "docker" => "docker",
+                "cri-containerd" | "containerd" => "containerd",
+                "crio" => "cri-o",
+                "libpod" => "podman",
+                other if other.starts_with("kubepods") => "kubernetes",
+                other => other,
+            };
+            return Some(Container {
+                runtime: runtime.to_string(),
+                id: id.to_ascii_lowercase(),
+            });
+        }
+    }
+    None
+}
+
+/// A process's credentials, from `/proc/PID/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creds {
+    /// Filesystem uid and gid (what permission checks use).
+    pub fsuid: u32,
+    pub fsgid: u32,
+    pub groups: Vec<u32>,
+    /// Effective capabilities (a bit mask).
+    pub cap_eff: u64,
+}
+
+/// Parse `/proc/PID/status`.
+pub fn creds_of(status: &str) -> Option<Creds> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let ids = |name: &str| -> Option<Vec<u32>> {
+        field(name)?
+            .split_whitespace()
+            .map(|n| n.parse().ok())
+            .collect()
+    };
+    let uid = ids("Uid:")?;
+    let gid = ids("Gid:")?;
+    Some(Creds {
+        fsuid: *uid.get(3)?,
+        fsgid: *gid.get(3)?,
+        groups: ids("Groups:").unwrap_or_default(),
+        cap_eff: u64::from_str_radix(field("CapEff:")?, 16).ok()?,
+    })
+}
+
+/// Look at one process. `None` when it is not Claude Code or vanished meanwhile.
+pub fn inspect(pid: u32, host: &io::Result<Host>, probe: bool) -> Option<Agent> {
+    let exe = fs::read_link(proc_path(pid, "exe")).ok()?;
+    let status = fs::read_to_string(proc_path(pid, "status")).ok()?;
+    let creds = creds_of(&status)?;
+    let container = fs::read_to_string(proc_path(pid, "cgroup"))
+        .ok()
+        .and_then(|c| container_of(&c));
+    let ns = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let own_mount_namespace = match (
+        ns(&proc_path(pid, "ns/mnt")),
+        ns(Path::new("/proc/self/ns/mnt")),
+    ) {
+        (Some(a), Some(b)) => a != b,
+        _ => false,
+    };
+    let mut agent = Agent {
+        pid,
+        uid: creds.fsuid,
+        gid: creds.fsgid,
+        container,
+        own_mount_namespace,
+        program: show(&exe),
+        config_dir: None,
+        config_dir_from: None,
+        real_config_dir: None,
+        lock: None,
+        verdict: Verdict::CannotRead,
+        reason: String::new(),
+        lock_probe: None,
+    };
+    if let Err(reason) = judge(&mut agent, &creds, host, probe) {
+        // The process may have exited while we looked: then it is no agent any more.
+        if !proc_path(pid, "exe").exists() {
+            return None;
+        }
+        agent.verdict = Verdict::CannotRead;
+        agent.reason = reason;
+    }
+    Some(agent)
+}
+
+fn err_text(e: &io::Error) -> String {
+    let s = e.to_string();
+    // "Permission denied (os error 13)" -> "Permission denied"
+    match s.find(" (os error") {
+        Some(k) => s[..k].to_string(),
+        None => s,
+    }
+}
+
+fn judge(a: &mut Agent, creds: &Creds, host: &io::Result<Host>, probe: bool) -> Result<(), String> {
+    let pid = a.pid;
+    let environ = fs::read(proc_path(pid, "environ")).map_err(|e| {
+        format!(
+            "its environment (/proc/{pid}/environ) cannot be read: {}{}",
+            err_text(&e),
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                " (run as root to see every user's agents)"
+            } else {
+                ""
+            }
+        )
+    })?;
+    let root = open_root(pid).map_err(|e| {
+        format!(
+            "its root directory (/proc/{pid}/root) cannot be opened: {}",
+            err_text(&e)
+        )
+    })?;
+    let (path, from) = config_path(&environ, root.as_fd(), a.uid, same_userns(pid))?;
+    a.config_dir = Some(show(&path));
+    a.config_dir_from = Some(from);
+    let host = host
+        .as_ref()
+        .map_err(|e| format!("the host's config dir cannot be resolved: {}", err_text(e)))?;
+    let r = match resolve_in_root(root.as_fd(), &path) {
+        Ok(r) => r,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+            a.verdict = Verdict::OtherConfigDir;
+            a.reason = format!(
+                "'{}' does not exist in its view ({}): it is not the host's config dir '{}'",
+                show(&path),
+                err_text(&e),
+                show(&host.config_dir)
+            );
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(format!(
+                "'{}' cannot be resolved in its root: {}",
+                show(&path),
+                err_text(&e)
+            ))
+        }
+    };
+    a.real_config_dir = Some(show(&r.real));
+    a.lock = Some(show(&lock_of(&r.real)));
+    let name = r.real.file_name().unwrap_or_default();
+    a.verdict = if r.dir != host.dir {
+        Verdict::OtherConfigDir
+    } else if r.parent != host.parent || name != host.name() {
+        Verdict::LockNotShared
+    } else {
+        Verdict::SharesLock
+    };
+    a.reason = match a.verdict {
+        Verdict::SharesLock => format!(
+            "'{}' is the host's config dir, reached through the same parent directory: it locks the same '{}'",
+            show(&path),
+            show(&host.lock())
+        ),
+        Verdict::LockNotShared => format!(
+            "'{}' holds the same files as the host's config dir, but its parent in that view is another directory{}: it locks '{}', not the host's '{}', so OAuth refreshes race",
+            show(&path),
+            if a.own_mount_namespace { " (the config dir is mounted without its parent)" } else { "" },
+            show(&lock_of(&r.real)),
+            show(&host.lock())
+        ),
+        Verdict::OtherConfigDir => format!(
+            "'{}' (real path '{}' in its view) is another directory than the host's config dir '{}': it keeps its own credentials and lock",
+            show(&path),
+            show(&r.real),
+            show(&host.config_dir)
+        ),
+        Verdict::CannotRead => unreachable!(),
+    };
+    if probe {
+        a.lock_probe = Some(probe_lock(&r, creds, pid));
+    }
+    Ok(())
+}
+
+fn same_userns(pid: u32) -> bool {
+    let ino = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    ino(&proc_path(pid, "ns/user")) == ino(Path::new("/proc/self/ns/user"))
+}
+
+/// A descriptor of the process's root directory (in its own mount namespace).
+fn open_root(pid: u32) -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::open(
+        &proc_path(pid, "root"),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: just returned by open(2), owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The variable's value in a `/proc/PID/environ` (the first occurrence, as `getenv`).
+fn env_var<'a>(environ: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    environ.split(|&b| b == 0).find_map(|kv| {
+        kv.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(b"="))
+    })
+}
+
+/// The config dir path the process computes: `CLAUDE_CONFIG_DIR`, else `$HOME/.claude`, else
+/// (no `HOME`) the home of its uid in its own `/etc/passwd` (only when it shares our user
+/// namespace, so that its uid means the same).
+pub fn config_path(
+    environ: &[u8],
+    root: BorrowedFd,
+    uid: u32,
+    same_userns: bool,
+) -> Result<(PathBuf, Source), String> {
+    let absolute = |v: &[u8], what: &str| -> Result<PathBuf, String> {
+        if v.first() == Some(&b'/') {
+            Ok(PathBuf::from(OsStr::from_bytes(v)))
+        } else {
+            Err(format!(
+                "its {what} is '{}', not an absolute path: it depends on each process's working directory",
+                String::from_utf8_lossy(v)
+            ))
+        }
+    };
+    if let Some(v) = env_var(environ, b"CLAUDE_CONFIG_DIR") {
+        return Ok((absolute(v, "CLAUDE_CONFIG_DIR")?, Source::ConfigDirVar));
+    }
+    if let Some(h) = env_var(environ, b"HOME").filter(|h| !h.is_empty()) {
+        return Ok((absolute(h, "HOME")?.join(".claude"), Source::Home));
+    }
+    if !same_userns {
+        return Err("it has neither CLAUDE_CONFIG_DIR nor HOME in its environment, and runs in another user namespace: its home cannot be told".into());
+    }
+    let passwd = read_in_root(root, Path::new("/etc/passwd")).map_err(|e| {
+        format!(
+            "it has neither CLAUDE_CONFIG_DIR nor HOME in its environment, and its /etc/passwd cannot be read: {}",
+            err_text(&e)
+        )
+    })?;
+    let home = passwd.split(|&b| b == b'\n').find_map(|l| {
+        let f: Vec<&[u8]> = l.split(|&b| b == b':').collect();
+        (f.len() >= 7 && f[2] == uid.to_string().as_bytes()).then(|| f[5].to_vec())
+    });
+    match home {
+        Some(h) => Ok((absolute(&h, "home in /etc/passwd")?.join(".claude"), Source::Passwd)),
+        None => Err(format!(
+            "it has neither CLAUDE_CONFIG_DIR nor HOME in its environment, and uid {uid} is not in its /etc/passwd"
+        )),
+    }
+}
+
+fn read_in_root(root: BorrowedFd, path: &Path) -> io::Result<Vec<u8>> {
+    let fd = match openat2_in_root(root, path, OFlag::O_RDONLY) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            let dirs = walk_in_root(root, path.parent().unwrap_or(Path::new("/")))?;
+            let at = dirs.last().map(|(fd, _)| fd.as_fd()).unwrap_or(root);
+            let name = path.file_name().unwrap_or_default();
+            let raw = nix::fcntl::openat(
+                Some(at.as_raw_fd()),
+                name,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            // SAFETY: just returned by openat(2).
+            unsafe { OwnedFd::from_raw_fd(raw) }
+        }
+        r => r?,
+    };
+    let mut v = Vec::new();
+    io::Read::read_to_end(&mut fs::File::from(fd), &mut v)?;
+    Ok(v)
+}
+
+/// `openat2(root, path, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`: resolved by the kernel as if
+/// `root` were `/`. `ENOSYS` on kernels before 5.6.
+fn openat2_in_root(root: BorrowedFd, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    loop {
+        match nix::fcntl::openat2(root.as_raw_fd(), path, how) {
+            // SAFETY: just returned by openat2(2), owned by nothing else.
+            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+            // The kernel asks for a retry when a rename raced the lookup.
+            Err(nix::errno::Errno::EAGAIN) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Most symlinks followed in one resolution, as the kernel's limit.
+const MAX_SYMLINKS: usize = 40;
+
+/// Resolve `path` inside `root` component by component, never following a symlink with the
+/// kernel (`O_PATH | O_NOFOLLOW`; each link read with `readlinkat` and its target walked here,
+/// an absolute one from `root`), `..` popping the directories walked (so never above `root`,
+/// and from a mount's root to the directory it is mounted on). Returns the directories from
+/// the first below `root` to the last, each with its name. The path must name a directory.
+pub fn walk_in_root(root: BorrowedFd, path: &Path) -> io::Result<Vec<(OwnedFd, OsString)>> {
+    let mut stack: Vec<(OwnedFd, OsString)> = Vec::new();
+    let mut pending: Vec<Vec<u8>> = components(path.as_os_str().as_bytes());
+    pending.reverse(); // a stack: the next component last
+    let mut links = 0;
+    while let Some(c) = pending.pop() {
+        match c.as_slice() {
+            b"" | b"." => continue,
+            b".." => {
+                stack.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let at = stack.last().map(|(fd, _)| fd.as_fd()).unwrap_or(root);
+        let raw = nix::fcntl::openat(
+            Some(at.as_raw_fd()),
+            c.as_slice(),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        // SAFETY: just returned by openat(2).
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let st = fstat(fd.as_raw_fd())?;
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => stack.push((fd, OsString::from_vec(c))),
+            libc::S_IFLNK => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                }
+                let target = nix::fcntl::readlinkat(Some(fd.as_raw_fd()), "")?;
+                let target = target.as_bytes();
+                if target.first() == Some(&b'/') {
+                    stack.clear();
+                }
+                let mut parts = components(target);
+                parts.reverse();
+                pending.extend(parts);
+            }
+            _ => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+        }
+    }
+    Ok(stack)
+}
+
+fn components(p: &[u8]) -> Vec<Vec<u8>> {
+    p.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// A config dir resolved in an agent's root.
+pub struct Resolved {
+    /// Its real path in that root (what Claude's `realpath` gives).
+    pub real: PathBuf,
+    pub dir: Id,
+    pub parent: Id,
+    /// The parent directory (where the lock is made), opened in that root.
+    pub parent_fd: OwnedFd,
+}
+
+/// Resolve a config dir inside `root`. The kernel resolves it (`openat2` with
+/// `RESOLVE_IN_ROOT`) and the walk names it; when both ran they must agree, else the tree
+/// changed while it was read. Without `openat2` the walk alone decides.
+pub fn resolve_in_root(root: BorrowedFd, path: &Path) -> io::Result<Resolved> {
+    let walked = walk_in_root(root, path)?;
+    let real = PathBuf::from(OsString::from_vec(
+        std::iter::once(Vec::new())
+            .chain(walked.iter().map(|(_, n)| n.as_bytes().to_vec()))
+            .collect::<Vec<_>>()
+            .join(&b'/'),
+    ));
+    let real = if real.as_os_str().is_empty() {
+        PathBuf::from("/")
+    } else {
+        real
+    };
+    let n = walked.len();
+    let walk_dir = match walked.last() {
+        Some((fd, _)) => fstat(fd.as_raw_fd())?,
+        None => fstat(root.as_raw_fd())?,
+    };
+    let parent_at = if n >= 2 {
+        walked[n - 2].0.as_fd()
+    } else {
+        root
+    };
+    let walk_parent = fstat(parent_at.as_raw_fd())?;
+    let parent_fd = reopen_dir(parent_at)?;
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
+    let kernel = openat2_in_root(root, path, flags).and_then(|d| {
+        let mut up = path.as_os_str().to_os_string();
+        up.push("/..");
+        let p = openat2_in_root(root, Path::new(&up), flags)?;
+        Ok((fstat(d.as_raw_fd())?, fstat(p.as_raw_fd())?))
+    });
+    let (dir, parent) = match kernel {
+        Ok((d, p)) => {
+            if id_of(&d) != id_of(&walk_dir) || id_of(&p) != id_of(&walk_parent) {
+                return Err(io::Error::other(
+                    "the directories changed while they were resolved (try again)",
+                ));
+            }
+            (id_of(&d), id_of(&p))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => (id_of(&walk_dir), id_of(&walk_parent)),
+        Err(e) => return Err(e),
+    };
+    Ok(Resolved {
+        real,
+        dir,
+        parent,
+        parent_fd,
+    })
+}
+
+/// A readable descriptor of the directory `at` (an `O_PATH` one), for `mkdirat` and `futimens`.
+fn reopen_dir(at: BorrowedFd) -> io::Result<OwnedFd> {
+    let raw = nix::fcntl::openat(
+        Some(at.as_raw_fd()),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: just returned by openat(2).
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// `mkdir` + `rmdir` of `<real>.dci-probe-<our pid>`, a sibling of the config dir, in the
+/// agent's view, with its credentials; the parent's mtime is put back.
+fn probe_lock(r: &Resolved, creds: &Creds, pid: u32) -> Probe {
+    let mut name = r.real.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".dci-probe-{}", std::process::id()));
+    let mut shown = r.real.as_os_str().to_os_string();
+    shown.push(format!(".dci-probe-{}", std::process::id()));
+    let before = fstat(r.parent_fd.as_raw_fd()).ok();
+    // Capabilities count in the user namespace they belong to: the agent's are only the same
+    // as ours when it shares our user namespace; otherwise it acts with none over the host's
+    // files.
+    let caps = if same_userns(pid) { creds.cap_eff } else { 0 };
+    let result = as_creds(creds, caps, || {
+        nix::sys::stat::mkdirat(
+            Some(r.parent_fd.as_raw_fd()),
+            name.as_os_str(),
+            Mode::from_bits_truncate(0o700),
+        )?;
+        nix::unistd::unlinkat(
+            Some(r.parent_fd.as_raw_fd()),
+            name.as_os_str(),
+            nix::unistd::UnlinkatFlags::RemoveDir,
+        )
+    });
+    if let Some(st) = before {
+        use nix::sys::time::TimeSpec;
+        let omit = TimeSpec::new(0, libc::UTIME_OMIT);
+        let _ = nix::sys::stat::futimens(
+            r.parent_fd.as_raw_fd(),
+            &omit,
+            &TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
+        );
+    }
+    match result {
+        Ok(()) => Probe {
+            ok: true,
+            path: show(Path::new(&shown)),
+            error: None,
+        },
+        Err(e) => Probe {
+            ok: false,
+            path: show(Path::new(&shown)),
+            error: Some(err_text(&e)),
+        },
+    }
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_V3: u32 = 0x2008_0522;
+
+/// Run `f` on a fresh thread whose filesystem uid and gid, supplementary groups and effective
+/// capabilities are `creds`' (`cap_eff`, within what we hold). Raw syscalls: glibc's
+/// `setgroups` would apply to every thread of the process, these apply to the calling thread
+/// only, and the thread ends with `f`. When we are not root and `creds` are not ours, the
+/// switch is refused and `f` runs not at all (`EPERM`).
+fn as_creds<T: Send>(
+    creds: &Creds,
+    cap_eff: u64,
+    f: impl FnOnce() -> nix::Result<T> + Send,
+) -> io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| -> io::Result<T> {
+            // SAFETY: plain syscalls on this thread's own credentials, with valid pointers.
+            unsafe {
+                let groups: Vec<libc::gid_t> = creds.groups.clone();
+                if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
+                    let e = io::Error::last_os_error();
+                    // Not root: only our own groups are allowed, which is fine when they are.
+                    let ours: Option<Vec<u32>> = nix::unistd::getgroups()
+                        .ok()
+                        .map(|g| g.into_iter().map(|g| g.as_raw()).collect());
+                    if ours.as_deref() != Some(&groups[..]) {
+                        return Err(e);
+                    }
+                }
+                libc::syscall(libc::SYS_setfsgid, creds.fsgid);
+                libc::syscall(libc::SYS_setfsuid, creds.fsuid);
+                // setfs*id return the previous value and no error: read the new one back.
+                let fsgid = libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32;
+                let fsuid = libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32;
+                if fsgid != creds.fsgid || fsuid != creds.fsuid {
+                    return Err(io::Error::from_raw_os_error(libc::EPERM));
+                }
+                let mut hdr = CapHeader {
+                    version: CAP_V3,
+                    pid: 0,
+                };
+                let mut data = [CapData::default(); 2];
+                if libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let permitted = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);
+                let eff = cap_eff & permitted;
+                data[0].effective = eff as u32;
+                data[1].effective = (eff >> 32) as u32;
+                if libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            f().map_err(io::Error::from)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the probe thread panicked")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_claude_code() {
+        let yes: &[(&[u8], &[&[u8]])] = &[
+            (
+                b"/usr/lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe",
+                &[b"claude", b"mcp", b"serve"],
+            ),
+            (b"/root/.local/share/claude/versions/2.1.197", &[b"claude"]),
+            (
+                b"/opt/npm/node_modules/@anthropic-ai/claude-code-linux-x64/claude (deleted)",
+                &[b"claude"],
+            ),
+            (b"/usr/local/bin/claude", &[b"claude", b"-p", b"hi"]),
+            (
+                b"/usr/bin/node",
+                &[
+                    b"node",
+                    b"/usr/local/lib/node_modules/@anthropic-ai/claude-code/cli.js",
+                ],
+            ),
+            (
+                b"/usr/bin/node",
+                &[
+                    b"node",
+                    b"--max-old-space-size=4096",
+                    b"/usr/local/bin/claude",
+                    b"-p",
+                ],
+            ),
+        ];
+        for (exe, argv) in yes {
+            assert!(
+                is_claude_code(exe, argv),
+                "{}",
+                String::from_utf8_lossy(exe)
+            );
+        }
+        let no: &[(&[u8], &[&[u8]])] = &[
+            // A wrapper whose arguments name claude is not claude.
+            (
+                b"/usr/bin/timeout",
+                &[b"timeout", b"20", b"claude.exe", b"mcp"],
+            ),
+            (b"/usr/bin/bash", &[b"bash", b"-c", b"claude -p hi"]),
+            (
+                b"/usr/bin/node",
+                &[b"node", b"/srv/app/server.js", b"claude"],
+            ),
+            (b"/usr/bin/claude-monitor", &[b"claude-monitor"]),
+            (b"/usr/bin/node", &[b"node"]),
+        ];
+        for (exe, argv) in no {
+            assert!(
+                !is_claude_code(exe, argv),
+                "{}",
+                String::from_utf8_lossy(exe)
+            );
+        }
+    }
+
+    #[test]
+    fn container_ids_from_cgroups() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let cases = [
+            (format!("0::/system.slice/docker-{id}.scope\n"), Some("docker")),
+            (format!("12:pids:/docker/{id}\n11:cpu:/docker/{id}\n"), Some("docker")),
+            (
+                format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{id}.scope\n"),
+                Some("containerd"),
+            ),
+            (format!("0::/machine.slice/libpod-{id}.scope/container\n"), Some("podman")),
+            (format!("0::/kubepods/besteffort/pod12/{id}\n"), Some("kubernetes")),
+            (format!("0::/lxc.payload/{id}\n"), Some("lxc.payload")),
+            ("0::/user.slice/user-1000.slice/session-3.scope\n".to_string(), None),
+            ("0::/\n".to_string(), None),
+        ];
+        for (text, want) in cases {
+            let got = container_of(&text);
+            assert_eq!(got.as_ref().map(|c| c.runtime.as_str()), want, "{text}");
+            if let Some(c) = got {
+                assert_eq!(c.id, id);
+            }
+        }
+    }
+
+    #[test]
+    fn credentials_from_status() {
+        let status = "Name:\tclaude\nUid:\t1000\t1000\t1000\t1001\nGid:\t100\t100\t100\t101\nGroups:\t27 100 \nCapEff:\t000001ffffffffff\n";
+        assert_eq!(
+            creds_of(status),
+            Some(Creds {
+                fsuid: 1001,
+                fsgid: 101,
+                groups: vec![27, 100],
+                cap_eff: 0x1ff_ffff_ffff,
+            })
+        );
+        assert_eq!(
+            creds_of("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\nCapEff:\t0\n")
+                .map(|c| c.groups),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn environment_lookup() {
+        let env = b"HOME=/home/agent\0CLAUDE_CONFIG_DIRX=/x\0CLAUDE_CONFIG_DIR=/a\0CLAUDE_CONFIG_DIR=/b\0";
+        assert_eq!(env_var(env, b"CLAUDE_CONFIG_DIR"), Some(&b"/a"[..]));
+        assert_eq!(env_var(env, b"HOME"), Some(&b"/home/agent"[..]));
+        assert_eq!(env_var(env, b"PATH"), None);
+    }
+}

@@ -1,0 +1,374 @@
+//! Issue 15: every running Claude Code, on the host and in each container, takes the same lock.
+//!
+//! Real agents (`claude mcp serve` of the pinned npm release, stdin held open) in real mount
+//! namespaces with their own root, standing in for containers; each verdict of
+//! `disinto_claude_init::agents` is checked against what actually happens when the agents'
+//! views race `mkdir` of their lock paths (computed by coreutils' `realpath` inside each view,
+//! entered with `nsenter`, not by the crate).
+
+mod common;
+
+use common::agents::{
+    claude_binary, lock_in_view, mkdir_in_view, rmdir_in_view, start_container, start_host, Agent,
+};
+use common::*;
+use disinto_claude_init::agents::{self as dci, Verdict};
+use std::ffi::OsStr;
+use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{symlink, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Scans see every agent on the machine: the tests that start agents run one at a time.
+static AGENTS: Mutex<()> = Mutex::new(());
+
+/// The uid the containers run Claude as (the factory's default agent uid).
+const AGENT_UID: u32 = 1000;
+
+fn chown(p: &Path, uid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).expect("chown");
+}
+
+/// A migrated machine by hand: the shared dir and the config dir (0700) owned by the agents'
+/// uid, `~/.claude` a link to the config dir, a credentials file.
+fn migrated_world() -> World {
+    let w = World::new();
+    mkdir(&w.shared, 0o755);
+    mkdir(&w.config, 0o700);
+    write_file(
+        &w.config.join(".credentials.json"),
+        b"{\"claudeAiOauth\":{}}",
+        0o600,
+    );
+    for p in [&w.shared, &w.config, &w.config.join(".credentials.json")] {
+        chown(p, AGENT_UID);
+    }
+    ln_s(&w.config, &w.claude());
+    w
+}
+
+fn host(w: &World) -> std::io::Result<dci::Host> {
+    dci::Host::read(&w.config)
+}
+
+fn find(scan: &dci::Scan, pid: u32) -> &dci::Agent {
+    scan.agents
+        .iter()
+        .find(|a| a.pid == pid)
+        .unwrap_or_else(|| panic!("pid {pid} not among the agents found: {:#?}", scan.agents))
+}
+
+/// What the kernel says, independently of the crate: the lock each agent computes
+/// (`realpath` in its view), made with `mkdir` in its view, then the host's lock made on the
+/// host. Shared lock: the host's mkdir fails with EEXIST. Returns whether it did.
+fn host_mkdir_collides(a: &Agent, config_in_view: &Path, host_lock: &Path) -> bool {
+    let lock = lock_in_view(a.pid, a.uid, config_in_view);
+    mkdir_in_view(a.pid, a.uid, &lock).unwrap_or_else(|e| {
+        panic!(
+            "mkdir {} as uid {} in pid {}'s view: {e}",
+            lock.display(),
+            a.uid,
+            a.pid
+        )
+    });
+    let second = fs::create_dir(host_lock);
+    let collided = match &second {
+        Ok(()) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => true,
+        Err(e) => panic!("mkdir {}: {e}", host_lock.display()),
+    };
+    rmdir_in_view(a.pid, &lock);
+    if second.is_ok() {
+        fs::remove_dir(host_lock).unwrap();
+    }
+    collided
+}
+
+/// Two agents race `mkdir` of their own lock paths: does the second fail with EEXIST?
+fn agents_collide(x: &Agent, x_cfg: &Path, y: &Agent, y_cfg: &Path) -> bool {
+    let lx = lock_in_view(x.pid, x.uid, x_cfg);
+    let ly = lock_in_view(y.pid, y.uid, y_cfg);
+    mkdir_in_view(x.pid, x.uid, &lx).expect("first mkdir");
+    let second = mkdir_in_view(y.pid, y.uid, &ly);
+    rmdir_in_view(x.pid, &lx);
+    match second {
+        Ok(()) => {
+            rmdir_in_view(y.pid, &ly);
+            false
+        }
+        Err(e) if e.contains("File exists") => true,
+        Err(e) => panic!("second mkdir in pid {}'s view: {e}", y.pid),
+    }
+}
+
+#[test]
+fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
+    if !is_root() {
+        eprintln!("skip: needs root (mount namespaces, chroot, other users' /proc)");
+        return;
+    }
+    let Some(bin) = claude_binary() else { return };
+    let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let w = migrated_world();
+    let other = tempfile::Builder::new()
+        .prefix("dci-other-config.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    chown(other.path(), AGENT_UID);
+    let home_claude = Path::new("/home/agent/.claude");
+    let path_env = ("PATH", OsStr::new("/usr/bin:/bin"));
+    let home_env = ("HOME", OsStr::new("/home/agent"));
+
+    // a) the whole shared dir at the same path, CLAUDE_CONFIG_DIR set.
+    let a = start_container(
+        &bin,
+        AGENT_UID,
+        &[(&w.shared, &w.shared)],
+        &[
+            path_env,
+            home_env,
+            ("CLAUDE_CONFIG_DIR", w.config.as_os_str()),
+        ],
+    );
+    // b) the old layout: only the config dir, at /home/agent/.claude, no CLAUDE_CONFIG_DIR.
+    let b = start_container(
+        &bin,
+        AGENT_UID,
+        &[(&w.config, home_claude)],
+        &[path_env, home_env],
+    );
+    // c) an unrelated directory as its ~/.claude.
+    let c = start_container(
+        &bin,
+        AGENT_UID,
+        &[(other.path(), home_claude)],
+        &[path_env, home_env],
+    );
+    // d) on the host, through ~/.claude (a link to the config dir), without the variable.
+    let d = start_host(&bin, &[path_env, ("HOME", w.home.as_os_str())]);
+
+    let before = w.manifest();
+    let inside_b = manifest(&PathBuf::from(format!("/proc/{}/root/home/agent", b.pid)));
+    let scan = dci::scan(&host(&w), true);
+    assert_same(
+        &before,
+        &w.manifest(),
+        "the world after a scan with lock probes",
+    );
+    assert_same(
+        &inside_b,
+        &manifest(&PathBuf::from(format!("/proc/{}/root/home/agent", b.pid))),
+        "b's /home/agent after its probe",
+    );
+
+    let cases: [(&Agent, &Path, Verdict); 4] = [
+        (&a, &w.config, Verdict::SharesLock),
+        (&b, home_claude, Verdict::LockNotShared),
+        (&c, home_claude, Verdict::OtherConfigDir),
+        (&d, &w.claude(), Verdict::SharesLock),
+    ];
+    let host_lock = {
+        let mut l = fs::canonicalize(&w.config).unwrap().into_os_string();
+        l.push(".lock");
+        PathBuf::from(l)
+    };
+    for (agent, cfg, want) in cases {
+        let got = find(&scan, agent.pid);
+        assert_eq!(got.verdict, want, "pid {}: {got:#?}", agent.pid);
+        assert_eq!(got.uid, agent.uid, "{got:#?}");
+        assert_eq!(
+            got.own_mount_namespace,
+            agent.container.is_some(),
+            "{got:#?}"
+        );
+        assert_eq!(
+            got.config_dir.as_deref(),
+            Some(&*cfg.to_string_lossy()),
+            "{got:#?}"
+        );
+        let from = if cfg == w.config {
+            dci::Source::ConfigDirVar
+        } else {
+            dci::Source::Home
+        };
+        assert_eq!(got.config_dir_from, Some(from), "{got:#?}");
+        // The lock it reports is the one the kernel resolves in its view.
+        let lock = lock_in_view(agent.pid, agent.uid, cfg);
+        assert_eq!(
+            got.lock.as_deref(),
+            Some(&*lock.to_string_lossy()),
+            "{got:#?}"
+        );
+        let probe = got.lock_probe.as_ref().expect("a probe was asked for");
+        assert!(probe.ok, "the lock probe of pid {}: {probe:?}", agent.pid);
+        // The verdict is what happens when its lock and the host's are made.
+        let collided = host_mkdir_collides(agent, cfg, &host_lock);
+        assert_eq!(
+            collided,
+            want == Verdict::SharesLock,
+            "pid {} ({want:?}): the host's mkdir {} collided: {collided}",
+            agent.pid,
+            host_lock.display()
+        );
+    }
+    // And between the agents' own views: a and d serialise; b races both; c races everyone.
+    for (x, xc, y, yc, want) in [
+        (&a, &*w.config, &d, &*w.claude(), true),
+        (&d, &*w.claude(), &a, &*w.config, true),
+        (&a, &*w.config, &b, home_claude, false),
+        (&b, home_claude, &d, &*w.claude(), false),
+        (&b, home_claude, &c, home_claude, false),
+    ] {
+        assert_eq!(
+            agents_collide(x, xc, y, yc),
+            want,
+            "mkdir of the lock in pid {}'s view, then in pid {}'s",
+            x.pid,
+            y.pid
+        );
+    }
+}
+
+#[test]
+fn the_probe_runs_as_the_agent_and_fails_where_it_could_not_lock() {
+    if !is_root() {
+        eprintln!("skip: needs root");
+        return;
+    }
+    let Some(bin) = claude_binary() else { return };
+    let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let w = migrated_world();
+    // The shared dir belongs to root now, 0755: root could make the lock, uid 1000 cannot.
+    chown(&w.shared, 0);
+    let a = start_container(
+        &bin,
+        AGENT_UID,
+        &[(&w.shared, &w.shared)],
+        &[
+            ("PATH", OsStr::new("/usr/bin:/bin")),
+            ("HOME", OsStr::new("/home/agent")),
+            ("CLAUDE_CONFIG_DIR", w.config.as_os_str()),
+        ],
+    );
+    let before = w.manifest();
+    let scan = dci::scan(&host(&w), true);
+    assert_same(&before, &w.manifest(), "the world after a failed probe");
+    let got = find(&scan, a.pid);
+    assert_eq!(got.verdict, Verdict::SharesLock, "{got:#?}");
+    let probe = got.lock_probe.as_ref().unwrap();
+    assert!(!probe.ok, "{probe:?}");
+    assert_eq!(
+        probe.error.as_deref(),
+        Some("Permission denied"),
+        "{probe:?}"
+    );
+    // What the agent itself would get:
+    let lock = lock_in_view(a.pid, AGENT_UID, &w.config);
+    let e = mkdir_in_view(a.pid, AGENT_UID, &lock).expect_err("uid 1000 cannot mkdir there");
+    assert!(e.contains("Permission denied"), "{e}");
+    // Without the probe nothing is made at all.
+    let scan = dci::scan(&host(&w), false);
+    assert!(find(&scan, a.pid).lock_probe.is_none());
+}
+
+#[test]
+fn agents_that_exit_are_not_listed() {
+    if !is_root() {
+        eprintln!("skip: needs root");
+        return;
+    }
+    let Some(bin) = claude_binary() else { return };
+    let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let w = migrated_world();
+    let d = start_host(
+        &bin,
+        &[
+            ("PATH", OsStr::new("/usr/bin:/bin")),
+            ("HOME", w.home.as_os_str()),
+        ],
+    );
+    let pid = d.pid;
+    assert!(dci::pids().contains(&pid));
+    drop(d);
+    // Dropping kills and reaps it: the pid is gone from /proc, and from the scan.
+    assert!(!dci::pids().contains(&pid));
+    assert!(dci::scan(&host(&w), false)
+        .agents
+        .iter()
+        .all(|a| a.pid != pid));
+}
+
+/// The resolution inside a root, on a real tree: absolute links are relative to that root,
+/// `..` never leaves it, loops end, and the kernel (`openat2`) and the walk agree.
+#[test]
+fn resolution_stays_inside_the_root() {
+    let t = tempfile::Builder::new()
+        .prefix("dci-root.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let r = fs::canonicalize(t.path()).unwrap();
+    mkdir(&r.join("etc"), 0o755);
+    mkdir(&r.join("srv"), 0o755);
+    mkdir(&r.join("srv/config"), 0o700);
+    mkdir(&r.join("home"), 0o755);
+    mkdir(&r.join("home/u"), 0o755);
+    symlink("/etc", r.join("abs")).unwrap(); // the host has an /etc too: must not be it
+    symlink("../../../../../../etc", r.join("up")).unwrap();
+    symlink("/srv/config", r.join("home/u/.claude")).unwrap();
+    symlink("../srv/./config/", r.join("home/rel")).unwrap();
+    symlink("loop", r.join("loop")).unwrap();
+    write_file(&r.join("file"), b"x", 0o644);
+    let root = fs::File::open(&r).unwrap();
+    let id = |p: &Path| {
+        let m = fs::metadata(p).unwrap();
+        (m.dev(), m.ino())
+    };
+    for (path, real, dir, parent) in [
+        ("/abs", "/etc", r.join("etc"), r.clone()),
+        ("/up", "/etc", r.join("etc"), r.clone()),
+        ("/abs/../../..", "/", r.clone(), r.clone()),
+        (
+            "/home/u/.claude",
+            "/srv/config",
+            r.join("srv/config"),
+            r.join("srv"),
+        ),
+        ("/home/u/.claude/..", "/srv", r.join("srv"), r.clone()),
+        (
+            "home/rel",
+            "/srv/config",
+            r.join("srv/config"),
+            r.join("srv"),
+        ),
+        (
+            "/home/u/../u/.claude/",
+            "/srv/config",
+            r.join("srv/config"),
+            r.join("srv"),
+        ),
+    ] {
+        let got = dci::resolve_in_root(root.as_fd(), Path::new(path))
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(got.real, Path::new(real), "{path}");
+        assert_eq!(got.dir, id(&dir), "{path}");
+        assert_eq!(got.parent, id(&parent), "{path}");
+        let walked = dci::walk_in_root(root.as_fd(), Path::new(path)).unwrap();
+        let last = walked.last().map(|(fd, _)| {
+            let m = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(fd)).unwrap();
+            (m.st_dev, m.st_ino)
+        });
+        assert_eq!(last.unwrap_or(id(&r)), id(&dir), "walk of {path}");
+    }
+    for (path, errno) in [
+        ("/loop", nix::libc::ELOOP),
+        ("/file", nix::libc::ENOTDIR),
+        ("/file/x", nix::libc::ENOTDIR),
+        ("/nope", nix::libc::ENOENT),
+    ] {
+        let e = dci::resolve_in_root(root.as_fd(), Path::new(path))
+            .err()
+            .unwrap_or_else(|| panic!("{path} resolved"));
+        assert_eq!(e.raw_os_error(), Some(errno), "{path}: {e}");
+    }
+}

@@ -1,0 +1,362 @@
+//! Real Claude Code agents for the tests: the pinned npm package installed into a cache under
+//! `target/`, and long-running `claude mcp serve` processes (stdin held open), on the host or in
+//! "containers": new mount namespaces (`unshare --mount --fork`) whose root is a tmpfs with bind
+//! mounts of `/usr`, `/etc`, `/dev`, a fresh `/proc`, the Claude binary, and whatever the test
+//! mounts, entered with `chroot` as the agent's uid.
+//!
+//! Independent of the crate under test, like the rest of `common`: std, `tempfile`, `nix`.
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// The Claude Code release the tests run (the npm package `@anthropic-ai/claude-code`).
+pub const CLAUDE_CODE_VERSION: &str = "2.1.197";
+
+/// How long an agent may take to show up in /proc (a bound, not a synchronisation).
+pub const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Set to skip the tests that need the real Claude Code when npm or the registry is not there
+/// (they say so on stderr). Without it such a test fails: no silent pass.
+pub const NO_NPM_VAR: &str = "DCI_NO_NPM";
+
+fn npm_platform_package() -> Option<&'static str> {
+    match std::env::consts::ARCH {
+        "x86_64" => Some("claude-code-linux-x64"),
+        "aarch64" => Some("claude-code-linux-arm64"),
+        _ => None,
+    }
+}
+
+/// The native `claude` binary of the pinned release, installed on first use into
+/// `target/tmp/claude-code-<version>` (npm, `--ignore-scripts`, nothing global), one installer at
+/// a time (`flock` on a lock file there). `None` (with the reason on stderr) only when
+/// `DCI_NO_NPM` is set; otherwise a failed install panics.
+pub fn claude_binary() -> Option<PathBuf> {
+    let skip = |why: String| -> Option<PathBuf> {
+        if std::env::var_os(NO_NPM_VAR).is_some() {
+            eprintln!("skip ({NO_NPM_VAR} is set): {why}");
+            return None;
+        }
+        panic!("the real Claude Code is needed: {why} (set {NO_NPM_VAR}=1 to skip these tests)");
+    };
+    let Some(pkg) = npm_platform_package() else {
+        return skip(format!(
+            "no Claude Code package for {}",
+            std::env::consts::ARCH
+        ));
+    };
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = cache.join(format!("claude-code-{CLAUDE_CODE_VERSION}"));
+    let bin = dir
+        .join("node_modules/@anthropic-ai")
+        .join(pkg)
+        .join("claude");
+    fs::create_dir_all(&cache).expect("create target/tmp");
+    let lock = fs::File::create(cache.join("claude-code.lock")).expect("lock file");
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("flock claude-code.lock");
+    if bin.is_file() {
+        return Some(bin);
+    }
+    let stage = cache.join(format!("claude-code-{CLAUDE_CODE_VERSION}.incoming"));
+    let _ = fs::remove_dir_all(&stage);
+    fs::create_dir_all(&stage).expect("create the npm staging dir");
+    let out = Command::new("npm")
+        .args([
+            "install",
+            "--no-save",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+        ])
+        .arg("--prefix")
+        .arg(&stage)
+        .arg(format!("@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"))
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Err(e) => return skip(format!("cannot run npm: {e}")),
+        Ok(o) if !o.status.success() => {
+            return skip(format!(
+                "npm install @anthropic-ai/claude-code@{CLAUDE_CODE_VERSION} failed ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ))
+        }
+        Ok(_) => {}
+    }
+    let staged = stage
+        .join("node_modules/@anthropic-ai")
+        .join(pkg)
+        .join("claude");
+    if !staged.is_file() {
+        return skip(format!("npm installed no {}", staged.display()));
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&stage, &dir).expect("rename the npm install into place");
+    Some(bin)
+}
+
+/// Is this pid running `claude` yet (its exe is the binary), rather than the shell or chroot
+/// that starts it?
+fn runs_claude(pid: u32, bin_name: &OsStr) -> bool {
+    fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|e| e.file_name().map(|n| n == bin_name))
+        .unwrap_or(false)
+}
+
+/// Wait (polling /proc, bounded) until `pid` is claude; panics with `log` after the bound.
+fn wait_until_claude(pid: u32, bin: &Path, log: &Path) {
+    let start = Instant::now();
+    let name = bin.file_name().unwrap();
+    while !runs_claude(pid, name) {
+        if start.elapsed() > START_TIMEOUT || !Path::new(&format!("/proc/{pid}")).exists() {
+            panic!(
+                "pid {pid} did not become {} within {START_TIMEOUT:?}; its output:\n{}",
+                bin.display(),
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One running `claude mcp serve`, its stdin held open. Killed (SIGKILL, by its pid) on drop.
+pub struct Agent {
+    pub pid: u32,
+    /// The uid it runs as.
+    pub uid: u32,
+    /// Its mount namespace's root (a tmpfs inside the namespace; this is the empty host dir it
+    /// is mounted on). `None` for a host agent.
+    pub container: Option<TempDir>,
+    _stdin: ChildStdin,
+    child: Child,
+    _log: TempDir,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn log_dir() -> (TempDir, PathBuf) {
+    let d = tempfile::Builder::new()
+        .prefix("dci-agent-log.")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let p = d.path().join("out");
+    (d, p)
+}
+
+/// `claude mcp serve` on the host, as root, with exactly `env` as its environment.
+pub fn start_host(bin: &Path, env: &[(&str, &OsStr)]) -> Agent {
+    let (logd, log) = log_dir();
+    let mut c = Command::new(bin);
+    c.args(["mcp", "serve"]).env_clear();
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(fs::File::create(log.with_extension("err")).unwrap())
+        .spawn()
+        .expect("spawn claude");
+    let pid = child.id();
+    wait_until_claude(pid, bin, &log);
+    Agent {
+        pid,
+        uid: 0,
+        container: None,
+        _stdin: child.stdin.take().unwrap(),
+        child,
+        _log: logd,
+    }
+}
+
+/// A "container": `claude mcp serve` in a new mount namespace whose root has `/usr` (and the
+/// merged-usr links), `/etc`, `/dev`, `/proc`, the binary at `/opt/claude/`, an empty `/tmp`,
+/// `/home/agent` (owned by `uid`), and each `(host dir, path inside)` of `binds` bind-mounted;
+/// run as `uid:uid` with exactly `env`.
+pub fn start_container(
+    bin: &Path,
+    uid: u32,
+    binds: &[(&Path, &Path)],
+    env: &[(&str, &OsStr)],
+) -> Agent {
+    let root = tempfile::Builder::new()
+        .prefix("dci-container.")
+        .tempdir_in("/tmp")
+        .expect("tempdir for the container's root");
+    let (logd, log) = log_dir();
+    let pidfile = logd.path().join("pid");
+    let script = r#"
+set -eu
+root=$1; pidfile=$2; bindir=$3; uid=$4; shift 4
+mount -t tmpfs -o size=4m,mode=0755 none "$root"
+mkdir -p "$root/usr" "$root/etc" "$root/dev" "$root/proc" "$root/tmp" "$root/opt/claude" "$root/home/agent"
+chmod 1777 "$root/tmp"
+chown "$uid:$uid" "$root/home/agent"
+for l in bin sbin lib lib64; do
+    if [ -L "/$l" ]; then ln -s "$(readlink "/$l")" "$root/$l"; fi
+done
+mount --bind /usr "$root/usr"
+mount --bind /etc "$root/etc"
+mount --bind /dev "$root/dev"
+mount -t proc proc "$root/proc"
+mount --bind "$bindir" "$root/opt/claude"
+while [ "$1" != "--" ]; do
+    mkdir -p "$root$2"
+    mount --bind "$1" "$root$2"
+    shift 2
+done
+shift
+echo $$ > "$pidfile"
+exec chroot --userspec="$uid:$uid" "$root" env -i "$@"
+"#;
+    let mut c = Command::new("unshare");
+    c.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--fork",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(root.path())
+    .arg(&pidfile)
+    .arg(bin.parent().unwrap())
+    .arg(uid.to_string());
+    for (host, inside) in binds {
+        c.arg(host).arg(inside);
+    }
+    c.arg("--");
+    for (k, v) in env {
+        let mut kv = OsString::from(k);
+        kv.push("=");
+        kv.push(v);
+        c.arg(kv);
+    }
+    c.arg(Path::new("/opt/claude").join(bin.file_name().unwrap()))
+        .args(["mcp", "serve"])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn unshare");
+    // The shell writes its pid just before it execs chroot, env and claude in that process.
+    let start = Instant::now();
+    let pid: u32 = loop {
+        if let Ok(s) = fs::read_to_string(&pidfile) {
+            if let Ok(p) = s.trim().parse() {
+                break p;
+            }
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut out = String::new();
+            let _ = fs::File::open(&log).and_then(|mut f| f.read_to_string(&mut out));
+            panic!("the container's setup exited ({st}) before starting claude:\n{out}");
+        }
+        assert!(
+            start.elapsed() < START_TIMEOUT,
+            "no pid from the container's setup within {START_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    wait_until_claude(pid, bin, &log);
+    Agent {
+        pid,
+        uid,
+        container: Some(root),
+        _stdin: child.stdin.take().unwrap(),
+        child,
+        _log: logd,
+    }
+}
+
+/// Run `sh -c script` inside `pid`'s mount namespace and root, as `uid` (nsenter: the kernel's
+/// own view of that process, not the crate's resolution). Returns (exit code, stdout, stderr).
+pub fn in_view(pid: u32, uid: u32, script: &str, args: &[&OsStr]) -> (i32, String, String) {
+    let o = Command::new("nsenter")
+        .arg("--target")
+        .arg(pid.to_string())
+        .args(["--mount", "--root", "--wd=/"])
+        .arg(format!("--setuid={uid}"))
+        .arg(format!("--setgid={uid}"))
+        .args(["sh", "-c", script, "sh"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nsenter");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// What Claude's lock is in `pid`'s view: `realpath(config_dir)` + `.lock`, by coreutils'
+/// `realpath` run inside that view.
+pub fn lock_in_view(pid: u32, uid: u32, config_dir: &Path) -> PathBuf {
+    let (code, out, err) = in_view(
+        pid,
+        uid,
+        r#"printf '%s.lock' "$(realpath -e "$1")""#,
+        &[config_dir.as_os_str()],
+    );
+    assert_eq!(
+        code,
+        0,
+        "realpath of {} in pid {pid}'s view: {err}",
+        config_dir.display()
+    );
+    PathBuf::from(OsStr::from_bytes(out.as_bytes()))
+}
+
+/// `mkdir lock` in `pid`'s view as `uid`: Ok(()) made it, Err(stderr) did not (EEXIST: "File
+/// exists").
+pub fn mkdir_in_view(pid: u32, uid: u32, lock: &Path) -> Result<(), String> {
+    let (code, _, err) = in_view(pid, uid, r#"mkdir "$1""#, &[lock.as_os_str()]);
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+/// `rmdir lock` in `pid`'s view (as root), ignoring a missing one.
+pub fn rmdir_in_view(pid: u32, lock: &Path) {
+    let (code, _, err) = in_view(
+        pid,
+        0,
+        r#"[ ! -d "$1" ] || rmdir "$1""#,
+        &[lock.as_os_str()],
+    );
+    assert_eq!(
+        code,
+        0,
+        "rmdir {} in pid {pid}'s view: {err}",
+        lock.display()
+    );
+}
