@@ -163,7 +163,7 @@ pub struct Agent {
     pub container: Option<Container>,
     /// In a mount namespace other than ours (a container, `unshare`, a sandbox).
     pub own_mount_namespace: bool,
-    /// Its executable, as `/proc/PID/exe` shows it.
+    /// Its executable, as `/proc/PID/exe` shows it (its `argv[0]` when that cannot be read).
     pub program: String,
     /// The config dir path it computes (in its own view), and from what.
     pub config_dir: Option<String>,
@@ -222,17 +222,34 @@ fn proc_path(pid: u32, what: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{what}"))
 }
 
-fn is_claude_pid(pid: u32) -> bool {
-    // Kernel threads and zombies have no exe: never an agent.
-    let Ok(exe) = fs::read_link(proc_path(pid, "exe")) else {
-        return false;
-    };
-    let cmdline = fs::read(proc_path(pid, "cmdline")).unwrap_or_default();
-    let argv: Vec<&[u8]> = cmdline
+fn argv_of(pid: u32) -> Vec<Vec<u8>> {
+    fs::read(proc_path(pid, "cmdline"))
+        .unwrap_or_default()
         .split(|&b| b == 0)
         .filter(|a| !a.is_empty())
-        .collect();
-    is_claude_code(exe.as_os_str().as_bytes(), &argv)
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// The process's executable: `/proc/PID/exe`, or, when that may not be read (another user's
+/// process and we are not root), its `argv[0]`. `None` for kernel threads and zombies.
+fn program_of(pid: u32, argv: &[Vec<u8>]) -> Option<PathBuf> {
+    match fs::read_link(proc_path(pid, "exe")) {
+        Ok(exe) => Some(exe),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            argv.first().map(|a| PathBuf::from(OsStr::from_bytes(a)))
+        }
+        Err(_) => None,
+    }
+}
+
+fn is_claude_pid(pid: u32) -> bool {
+    let argv = argv_of(pid);
+    let Some(program) = program_of(pid, &argv) else {
+        return false;
+    };
+    let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+    is_claude_code(program.as_os_str().as_bytes(), &argv)
 }
 
 fn basename(p: &[u8]) -> &[u8] {
@@ -341,7 +358,7 @@ pub fn creds_of(status: &str) -> Option<Creds> {
 
 /// Look at one process. `None` when it is not Claude Code or vanished meanwhile.
 pub fn inspect(pid: u32, host: &io::Result<Host>, probe: bool) -> Option<Agent> {
-    let exe = fs::read_link(proc_path(pid, "exe")).ok()?;
+    let exe = program_of(pid, &argv_of(pid))?;
     let status = fs::read_to_string(proc_path(pid, "status")).ok()?;
     let creds = creds_of(&status)?;
     let container = fs::read_to_string(proc_path(pid, "cgroup"))
@@ -372,9 +389,7 @@ pub fn inspect(pid: u32, host: &io::Result<Host>, probe: bool) -> Option<Agent> 
     };
     if let Err(reason) = judge(&mut agent, &creds, host, probe) {
         // The process may have exited while we looked: then it is no agent any more.
-        if !proc_path(pid, "exe").exists() {
-            return None;
-        }
+        program_of(pid, &argv_of(pid))?;
         agent.verdict = Verdict::CannotRead;
         agent.reason = reason;
     }
@@ -459,7 +474,7 @@ fn judge(a: &mut Agent, creds: &Creds, host: &io::Result<Host>, probe: bool) -> 
             show(&host.lock())
         ),
         Verdict::OtherConfigDir => format!(
-            "'{}' (real path '{}' in its view) is another directory than the host's config dir '{}': it keeps its own credentials and lock",
+            "'{}' resolves in its view to '{}', another directory than the host's config dir '{}' (whatever the names say): it keeps its own credentials and lock",
             show(&path),
             show(&r.real),
             show(&host.config_dir)

@@ -10,6 +10,7 @@ mod common;
 
 use common::agents::{
     claude_binary, lock_in_view, mkdir_in_view, rmdir_in_view, start_container, start_host, Agent,
+    DockerCgroup,
 };
 use common::*;
 use disinto_claude_init::agents::{self as dci, Verdict};
@@ -110,6 +111,8 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
     }
     let Some(bin) = claude_binary() else { return };
     let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    // Declared before the agents, so removed after they are gone.
+    let cgroup = DockerCgroup::new();
     let w = migrated_world();
     let other = tempfile::Builder::new()
         .prefix("dci-other-config.")
@@ -125,17 +128,22 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
         &bin,
         AGENT_UID,
         &[(&w.shared, &w.shared)],
+        "",
         &[
             path_env,
             home_env,
             ("CLAUDE_CONFIG_DIR", w.config.as_os_str()),
         ],
     );
+    if let Some(cg) = &cgroup {
+        cg.add(a.pid);
+    }
     // b) the old layout: only the config dir, at /home/agent/.claude, no CLAUDE_CONFIG_DIR.
     let b = start_container(
         &bin,
         AGENT_UID,
         &[(&w.config, home_claude)],
+        "",
         &[path_env, home_env],
     );
     // c) an unrelated directory as its ~/.claude.
@@ -143,6 +151,7 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
         &bin,
         AGENT_UID,
         &[(other.path(), home_claude)],
+        "",
         &[path_env, home_env],
     );
     // d) on the host, through ~/.claude (a link to the config dir), without the variable.
@@ -177,6 +186,15 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
         let got = find(&scan, agent.pid);
         assert_eq!(got.verdict, want, "pid {}: {got:#?}", agent.pid);
         assert_eq!(got.uid, agent.uid, "{got:#?}");
+        if let Some(cg) = cgroup.as_ref().filter(|_| std::ptr::eq(agent, &a)) {
+            let c = got.container.as_ref().expect("a's container id");
+            assert_eq!(
+                (c.runtime.as_str(), c.id.as_str()),
+                ("docker", cg.id.as_str())
+            );
+        } else {
+            assert_eq!(got.container, None, "{got:#?}");
+        }
         assert_eq!(
             got.own_mount_namespace,
             agent.container.is_some(),
@@ -230,6 +248,69 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
     }
 }
 
+/// Symlinks inside a container are resolved in the container: a link whose absolute target is
+/// the host's config dir path names, in that container, whatever is at that path there; and
+/// the lock is decided by directory identity, not by the path's spelling.
+#[test]
+fn links_resolve_inside_the_container_and_identity_decides() {
+    if !is_root() {
+        eprintln!("skip: needs root (mount namespaces, chroot, other users' /proc)");
+        return;
+    }
+    let Some(bin) = claude_binary() else { return };
+    let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let w = migrated_world();
+    let env = [
+        ("PATH", OsStr::new("/usr/bin:/bin")),
+        ("HOME", OsStr::new("/home/agent")),
+    ];
+    let cfg = w.config.to_str().unwrap();
+    // e) ~/.claude -> the host's config dir path, which in this container is a local directory
+    //    (the shared dir is mounted elsewhere): followed on the host's side it would "share".
+    let e = start_container(
+        &bin,
+        AGENT_UID,
+        &[(&w.shared, Path::new("/mnt/shared"))],
+        &format!(
+            "mkdir -p \"$root{cfg}\"; chown $uid \"$root{cfg}\" \"$(dirname \"$root{cfg}\")\"; ln -s '{cfg}' \"$root/home/agent/.claude\""
+        ),
+        &env,
+    );
+    // f) ~/.claude -> /mnt/shared/config, the shared dir mounted at another path: another
+    //    spelling, but the same directory in the same parent, so the same lock directory.
+    let f = start_container(
+        &bin,
+        AGENT_UID,
+        &[(&w.shared, Path::new("/mnt/shared"))],
+        "ln -s /mnt/shared/config \"$root/home/agent/.claude\"",
+        &env,
+    );
+    let home_claude = Path::new("/home/agent/.claude");
+    let before = w.manifest();
+    let scan = dci::scan(&host(&w), true);
+    assert_same(&before, &w.manifest(), "the world after the scan");
+    let host_lock = PathBuf::from(format!("{cfg}.lock"));
+    for (agent, want, real) in [
+        (&e, Verdict::OtherConfigDir, cfg.to_string()),
+        (&f, Verdict::SharesLock, "/mnt/shared/config".to_string()),
+    ] {
+        let got = find(&scan, agent.pid);
+        assert_eq!(got.verdict, want, "{got:#?}");
+        assert_eq!(
+            got.real_config_dir.as_deref(),
+            Some(real.as_str()),
+            "{got:#?}"
+        );
+        assert!(got.lock_probe.as_ref().is_some_and(|p| p.ok), "{got:#?}");
+        assert_eq!(
+            host_mkdir_collides(agent, home_claude, &host_lock),
+            want == Verdict::SharesLock,
+            "pid {} ({want:?})",
+            agent.pid
+        );
+    }
+}
+
 #[test]
 fn the_probe_runs_as_the_agent_and_fails_where_it_could_not_lock() {
     if !is_root() {
@@ -245,6 +326,7 @@ fn the_probe_runs_as_the_agent_and_fails_where_it_could_not_lock() {
         &bin,
         AGENT_UID,
         &[(&w.shared, &w.shared)],
+        "",
         &[
             ("PATH", OsStr::new("/usr/bin:/bin")),
             ("HOME", OsStr::new("/home/agent")),

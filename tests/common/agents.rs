@@ -149,7 +149,8 @@ impl Drop for Agent {
             nix::unistd::Pid::from_raw(self.pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
-        let _ = self.child.kill();
+        // The child is claude itself (host) or `unshare`, which reaps claude and then exits:
+        // waiting for it means claude is gone from /proc (and from its cgroup) afterwards.
         let _ = self.child.wait();
     }
 }
@@ -192,11 +193,13 @@ pub fn start_host(bin: &Path, env: &[(&str, &OsStr)]) -> Agent {
 /// A "container": `claude mcp serve` in a new mount namespace whose root has `/usr` (and the
 /// merged-usr links), `/etc`, `/dev`, `/proc`, the binary at `/opt/claude/`, an empty `/tmp`,
 /// `/home/agent` (owned by `uid`), and each `(host dir, path inside)` of `binds` bind-mounted;
-/// run as `uid:uid` with exactly `env`.
+/// then `setup` (shell code, `$root` is the new root as the host sees it, `$uid` the uid), and
+/// `claude` run as `uid:uid` with exactly `env`.
 pub fn start_container(
     bin: &Path,
     uid: u32,
     binds: &[(&Path, &Path)],
+    setup: &str,
     env: &[(&str, &OsStr)],
 ) -> Agent {
     let root = tempfile::Builder::new()
@@ -207,7 +210,7 @@ pub fn start_container(
     let pidfile = logd.path().join("pid");
     let script = r#"
 set -eu
-root=$1; pidfile=$2; bindir=$3; uid=$4; shift 4
+root=$1; pidfile=$2; bindir=$3; uid=$4; setup=$5; shift 5
 mount -t tmpfs -o size=4m,mode=0755 none "$root"
 mkdir -p "$root/usr" "$root/etc" "$root/dev" "$root/proc" "$root/tmp" "$root/opt/claude" "$root/home/agent"
 chmod 1777 "$root/tmp"
@@ -226,6 +229,7 @@ while [ "$1" != "--" ]; do
     shift 2
 done
 shift
+eval "$setup"
 echo $$ > "$pidfile"
 exec chroot --userspec="$uid:$uid" "$root" env -i "$@"
 "#;
@@ -244,7 +248,8 @@ exec chroot --userspec="$uid:$uid" "$root" env -i "$@"
     .arg(root.path())
     .arg(&pidfile)
     .arg(bin.parent().unwrap())
-    .arg(uid.to_string());
+    .arg(uid.to_string())
+    .arg(setup);
     for (host, inside) in binds {
         c.arg(host).arg(inside);
     }
@@ -359,4 +364,59 @@ pub fn rmdir_in_view(pid: u32, lock: &Path) {
         "rmdir {} in pid {pid}'s view: {err}",
         lock.display()
     );
+}
+
+/// A cgroup named like Docker's (`docker-<64 hex>.scope`) in a writable cgroup hierarchy of
+/// this machine, for `/proc/PID/cgroup` to show a container id. Removed on drop (after the
+/// processes put in it are gone: declare it before them).
+pub struct DockerCgroup {
+    pub id: String,
+    dirs: Vec<PathBuf>,
+}
+
+impl DockerCgroup {
+    /// `None` (with the reason on stderr) when no hierarchy can be written here.
+    pub fn new() -> Option<DockerCgroup> {
+        let id: String = format!("{:016x}", std::process::id())
+            .repeat(4)
+            .chars()
+            .take(64)
+            .collect();
+        for h in [
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup",
+        ] {
+            let h = Path::new(h);
+            if !h.join("cgroup.procs").exists() {
+                continue;
+            }
+            let parent = h.join(format!("dci-test.{}", std::process::id()));
+            let dir = parent.join(format!("docker-{id}.scope"));
+            if fs::create_dir_all(&dir).is_ok() {
+                return Some(DockerCgroup {
+                    id,
+                    dirs: vec![dir, parent],
+                });
+            }
+        }
+        eprintln!("note: no writable cgroup hierarchy here: container ids are not checked on a real cgroup");
+        None
+    }
+
+    /// Move `pid` into it.
+    pub fn add(&self, pid: u32) {
+        fs::write(self.dirs[0].join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", self.dirs[0].display()));
+    }
+}
+
+impl Drop for DockerCgroup {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            if let Err(e) = fs::remove_dir(d) {
+                eprintln!("rmdir {}: {e}", d.display());
+            }
+        }
+    }
 }
