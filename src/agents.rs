@@ -474,10 +474,11 @@ fn judge(a: &mut Agent, creds: &Creds, host: &io::Result<Host>, probe: bool) -> 
             show(&host.lock())
         ),
         Verdict::OtherConfigDir => format!(
-            "'{}' resolves in its view to '{}', another directory than the host's config dir '{}' (whatever the names say): it keeps its own credentials and lock",
+            "'{}'{} is another directory than the host's config dir '{}'{}: it keeps its own credentials and takes its own lock",
             show(&path),
-            show(&r.real),
-            show(&host.config_dir)
+            if r.real == path { String::new() } else { format!(" (resolved in its view: '{}')", show(&r.real)) },
+            show(&host.config_dir),
+            if r.real == host.real { " (the same path, but another directory in its mount namespace)" } else { "" }
         ),
         Verdict::CannotRead => unreachable!(),
     };
@@ -851,6 +852,168 @@ fn as_creds<T: Send>(
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the probe thread panicked")))
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// For people: the summary line, one line per agent, and the problems `verify` reports.
+// ---------------------------------------------------------------------------------------------
+
+impl Agent {
+    /// Where it runs: `docker 0123456789ab`, `own mount namespace`, or `host`.
+    pub fn place(&self) -> String {
+        match (&self.container, self.own_mount_namespace) {
+            (Some(c), _) => format!("{} {}", c.runtime, &c.id[..c.id.len().min(12)]),
+            (None, true) => "own mount namespace".into(),
+            (None, false) => "host".into(),
+        }
+    }
+
+    /// One line: `pid 4242 (uid 1000, docker 0123456789ab): shares the lock: <lock>`.
+    pub fn line(&self) -> String {
+        let what = match (&self.lock, self.verdict) {
+            (_, Verdict::CannotRead) => self.reason.clone(),
+            (Some(l), _) => format!("{} -> lock {l}", self.config_dir.as_deref().unwrap_or("?")),
+            (None, _) => self.config_dir.clone().unwrap_or_default(),
+        };
+        let probe = match &self.lock_probe {
+            Some(p) if !p.ok => format!(
+                " (mkdir next to it as uid {} fails: {})",
+                self.uid,
+                p.error.as_deref().unwrap_or("?")
+            ),
+            _ => String::new(),
+        };
+        format!(
+            "pid {} (uid {}, {}): {}: {what}{probe}",
+            self.pid,
+            self.uid,
+            self.place(),
+            self.verdict.describe()
+        )
+    }
+}
+
+impl Scan {
+    /// `agents: none running`, `agents: 3 running, all share the lock`, `agents: 3 running,
+    /// 1 does not share the lock`.
+    pub fn summary(&self) -> String {
+        let n = self.agents.len();
+        if n == 0 {
+            return "agents: none running (no Claude Code process on this machine)".into();
+        }
+        let not = self
+            .agents
+            .iter()
+            .filter(|a| a.verdict != Verdict::SharesLock)
+            .count();
+        match not {
+            0 if n == 1 => "agents: 1 running, it shares the lock".into(),
+            0 => format!("agents: {n} running, all share the lock"),
+            _ => format!(
+                "agents: {n} running, {not} {} not share the lock",
+                if not == 1 { "does" } else { "do" }
+            ),
+        }
+    }
+}
+
+/// What `verify` reports about the agents: a problem for each one that does not share the lock
+/// (or, sharing it, cannot create it), with the fix; warnings for those it may not inspect
+/// (not root). Nothing when the host's config dir itself is missing (`verify` says so already).
+pub fn findings(
+    scan: &Scan,
+    host: &io::Result<Host>,
+    shared_dir: &Path,
+    euid: u32,
+) -> (Vec<crate::verify::Problem>, Vec<String>) {
+    use crate::verify::Problem;
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let Ok(host) = host else {
+        return (problems, warnings);
+    };
+    let cfg = show(&host.config_dir);
+    let shared = show(shared_dir);
+    let restart = |a: &Agent| {
+        match &a.container {
+        Some(c) if c.runtime == "docker" => format!(
+            "then recreate that container (docker compose up -d, or docker restart {})",
+            &c.id[..12]
+        ),
+        Some(c) => format!("then restart that container ({} {})", c.runtime, &c.id[..12]),
+        None if a.own_mount_namespace => format!(
+            "then restart that process (pid {}, in its own mount namespace)",
+            a.pid
+        ),
+        None => format!(
+            "restart that Claude (pid {}) with CLAUDE_CONFIG_DIR={cfg} in its environment (or with a HOME whose ~/.claude links to it)",
+            a.pid
+        ),
+    }
+    };
+    let mount_fix = |a: &Agent| {
+        if a.own_mount_namespace || a.container.is_some() {
+            format!(
+                "mount the whole shared dir at the same path and set CLAUDE_CONFIG_DIR in that container (compose: `volumes: [\"{shared}:{shared}\"]`, `environment: [CLAUDE_CONFIG_DIR={cfg}]`), {}",
+                restart(a)
+            )
+        } else {
+            restart(a)
+        }
+    };
+    for a in &scan.agents {
+        let who = format!("Claude Code pid {} (uid {}, {})", a.pid, a.uid, a.place());
+        match a.verdict {
+            Verdict::SharesLock => {
+                if let Some(p) = a.lock_probe.as_ref().filter(|p| !p.ok) {
+                    let parent = host.real.parent().unwrap_or(Path::new("/"));
+                    problems.push(Problem {
+                        kind: "agent-lock-mkdir-fails",
+                        message: format!(
+                            "{who} shares the lock, but cannot create it: mkdir '{}' as uid {} in its view fails ({}). Its OAuth refreshes will fail.",
+                            p.path,
+                            a.uid,
+                            p.error.as_deref().unwrap_or("?")
+                        ),
+                        fix: format!(
+                            "make '{}' writable by uid {}: sudo chown {}:{} '{}'",
+                            show(parent),
+                            a.uid,
+                            a.uid,
+                            a.gid,
+                            show(parent)
+                        ),
+                    });
+                }
+            }
+            Verdict::LockNotShared => problems.push(Problem {
+                kind: "agent-lock-not-shared",
+                message: format!(
+                    "{who}: {}. Two refreshes at once make one fail with invalid_grant and force a re-login.",
+                    a.reason
+                ),
+                fix: mount_fix(a),
+            }),
+            Verdict::OtherConfigDir => problems.push(Problem {
+                kind: "agent-other-config-dir",
+                message: format!("{who}: {}.", a.reason),
+                fix: mount_fix(a),
+            }),
+            Verdict::CannotRead if euid != 0 => warnings.push(format!(
+                "{who} could not be inspected: {}. To check every agent: sudo disinto-claude-init verify",
+                a.reason
+            )),
+            Verdict::CannotRead => problems.push(Problem {
+                kind: "agent-unreadable",
+                message: format!(
+                    "{who} could not be checked: {}. Whether it shares the lock is unknown.",
+                    a.reason
+                ),
+                fix: format!("inspect it: ls -l /proc/{}/root/ && tr '\\0' '\\n' < /proc/{}/environ | grep -E '^(CLAUDE_CONFIG_DIR|HOME)='", a.pid, a.pid),
+            }),
+        }
+    }
+    (problems, warnings)
 }
 
 #[cfg(test)]

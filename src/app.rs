@@ -450,6 +450,13 @@ fn run_verify(s: &Settings, had_creds: bool, report: &mut Report) {
     }
     report.problems = findings.problems;
     report.warnings.extend(findings.warnings);
+    if let Some(scan) = findings.agents {
+        // Said only when there is something to say: a migrate usually runs with the factory down.
+        if !scan.agents.is_empty() {
+            report.notes.push(agent_lines(&scan));
+        }
+        report.agents = Some(scan.agents);
+    }
 }
 
 fn journal_plan(j: &Journal, pending_only: bool) -> Plan {
@@ -548,6 +555,8 @@ fn status(s: &Settings, report: &mut Report) -> Result<()> {
     let facts = Facts::gather(s).map_err(|e| io_err("cannot inspect the home", e))?;
     let layout = layout::detect(&facts);
     report.layout = Some(layout);
+    // Who is running now (no probe: status changes nothing).
+    let agents = crate::agents::scan(&crate::agents::Host::read(&s.config_dir), false);
     report
         .notes
         .push(format!("~/.claude: {}", facts.claude.describe()));
@@ -557,6 +566,8 @@ fn status(s: &Settings, report: &mut Report) -> Result<()> {
     report
         .notes
         .push(format!("~/.claude.json: {}", facts.claude_json.describe()));
+    report.notes.push(agents.summary());
+    report.agents = Some(agents.agents);
     if let Some(r) = layout::refusal(layout, &facts, s) {
         report.notes.push(format!(
             "needs an operator: {}\n  fix: {}",
@@ -575,12 +586,26 @@ fn verify_cmd(s: &Settings, report: &mut Report) -> Result<()> {
     let facts = Facts::gather(s).map_err(|e| io_err("cannot inspect the home", e))?;
     report.layout = Some(layout::detect(&facts));
     let f = verify::verify(s, false);
+    if let Some(scan) = &f.agents {
+        report.notes.push(agent_lines(scan));
+    }
     if f.problems.is_empty() {
         report.notes.push("Healthy: every check passed.".into());
     }
     report.problems = f.problems;
     report.warnings = f.warnings;
+    report.agents = f.agents.map(|scan| scan.agents);
     Ok(())
+}
+
+/// `agents: N running, ...` and one line per agent.
+fn agent_lines(scan: &crate::agents::Scan) -> String {
+    let mut out = scan.summary();
+    for a in &scan.agents {
+        out.push_str("\n  ");
+        out.push_str(&a.line());
+    }
+    out
 }
 
 /// `undo`: load the journal, check that undoing is safe, confirm, execute.

@@ -73,6 +73,10 @@ pub struct Report {
     pub warnings: Vec<String>,
     pub error: Option<ErrorReport>,
     pub exit_code: i32,
+    /// The running Claude Code processes (`status`, `verify`, and `migrate`'s verify step);
+    /// left out of the document when the command did not look.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Vec<crate::agents::Agent>>,
     #[serde(skip)]
     pub notes: Vec<String>,
     #[serde(skip)]
@@ -98,6 +102,7 @@ impl Report {
             warnings: Vec::new(),
             error: None,
             exit_code: 0,
+            agents: None,
             notes: Vec::new(),
             env_file_note: None,
         }

@@ -24,6 +24,8 @@ pub struct Problem {
 pub struct Findings {
     pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
+    /// The running Claude Code processes and whether each shares the lock.
+    pub agents: Option<crate::agents::Scan>,
 }
 
 /// Check everything. `expect_credentials`: the source had a `.credentials.json`, so the
@@ -246,5 +248,13 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
             }
         }
     }
+
+    // Every running Claude Code, on the host and in each container, must take the same lock.
+    let host = crate::agents::Host::read(config);
+    let scan = crate::agents::scan(&host, true);
+    let (problems, warnings) = crate::agents::findings(&scan, &host, &s.shared_dir, s.euid);
+    f.problems.extend(problems);
+    f.warnings.extend(warnings);
+    f.agents = Some(scan);
     f
 }

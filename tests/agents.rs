@@ -454,3 +454,190 @@ fn resolution_stays_inside_the_root() {
         assert_eq!(e.raw_os_error(), Some(errno), "{path}: {e}");
     }
 }
+
+/// Validate a `--json` document against docs/json-schema.json.
+#[track_caller]
+fn assert_schema_valid(what: &str, doc: &serde_json::Value) {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/json-schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&fs::read_to_string(p).unwrap()).unwrap();
+    let v = jsonschema::draft202012::new(&schema).unwrap();
+    let errs: Vec<String> = v
+        .iter_errors(doc)
+        .map(|e| format!("at {}: {e}", e.instance_path()))
+        .collect();
+    assert!(errs.is_empty(), "{what}: {}\n{doc:#}", errs.join("\n"));
+}
+
+/// A realistic home of uid 1000 (the agents' uid), migrated by the real binary.
+fn really_migrated_world() -> World {
+    let w = World::realistic();
+    let out = std::process::Command::new("chown")
+        .args(["-R", "--no-dereference", "1000:1000"])
+        .arg(&w.home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chown -R: {out:?}");
+    let r = run(w.cmd().arg("--yes"));
+    assert_eq!(r.code, 0, "migrate: {}\n{}", r.stdout, r.stderr);
+    w
+}
+
+fn pids_in(doc: &serde_json::Value) -> Vec<(u64, String)> {
+    doc["agents"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no agents array: {doc:#}"))
+        .iter()
+        .map(|a| {
+            (
+                a["pid"].as_u64().unwrap(),
+                a["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The command as an operator runs it: `verify` lists every agent, exits 0 when all share the
+/// lock and 5 naming each one that does not, with the fix; `status` counts them; `--json`
+/// lists them (valid against the schema). Nothing in the world changes.
+#[test]
+fn verify_and_status_report_the_agents() {
+    if !is_root() {
+        eprintln!("skip: needs root (mount namespaces, chroot, other users' /proc)");
+        return;
+    }
+    let Some(bin) = claude_binary() else { return };
+    let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let w = really_migrated_world();
+
+    // No agent: said so, not a problem.
+    let r = run(&mut w.cmd_sub("verify"));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("agents: none running"), "{}", r.stdout);
+    let (code, doc) = run_json(w.cmd_sub("verify").arg("--json"));
+    assert_eq!(
+        (code, &doc["agents"]),
+        (0, &serde_json::json!([])),
+        "{doc:#}"
+    );
+    assert_schema_valid("verify, no agents", &doc);
+
+    let env_a = [
+        ("PATH", OsStr::new("/usr/bin:/bin")),
+        ("HOME", OsStr::new("/home/agent")),
+        ("CLAUDE_CONFIG_DIR", w.config.as_os_str()),
+    ];
+    let a = start_container(&bin, AGENT_UID, &[(&w.shared, &w.shared)], "", &env_a);
+    let d = start_host(
+        &bin,
+        &[
+            ("PATH", OsStr::new("/usr/bin:/bin")),
+            ("HOME", w.home.as_os_str()),
+        ],
+    );
+    let before = w.manifest();
+    let r = run(&mut w.cmd_sub("verify"));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("agents: 2 running, all share the lock"),
+        "{}",
+        r.stdout
+    );
+    for pid in [a.pid, d.pid] {
+        assert!(r.stdout.contains(&format!("pid {pid} ")), "{}", r.stdout);
+    }
+    let r = run(&mut w.cmd_sub("status"));
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout.contains("agents: 2 running, all share the lock"),
+        "{}",
+        r.stdout
+    );
+    let (_, doc) = run_json(w.cmd_sub("status").arg("--json"));
+    assert_schema_valid("status, two agents", &doc);
+    assert!(doc["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["lock_probe"].is_null()));
+    assert_same(
+        &before,
+        &w.manifest(),
+        "verify and status with agents running",
+    );
+
+    // The old layout and an unrelated dir: exit 5, each named, with the fix.
+    let home_env = [
+        ("PATH", OsStr::new("/usr/bin:/bin")),
+        ("HOME", OsStr::new("/home/agent")),
+    ];
+    let other = tempfile::Builder::new()
+        .prefix("dci-other-config.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    chown(other.path(), AGENT_UID);
+    let home_claude = Path::new("/home/agent/.claude");
+    let b = start_container(&bin, AGENT_UID, &[(&w.config, home_claude)], "", &home_env);
+    let c = start_container(
+        &bin,
+        AGENT_UID,
+        &[(other.path(), home_claude)],
+        "",
+        &home_env,
+    );
+    let before = w.manifest();
+    let r = run(&mut w.cmd_sub("verify"));
+    assert_eq!(r.code, 5, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("agents: 4 running, 2 do not share the lock"),
+        "{}",
+        r.stdout
+    );
+    let (code, doc) = run_json(w.cmd_sub("verify").arg("--json"));
+    assert_eq!(code, 5);
+    assert_schema_valid("verify, four agents", &doc);
+    let mut want = vec![
+        (a.pid as u64, "shares-lock".to_string()),
+        (b.pid as u64, "lock-not-shared".to_string()),
+        (c.pid as u64, "other-config-dir".to_string()),
+        (d.pid as u64, "shares-lock".to_string()),
+    ];
+    want.sort();
+    assert_eq!(pids_in(&doc), want, "{doc:#}");
+    let problems = doc["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 2, "{doc:#}");
+    for (pid, kind) in [
+        (b.pid, "agent-lock-not-shared"),
+        (c.pid, "agent-other-config-dir"),
+    ] {
+        let p = problems
+            .iter()
+            .find(|p| p["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}: {doc:#}"));
+        let msg = p["message"].as_str().unwrap();
+        let fix = p["fix"].as_str().unwrap();
+        assert!(msg.contains(&format!("pid {pid} ")), "{msg}");
+        let shared = w.shared.to_str().unwrap();
+        assert!(fix.contains(&format!("{shared}:{shared}")), "{fix}");
+        assert!(
+            fix.contains(&format!("CLAUDE_CONFIG_DIR={}", w.config.display())),
+            "{fix}"
+        );
+        assert!(fix.contains("restart"), "{fix}");
+    }
+    assert!(
+        problems[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/home/agent/.claude.lock"),
+        "the old layout's message names the lock it takes instead: {doc:#}"
+    );
+    assert_same(&before, &w.manifest(), "verify with four agents");
+    drop((b, c));
+    let r = run(&mut w.cmd_sub("verify"));
+    assert_eq!(
+        r.code, 0,
+        "after the two are gone: {}\n{}",
+        r.stdout, r.stderr
+    );
+}

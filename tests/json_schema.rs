@@ -374,6 +374,44 @@ fn the_schema_rejects_broken_documents() {
             "an unknown command",
             Box::new(|d| d["command"] = json!("frobnicate")),
         ),
+        (
+            "agents listed by undo",
+            Box::new(|d| {
+                d["command"] = json!("undo");
+                d["agents"] = json!([agent()]);
+            }),
+        ),
+        (
+            "agents not an array",
+            Box::new(|d| d["agents"] = json!(agent())),
+        ),
+        (
+            "an unknown agent verdict",
+            Box::new(|d| d["agents"] = json!([with(agent(), "verdict", json!("probably"))])),
+        ),
+        (
+            "an agent without its lock probe",
+            Box::new(|d| {
+                let mut a = agent();
+                a.as_object_mut().unwrap().remove("lock_probe");
+                d["agents"] = json!([a]);
+            }),
+        ),
+        (
+            "a short container id",
+            Box::new(|d| {
+                let c = json!({"runtime": "docker", "id": "0123456789ab"});
+                d["agents"] = json!([with(agent(), "container", c)]);
+            }),
+        ),
+        (
+            "a lock that is not <dir>.lock",
+            Box::new(|d| d["agents"] = json!([with(agent(), "lock", json!("/srv/config"))])),
+        ),
+        (
+            "an unknown agent field",
+            Box::new(|d| d["agents"] = json!([with(agent(), "namespace", json!(4026531840u64))])),
+        ),
     ];
     for (what, mutate) in &mutations {
         let mut bad = good.clone();
@@ -390,6 +428,55 @@ fn the_schema_rejects_broken_documents() {
     ok["env_file"] = Value::Null;
     ok["profile"] = Value::Null;
     assert_valid("interrupted, no env file, no profile", &ok);
+    let mut ok = good.clone();
+    ok["command"] = json!("undo");
+    assert_valid("undo, which lists no agents", &ok);
+    let mut ok = good.clone();
+    ok["agents"] = json!([]);
+    assert_valid("no agents running", &ok);
+    let unread = json!({
+        "pid": 7, "uid": 1000, "gid": 1000, "container": null, "own_mount_namespace": true,
+        "program": "claude", "config_dir": null, "config_dir_from": null,
+        "real_config_dir": null, "lock": null, "verdict": "cannot-read",
+        "reason": "its environment (/proc/7/environ) cannot be read: Permission denied",
+        "lock_probe": null
+    });
+    ok["agents"] = json!([agent(), unread]);
+    assert_valid(
+        "an agent that shares the lock and one that cannot be read",
+        &ok,
+    );
+}
+
+/// A well-formed agent of the `agents` array (docs/agents.md).
+fn agent() -> Value {
+    json!({
+        "pid": 4242,
+        "uid": 1000,
+        "gid": 1000,
+        "container": {
+            "runtime": "docker",
+            "id": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        },
+        "own_mount_namespace": true,
+        "program": "/usr/local/lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe",
+        "config_dir": "/var/lib/disinto/claude-shared/config",
+        "config_dir_from": "CLAUDE_CONFIG_DIR",
+        "real_config_dir": "/var/lib/disinto/claude-shared/config",
+        "lock": "/var/lib/disinto/claude-shared/config.lock",
+        "verdict": "shares-lock",
+        "reason": "the host's config dir, through the same parent directory",
+        "lock_probe": {
+            "ok": true,
+            "path": "/var/lib/disinto/claude-shared/config.dci-probe-77",
+            "error": null
+        }
+    })
+}
+
+fn with(mut v: Value, key: &str, value: Value) -> Value {
+    v[key] = value;
+    v
 }
 
 /// The whole documents shown in docs/json.md are valid too (the docs cannot drift from the
