@@ -151,6 +151,9 @@ pub struct Probe {
     /// The lock-like directory that was made and removed (in the agent's view).
     pub path: String,
     pub error: Option<String>,
+    /// The error number of the failure (not in `--json`: `error` says it for people).
+    #[serde(skip)]
+    pub errno: Option<i32>,
 }
 
 /// One running Claude Code.
@@ -773,11 +776,13 @@ fn probe_lock(r: &Resolved, creds: &Creds, pid: u32) -> Probe {
             ok: true,
             path: show(Path::new(&shown)),
             error: None,
+            errno: None,
         },
         Err(e) => Probe {
             ok: false,
             path: show(Path::new(&shown)),
             error: Some(err_text(&e)),
+            errno: e.raw_os_error(),
         },
     }
 }
@@ -975,14 +980,21 @@ pub fn findings(
                             a.uid,
                             p.error.as_deref().unwrap_or("?")
                         ),
-                        fix: format!(
-                            "make '{}' writable by uid {}: sudo chown {}:{} '{}'",
-                            show(parent),
-                            a.uid,
-                            a.uid,
-                            a.gid,
-                            show(parent)
-                        ),
+                        fix: if p.errno == Some(libc::EROFS) {
+                            format!(
+                                "mount '{shared}' read-write in that container (no `:ro`), {}",
+                                restart(a)
+                            )
+                        } else {
+                            format!(
+                                "make '{}' writable by uid {}: sudo chown {}:{} '{}'",
+                                show(parent),
+                                a.uid,
+                                a.uid,
+                                a.gid,
+                                show(parent)
+                            )
+                        },
                     });
                 }
             }

@@ -352,6 +352,62 @@ fn the_probe_runs_as_the_agent_and_fails_where_it_could_not_lock() {
     // Without the probe nothing is made at all.
     let scan = dci::scan(&host(&w), false);
     assert!(find(&scan, a.pid).lock_probe.is_none());
+    drop(a);
+
+    // The shared dir the agent's again, but mounted read-only in the container (`:ro`): the
+    // same directory, so the same lock, which it cannot take there. Root on the host could.
+    chown(&w.shared, AGENT_UID);
+    let shared = w.shared.to_str().unwrap();
+    let r = start_container(
+        &bin,
+        AGENT_UID,
+        &[(&w.shared, &w.shared)],
+        &format!("mount -o remount,bind,ro \"$root{shared}\""),
+        &[
+            ("PATH", OsStr::new("/usr/bin:/bin")),
+            ("HOME", OsStr::new("/home/agent")),
+            ("CLAUDE_CONFIG_DIR", w.config.as_os_str()),
+        ],
+    );
+    let before = w.manifest();
+    let scan = dci::scan(&host(&w), true);
+    assert_same(
+        &before,
+        &w.manifest(),
+        "the world after a probe on a read-only mount",
+    );
+    let got = find(&scan, r.pid);
+    assert_eq!(got.verdict, Verdict::SharesLock, "{got:#?}");
+    let probe = got.lock_probe.as_ref().unwrap();
+    assert_eq!(
+        probe.error.as_deref(),
+        Some("Read-only file system"),
+        "{probe:?}"
+    );
+    let lock = lock_in_view(r.pid, AGENT_UID, &w.config);
+    let e = mkdir_in_view(r.pid, AGENT_UID, &lock).expect_err("read-only in its view");
+    assert!(e.contains("Read-only file system"), "{e}");
+    // verify: a problem, with the fix for a read-only mount.
+    let (code, doc) = run_json(w.cmd_sub("verify").arg("--json"));
+    assert_eq!(code, 5, "{doc:#}");
+    assert_schema_valid("verify, an agent that cannot lock", &doc);
+    let p = doc["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "agent-lock-mkdir-fails")
+        .unwrap_or_else(|| panic!("no agent-lock-mkdir-fails: {doc:#}"));
+    assert!(
+        p["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {} ", r.pid)),
+        "{p:#}"
+    );
+    assert!(p["fix"].as_str().unwrap().contains("read-write"), "{p:#}");
+    // The host's own view of the same directory is writable.
+    fs::create_dir(format!("{shared}/config.dci-test")).unwrap();
+    fs::remove_dir(format!("{shared}/config.dci-test")).unwrap();
 }
 
 #[test]
