@@ -486,7 +486,7 @@ fn judge(a: &mut Agent, creds: &Creds, host: &io::Result<Host>, probe: bool) -> 
         Verdict::CannotRead => unreachable!(),
     };
     if probe {
-        a.lock_probe = Some(probe_lock(&r, creds, pid));
+        a.lock_probe = probe_lock(&r, creds, pid);
     }
     Ok(())
 }
@@ -739,8 +739,10 @@ fn reopen_dir(at: BorrowedFd) -> io::Result<OwnedFd> {
 }
 
 /// `mkdir` + `rmdir` of `<real>.dci-probe-<our pid>`, a sibling of the config dir, in the
-/// agent's view, with its credentials; the parent's mtime is put back.
-fn probe_lock(r: &Resolved, creds: &Creds, pid: u32) -> Probe {
+/// agent's view, with its credentials; the parent's mtime is put back. `None` when its
+/// credentials cannot be taken (not root, and they are not ours): not run rather than run as
+/// someone else.
+fn probe_lock(r: &Resolved, creds: &Creds, pid: u32) -> Option<Probe> {
     let mut name = r.real.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".dci-probe-{}", std::process::id()));
     let mut shown = r.real.as_os_str().to_os_string();
@@ -771,7 +773,7 @@ fn probe_lock(r: &Resolved, creds: &Creds, pid: u32) -> Probe {
             &TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
         );
     }
-    match result {
+    Some(match result.ok()? {
         Ok(()) => Probe {
             ok: true,
             path: show(Path::new(&shown)),
@@ -784,7 +786,7 @@ fn probe_lock(r: &Resolved, creds: &Creds, pid: u32) -> Probe {
             error: Some(err_text(&e)),
             errno: e.raw_os_error(),
         },
-    }
+    })
 }
 
 #[repr(C)]
@@ -806,15 +808,15 @@ const CAP_V3: u32 = 0x2008_0522;
 /// Run `f` on a fresh thread whose filesystem uid and gid, supplementary groups and effective
 /// capabilities are `creds`' (`cap_eff`, within what we hold). Raw syscalls: glibc's
 /// `setgroups` would apply to every thread of the process, these apply to the calling thread
-/// only, and the thread ends with `f`. When we are not root and `creds` are not ours, the
-/// switch is refused and `f` runs not at all (`EPERM`).
+/// only, and the thread ends with `f`. The outer `Err`: the credentials could not be taken (we
+/// are not root and they are not ours), so `f` did not run.
 fn as_creds<T: Send>(
     creds: &Creds,
     cap_eff: u64,
     f: impl FnOnce() -> nix::Result<T> + Send,
-) -> io::Result<T> {
+) -> io::Result<io::Result<T>> {
     std::thread::scope(|s| {
-        s.spawn(|| -> io::Result<T> {
+        s.spawn(|| -> io::Result<io::Result<T>> {
             // SAFETY: plain syscalls on this thread's own credentials, with valid pointers.
             unsafe {
                 let groups: Vec<libc::gid_t> = creds.groups.clone();
@@ -852,10 +854,10 @@ fn as_creds<T: Send>(
                     return Err(io::Error::last_os_error());
                 }
             }
-            f().map_err(io::Error::from)
+            Ok(f().map_err(io::Error::from))
         })
         .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the probe thread panicked")))
+        .unwrap_or_else(|_| Ok(Err(io::Error::other("the probe thread panicked"))))
     })
 }
 

@@ -697,3 +697,114 @@ fn verify_and_status_report_the_agents() {
         r.stdout, r.stderr
     );
 }
+
+/// Not root: the agents of other users are listed but cannot be inspected, which is a warning
+/// that says to run as root, not a problem; the user's own agents are judged (and probed) as
+/// usual.
+#[test]
+fn not_root_own_agents_are_judged_others_are_a_warning() {
+    if !is_root() {
+        eprintln!("skip: needs root (to start agents as two users)");
+        return;
+    }
+    let Some(bin) = claude_binary() else { return };
+    let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let w = really_migrated_world();
+    let a = start_container(
+        &bin,
+        AGENT_UID,
+        &[(&w.shared, &w.shared)],
+        "",
+        &[
+            ("PATH", OsStr::new("/usr/bin:/bin")),
+            ("HOME", OsStr::new("/home/agent")),
+            ("CLAUDE_CONFIG_DIR", w.config.as_os_str()),
+        ],
+    );
+    let d = start_host(
+        &bin,
+        &[
+            ("PATH", OsStr::new("/usr/bin:/bin")),
+            ("HOME", w.home.as_os_str()),
+        ],
+    );
+    // verify runs as uid 1000 with the agent's own groups: it can take the agent's credentials
+    // (not root, it probes only as itself).
+    let status = fs::read_to_string(format!("/proc/{}/status", a.pid)).unwrap();
+    let groups: Vec<&str> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let groups_arg = if groups.is_empty() {
+        "--clear-groups".to_string()
+    } else {
+        format!("--groups={}", groups.join(","))
+    };
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=1000", "--regid=1000", &groups_arg, "--"])
+        .arg(w.cmd_sub("verify").get_program())
+        .args(w.cmd_sub("verify").get_args())
+        // The world's env file is root's (0600); a later option wins.
+        .args(["--no-env-file", "--json"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", &w.home);
+    let before = w.manifest();
+    let (_, doc) = run_json(&mut cmd);
+    assert_same(&before, &w.manifest(), "verify as uid 1000");
+    assert_schema_valid("verify as uid 1000", &doc);
+    let agents = doc["agents"].as_array().unwrap();
+    let get = |pid: u32| {
+        agents
+            .iter()
+            .find(|x| x["pid"] == pid)
+            .unwrap_or_else(|| panic!("pid {pid} not listed: {doc:#}"))
+    };
+    assert_eq!(get(a.pid)["verdict"], "shares-lock", "{doc:#}");
+    assert_eq!(get(a.pid)["lock_probe"]["ok"], true, "{doc:#}");
+    assert_eq!(get(d.pid)["verdict"], "cannot-read", "{doc:#}");
+    assert_eq!(get(d.pid)["uid"], 0, "{doc:#}");
+    assert!(
+        get(d.pid)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Permission denied"),
+        "{doc:#}"
+    );
+    let problems = doc["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .all(|p| !p["kind"].as_str().unwrap().starts_with("agent-")),
+        "{doc:#}"
+    );
+    let warned = doc["warnings"].as_array().unwrap().iter().any(|w| {
+        let w = w.as_str().unwrap();
+        w.contains(&format!("pid {} ", d.pid)) && w.contains("sudo disinto-claude-init verify")
+    });
+    assert!(warned, "{doc:#}");
+    // With other groups than the agent's it cannot act as the agent: the probe is not run
+    // (rather than run as someone else).
+    if !groups.is_empty() {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=1000", "--regid=1000", "--clear-groups", "--"])
+            .arg(w.cmd_sub("verify").get_program())
+            .args(w.cmd_sub("verify").get_args())
+            .args(["--no-env-file", "--json"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &w.home);
+        let (_, doc) = run_json(&mut cmd);
+        let a_doc = doc["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["pid"] == a.pid)
+            .unwrap()
+            .clone();
+        assert_eq!(a_doc["verdict"], "shares-lock", "{doc:#}");
+        assert!(a_doc["lock_probe"].is_null(), "{doc:#}");
+    }
+}
