@@ -456,34 +456,58 @@ fn judge(a: &mut Agent, creds: &Creds, host: &io::Result<Host>, probe: bool) -> 
     a.real_config_dir = Some(show(&r.real));
     a.lock = Some(show(&lock_of(&r.real)));
     let name = r.real.file_name().unwrap_or_default();
-    a.verdict = if r.dir != host.dir {
-        Verdict::OtherConfigDir
-    } else if r.parent != host.parent || name != host.name() {
-        Verdict::LockNotShared
+    let own_lock = show(&lock_of(&r.real));
+    (a.verdict, a.reason) = if r.dir != host.dir {
+        (
+            Verdict::OtherConfigDir,
+            format!(
+                "'{}'{} is another directory than the host's config dir '{}'{}: it keeps its own credentials and takes its own lock",
+                show(&path),
+                if r.real == path {
+                    String::new()
+                } else {
+                    format!(" (resolved in its view: '{}')", show(&r.real))
+                },
+                show(&host.config_dir),
+                if r.real == host.real {
+                    " (the same path, but another directory in its mount namespace)"
+                } else {
+                    ""
+                }
+            ),
+        )
+    } else if r.parent != host.parent {
+        (
+            Verdict::LockNotShared,
+            format!(
+                "'{}' holds the same files as the host's config dir, but its parent in that view is another directory{}: it locks '{own_lock}', not the host's '{}', so OAuth refreshes race",
+                show(&path),
+                if a.own_mount_namespace {
+                    " (the config dir is mounted without its parent)"
+                } else {
+                    ""
+                },
+                show(&host.lock())
+            ),
+        )
+    } else if name != host.name() {
+        (
+            Verdict::LockNotShared,
+            format!(
+                "'{}' is the host's config dir under another name in the same parent (a bind mount): it locks '{own_lock}', not the host's '{}', so OAuth refreshes race",
+                show(&path),
+                show(&host.lock())
+            ),
+        )
     } else {
-        Verdict::SharesLock
-    };
-    a.reason = match a.verdict {
-        Verdict::SharesLock => format!(
-            "'{}' is the host's config dir, reached through the same parent directory: it locks the same '{}'",
-            show(&path),
-            show(&host.lock())
-        ),
-        Verdict::LockNotShared => format!(
-            "'{}' holds the same files as the host's config dir, but its parent in that view is another directory{}: it locks '{}', not the host's '{}', so OAuth refreshes race",
-            show(&path),
-            if a.own_mount_namespace { " (the config dir is mounted without its parent)" } else { "" },
-            show(&lock_of(&r.real)),
-            show(&host.lock())
-        ),
-        Verdict::OtherConfigDir => format!(
-            "'{}'{} is another directory than the host's config dir '{}'{}: it keeps its own credentials and takes its own lock",
-            show(&path),
-            if r.real == path { String::new() } else { format!(" (resolved in its view: '{}')", show(&r.real)) },
-            show(&host.config_dir),
-            if r.real == host.real { " (the same path, but another directory in its mount namespace)" } else { "" }
-        ),
-        Verdict::CannotRead => unreachable!(),
+        (
+            Verdict::SharesLock,
+            format!(
+                "'{}' is the host's config dir, reached through the same parent directory: it locks the same '{}'",
+                show(&path),
+                show(&host.lock())
+            ),
+        )
     };
     if probe {
         a.lock_probe = probe_lock(&r, creds, pid);

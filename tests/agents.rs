@@ -285,6 +285,18 @@ fn links_resolve_inside_the_container_and_identity_decides() {
         "ln -s /mnt/shared/config \"$root/home/agent/.claude\"",
         &env,
     );
+    // g) the shared dir at the same path, and the config dir bind-mounted again under another
+    //    name in it: the same directory in the same parent, but the lock is '<alias>.lock'.
+    let alias = w.shared.join("alias");
+    mkdir(&alias, 0o700);
+    chown(&alias, AGENT_UID);
+    let g = start_container(
+        &bin,
+        AGENT_UID,
+        &[(&w.shared, &w.shared), (&w.config, &alias)],
+        &format!("ln -s '{}' \"$root/home/agent/.claude\"", alias.display()),
+        &env,
+    );
     let home_claude = Path::new("/home/agent/.claude");
     let before = w.manifest();
     let scan = dci::scan(&host(&w), true);
@@ -293,6 +305,11 @@ fn links_resolve_inside_the_container_and_identity_decides() {
     for (agent, want, real) in [
         (&e, Verdict::OtherConfigDir, cfg.to_string()),
         (&f, Verdict::SharesLock, "/mnt/shared/config".to_string()),
+        (
+            &g,
+            Verdict::LockNotShared,
+            alias.to_str().unwrap().to_string(),
+        ),
     ] {
         let got = find(&scan, agent.pid);
         assert_eq!(got.verdict, want, "{got:#?}");
