@@ -69,6 +69,8 @@ pub fn claude_binary() -> Option<PathBuf> {
     let stage = cache.join(format!("claude-code-{CLAUDE_CODE_VERSION}.incoming"));
     let _ = fs::remove_dir_all(&stage);
     fs::create_dir_all(&stage).expect("create the npm staging dir");
+    // npm's cache too lives in the staging dir (nothing in ~/.npm), and goes once installed.
+    let npm_cache = stage.join(".npm-cache");
     let out = Command::new("npm")
         .args([
             "install",
@@ -79,6 +81,8 @@ pub fn claude_binary() -> Option<PathBuf> {
         ])
         .arg("--prefix")
         .arg(&stage)
+        .arg("--cache")
+        .arg(&npm_cache)
         .arg(format!("@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"))
         .stdin(Stdio::null())
         .output();
@@ -100,6 +104,7 @@ pub fn claude_binary() -> Option<PathBuf> {
     if !staged.is_file() {
         return skip(format!("npm installed no {}", staged.display()));
     }
+    let _ = fs::remove_dir_all(&npm_cache);
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&stage, &dir).expect("rename the npm install into place");
     Some(bin)
