@@ -951,7 +951,7 @@ impl Scan {
 /// What `verify` reports about the agents: a problem for each one that does not share the lock
 /// (or, sharing it, cannot create it), with the fix; warnings for those it may not inspect
 /// (not root). Nothing when the host's config dir itself is missing (`verify` says so already).
-pub fn findings(
+pub(crate) fn findings(
     scan: &Scan,
     host: &io::Result<Host>,
     shared_dir: &Path,
