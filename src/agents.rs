@@ -59,6 +59,11 @@ pub struct Host {
     pub real: PathBuf,
     dir: Id,
     parent: Id,
+    /// The factory's shared dir and the home, when known: an agent started with
+    /// `CLAUDE_SHARED_DIR`/`CLAUDE_CONFIG_DIR` naming these paths, or a host agent whose `HOME`
+    /// is this home, is one of this factory's (see [`Agent::factory`]).
+    pub shared_dir: Option<PathBuf>,
+    pub home: Option<PathBuf>,
 }
 
 impl Host {
@@ -76,7 +81,17 @@ impl Host {
             dir: (m.dev(), m.ino()),
             parent: (p.dev(), p.ino()),
             real,
+            shared_dir: None,
+            home: None,
         })
+    }
+
+    /// `read`, knowing the factory's shared dir and the home too.
+    pub fn for_factory(config_dir: &Path, shared_dir: &Path, home: &Path) -> io::Result<Host> {
+        let mut h = Host::read(config_dir)?;
+        h.shared_dir = Some(shared_dir.to_path_buf());
+        h.home = Some(home.to_path_buf());
+        Ok(h)
     }
 
     /// The lock every agent must share: `<real config dir>.lock`.
@@ -179,6 +194,12 @@ pub struct Agent {
     pub reason: String,
     /// The lock probe, when it was asked for and the config dir's parent was found.
     pub lock_probe: Option<Probe>,
+    /// One of this factory's agents: its config dir holds the host's config files (whatever
+    /// the lock), it runs in a container, it was started with `CLAUDE_CONFIG_DIR` or
+    /// `CLAUDE_SHARED_DIR` naming this factory's paths, or it is a host Claude whose `HOME` is
+    /// this home. The others (another user's or another home's own Claude, a test's) are
+    /// listed and warned about, not counted as problems.
+    pub factory: bool,
 }
 
 /// Every agent found.
@@ -188,8 +209,12 @@ pub struct Scan {
 }
 
 impl Scan {
+    /// Every one of this factory's agents shares the lock.
     pub fn all_share(&self) -> bool {
-        self.agents.iter().all(|a| a.verdict == Verdict::SharesLock)
+        self.agents
+            .iter()
+            .filter(|a| a.factory)
+            .all(|a| a.verdict == Verdict::SharesLock)
     }
 }
 
@@ -389,6 +414,7 @@ pub fn inspect(pid: u32, host: &io::Result<Host>, probe: bool) -> Option<Agent> 
         verdict: Verdict::CannotRead,
         reason: String::new(),
         lock_probe: None,
+        factory: false,
     };
     if let Err(reason) = judge(&mut agent, &creds, host, probe) {
         // The process may have exited while we looked: then it is no agent any more.
@@ -396,6 +422,8 @@ pub fn inspect(pid: u32, host: &io::Result<Host>, probe: bool) -> Option<Agent> 
         agent.verdict = Verdict::CannotRead;
         agent.reason = reason;
     }
+    agent.factory |= agent.container.is_some()
+        || matches!(agent.verdict, Verdict::SharesLock | Verdict::LockNotShared);
     Some(agent)
 }
 
@@ -433,6 +461,13 @@ fn judge(a: &mut Agent, creds: &Creds, host: &io::Result<Host>, probe: bool) -> 
     let host = host
         .as_ref()
         .map_err(|e| format!("the host's config dir cannot be resolved: {}", err_text(e)))?;
+    let names = |var: &[u8], p: &Option<PathBuf>| {
+        p.as_ref()
+            .is_some_and(|p| env_var(&environ, var) == Some(p.as_os_str().as_bytes()))
+    };
+    a.factory = names(b"CLAUDE_CONFIG_DIR", &Some(host.config_dir.clone()))
+        || names(b"CLAUDE_SHARED_DIR", &host.shared_dir)
+        || (!a.own_mount_namespace && names(b"HOME", &host.home));
     let r = match resolve_in_root(root.as_fd(), &path) {
         Ok(r) => r,
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
@@ -915,10 +950,15 @@ impl Agent {
             _ => String::new(),
         };
         format!(
-            "pid {} (uid {}, {}): {}: {what}{probe}",
+            "pid {} (uid {}, {}{}): {}: {what}{probe}",
             self.pid,
             self.uid,
             self.place(),
+            if self.factory {
+                ""
+            } else {
+                ", not this factory's"
+            },
             self.verdict.describe()
         )
     }
@@ -928,20 +968,32 @@ impl Scan {
     /// `agents: none running`, `agents: 3 running, all share the lock`, `agents: 3 running,
     /// 1 does not share the lock`.
     pub fn summary(&self) -> String {
-        let n = self.agents.len();
+        let n = self.agents.iter().filter(|a| a.factory).count();
+        let others = self.agents.len() - n;
+        let others = match others {
+            0 => String::new(),
+            1 => " (and 1 other Claude Code on this machine, not this factory's)".into(),
+            k => format!(
+                " (and {k} other Claude Code processes on this machine, not this factory's)"
+            ),
+        };
         if n == 0 {
-            return "agents: none running (no Claude Code process on this machine)".into();
+            return if others.is_empty() {
+                "agents: none running (no Claude Code process on this machine)".into()
+            } else {
+                format!("agents: none of this factory's running{others}")
+            };
         }
         let not = self
             .agents
             .iter()
-            .filter(|a| a.verdict != Verdict::SharesLock)
+            .filter(|a| a.factory && a.verdict != Verdict::SharesLock)
             .count();
         match not {
-            0 if n == 1 => "agents: 1 running, it shares the lock".into(),
-            0 => format!("agents: {n} running, all share the lock"),
+            0 if n == 1 => format!("agents: 1 running, it shares the lock{others}"),
+            0 => format!("agents: {n} running, all share the lock{others}"),
             _ => format!(
-                "agents: {n} running, {not} {} not share the lock",
+                "agents: {n} running, {not} {} not share the lock{others}",
                 if not == 1 { "does" } else { "do" }
             ),
         }
@@ -994,6 +1046,27 @@ pub(crate) fn findings(
     };
     for a in &scan.agents {
         let who = format!("Claude Code pid {} (uid {}, {})", a.pid, a.uid, a.place());
+        if !a.factory {
+            // Someone else's Claude (another user, another home, a test): said, not counted.
+            if a.verdict == Verdict::CannotRead {
+                warnings.push(format!(
+                    "{who} could not be inspected: {}.{}",
+                    a.reason,
+                    if euid != 0 {
+                        " To check every agent: sudo disinto-claude-init verify"
+                    } else {
+                        ""
+                    }
+                ));
+            } else if a.verdict != Verdict::SharesLock {
+                warnings.push(format!(
+                    "{who} is not counted as one of this factory's agents (no container, not started with its CLAUDE_CONFIG_DIR or CLAUDE_SHARED_DIR, not this home's): {}. If it is one of them: {}",
+                    a.reason,
+                    mount_fix(a)
+                ));
+            }
+            continue;
+        }
         match a.verdict {
             Verdict::SharesLock => {
                 if let Some(p) = a.lock_probe.as_ref().filter(|p| !p.ok) {

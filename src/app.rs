@@ -556,7 +556,8 @@ fn status(s: &Settings, report: &mut Report) -> Result<()> {
     let layout = layout::detect(&facts);
     report.layout = Some(layout);
     // Who is running now (no probe: status changes nothing).
-    let agents = crate::agents::scan(&crate::agents::Host::read(&s.config_dir), false);
+    let host = crate::agents::Host::for_factory(&s.config_dir, &s.shared_dir, &s.home);
+    let agents = crate::agents::scan(&host, false);
     report
         .notes
         .push(format!("~/.claude: {}", facts.claude.describe()));

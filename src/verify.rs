@@ -250,7 +250,7 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
     }
 
     // Every running Claude Code, on the host and in each container, must take the same lock.
-    let host = crate::agents::Host::read(config);
+    let host = crate::agents::Host::for_factory(config, &s.shared_dir, &s.home);
     let scan = crate::agents::scan(&host, true);
     let (problems, warnings) = crate::agents::findings(&scan, &host, &s.shared_dir, s.euid);
     f.problems.extend(problems);

@@ -186,6 +186,10 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
         let got = find(&scan, agent.pid);
         assert_eq!(got.verdict, want, "pid {}: {got:#?}", agent.pid);
         assert_eq!(got.uid, agent.uid, "{got:#?}");
+        // c runs in no container and names none of the factory's paths: not the factory's
+        // (`Host::read` knows no shared dir or home). The others hold its files or run in a
+        // (docker-named) cgroup.
+        assert_eq!(got.factory, want != Verdict::OtherConfigDir, "{got:#?}");
         if let Some(cg) = cgroup.as_ref().filter(|_| std::ptr::eq(agent, &a)) {
             let c = got.container.as_ref().expect("a's container id");
             assert_eq!(
@@ -650,21 +654,40 @@ fn verify_and_status_report_the_agents() {
     chown(other.path(), AGENT_UID);
     let home_claude = Path::new("/home/agent/.claude");
     let b = start_container(&bin, AGENT_UID, &[(&w.config, home_claude)], "", &home_env);
-    let c = start_container(
+    // c is the factory's (started with its CLAUDE_SHARED_DIR, as from the factory's .env) but
+    // mounts an unrelated directory as ~/.claude.
+    let mut c_env = home_env.to_vec();
+    c_env.push(("CLAUDE_SHARED_DIR", w.shared.as_os_str()));
+    let c = start_container(&bin, AGENT_UID, &[(other.path(), home_claude)], "", &c_env);
+    // h: someone else's Claude with its own config dir (no container, none of the factory's
+    // variables, not this home): listed and warned about, not a problem.
+    let h_home = tempfile::Builder::new()
+        .prefix("dci-other-home.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let h = start_host(
         &bin,
-        AGENT_UID,
-        &[(other.path(), home_claude)],
-        "",
-        &home_env,
+        &[
+            ("PATH", OsStr::new("/usr/bin:/bin")),
+            ("HOME", h_home.path().as_os_str()),
+        ],
     );
     let before = w.manifest();
     let r = run(&mut w.cmd_sub("verify"));
     assert_eq!(r.code, 5, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stdout
-            .contains("agents: 4 running, 2 do not share the lock"),
+        r.stdout.contains(
+            "agents: 4 running, 2 do not share the lock (and 1 other Claude Code on this machine, not this factory's)"
+        ),
         "{}",
         r.stdout
+    );
+    assert!(
+        r.stderr.contains(&format!("Claude Code pid {} ", h.pid))
+            && r.stderr
+                .contains("is not counted as one of this factory's agents"),
+        "{}",
+        r.stderr
     );
     let (code, doc) = run_json(w.cmd_sub("verify").arg("--json"));
     assert_eq!(code, 5);
@@ -674,9 +697,13 @@ fn verify_and_status_report_the_agents() {
         (b.pid as u64, "lock-not-shared".to_string()),
         (c.pid as u64, "other-config-dir".to_string()),
         (d.pid as u64, "shares-lock".to_string()),
+        (h.pid as u64, "other-config-dir".to_string()),
     ];
     want.sort();
     assert_eq!(pids_in(&doc), want, "{doc:#}");
+    for a in doc["agents"].as_array().unwrap() {
+        assert_eq!(a["factory"], a["pid"] != h.pid, "{a:#}");
+    }
     let problems = doc["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 2, "{doc:#}");
     for (pid, kind) in [
@@ -710,9 +737,10 @@ fn verify_and_status_report_the_agents() {
     let r = run(&mut w.cmd_sub("verify"));
     assert_eq!(
         r.code, 0,
-        "after the two are gone: {}\n{}",
+        "after the two are gone (h, not the factory's, still runs): {}\n{}",
         r.stdout, r.stderr
     );
+    drop(h);
 }
 
 /// Not root: the agents of other users are listed but cannot be inspected, which is a warning

@@ -409,6 +409,14 @@ fn the_schema_rejects_broken_documents() {
             Box::new(|d| d["agents"] = json!([with(agent(), "lock", json!("/srv/config"))])),
         ),
         (
+            "an agent without `factory`",
+            Box::new(|d| {
+                let mut a = agent();
+                a.as_object_mut().unwrap().remove("factory");
+                d["agents"] = json!([a]);
+            }),
+        ),
+        (
             "an unknown agent field",
             Box::new(|d| d["agents"] = json!([with(agent(), "namespace", json!(4026531840u64))])),
         ),
@@ -439,7 +447,8 @@ fn the_schema_rejects_broken_documents() {
         "program": "claude", "config_dir": null, "config_dir_from": null,
         "real_config_dir": null, "lock": null, "verdict": "cannot-read",
         "reason": "its environment (/proc/7/environ) cannot be read: Permission denied",
-        "lock_probe": null
+        "lock_probe": null,
+        "factory": false
     });
     ok["agents"] = json!([agent(), unread]);
     assert_valid(
@@ -470,7 +479,8 @@ fn agent() -> Value {
             "ok": true,
             "path": "/var/lib/disinto/claude-shared/config.dci-probe-77",
             "error": null
-        }
+        },
+        "factory": true
     })
 }
 
