@@ -12,6 +12,7 @@ use common::agents::{
     claude_binary, lock_in_view, mkdir_in_view, rmdir_in_view, start_container, start_host, Agent,
     DockerCgroup,
 };
+use common::npm::require_real_clients;
 use common::*;
 use disinto_claude_init::agents::{self as dci, Verdict};
 use std::ffi::OsStr;
@@ -106,10 +107,12 @@ fn agents_collide(x: &Agent, x_cfg: &Path, y: &Agent, y_cfg: &Path) -> bool {
 #[test]
 fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
     if !is_root() {
-        eprintln!("skip: needs root (mount namespaces, chroot, other users' /proc)");
-        return;
+        skip!("needs root (mount namespaces, chroot, other users' /proc)");
     }
-    let Some(bin) = claude_binary() else { return };
+    if !require_real_clients("Claude Code") {
+        skip!("DCI_SKIP_REAL_CLIENTS=1: needs the real Claude Code from npm");
+    }
+    let bin = claude_binary();
     let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
     // Declared before the agents, so removed after they are gone.
     let cgroup = DockerCgroup::new();
@@ -258,10 +261,12 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
 #[test]
 fn links_resolve_inside_the_container_and_identity_decides() {
     if !is_root() {
-        eprintln!("skip: needs root (mount namespaces, chroot, other users' /proc)");
-        return;
+        skip!("needs root (mount namespaces, chroot, other users' /proc)");
     }
-    let Some(bin) = claude_binary() else { return };
+    if !require_real_clients("Claude Code") {
+        skip!("DCI_SKIP_REAL_CLIENTS=1: needs the real Claude Code from npm");
+    }
+    let bin = claude_binary();
     let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
     let w = migrated_world();
     let env = [
@@ -335,10 +340,12 @@ fn links_resolve_inside_the_container_and_identity_decides() {
 #[test]
 fn the_probe_runs_as_the_agent_and_fails_where_it_could_not_lock() {
     if !is_root() {
-        eprintln!("skip: needs root");
-        return;
+        skip!("needs root");
     }
-    let Some(bin) = claude_binary() else { return };
+    if !require_real_clients("Claude Code") {
+        skip!("DCI_SKIP_REAL_CLIENTS=1: needs the real Claude Code from npm");
+    }
+    let bin = claude_binary();
     let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
     let w = migrated_world();
     // The shared dir belongs to root now, 0755: root could make the lock, uid 1000 cannot.
@@ -434,10 +441,12 @@ fn the_probe_runs_as_the_agent_and_fails_where_it_could_not_lock() {
 #[test]
 fn agents_that_exit_are_not_listed() {
     if !is_root() {
-        eprintln!("skip: needs root");
-        return;
+        skip!("needs root");
     }
-    let Some(bin) = claude_binary() else { return };
+    if !require_real_clients("Claude Code") {
+        skip!("DCI_SKIP_REAL_CLIENTS=1: needs the real Claude Code from npm");
+    }
+    let bin = claude_binary();
     let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
     let w = migrated_world();
     let d = start_host(
@@ -579,10 +588,12 @@ fn pids_in(doc: &serde_json::Value) -> Vec<(u64, String)> {
 #[test]
 fn verify_and_status_report_the_agents() {
     if !is_root() {
-        eprintln!("skip: needs root (mount namespaces, chroot, other users' /proc)");
-        return;
+        skip!("needs root (mount namespaces, chroot, other users' /proc)");
     }
-    let Some(bin) = claude_binary() else { return };
+    if !require_real_clients("Claude Code") {
+        skip!("DCI_SKIP_REAL_CLIENTS=1: needs the real Claude Code from npm");
+    }
+    let bin = claude_binary();
     let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
     let w = really_migrated_world();
 
@@ -749,10 +760,12 @@ fn verify_and_status_report_the_agents() {
 #[test]
 fn not_root_own_agents_are_judged_others_are_a_warning() {
     if !is_root() {
-        eprintln!("skip: needs root (to start agents as two users)");
-        return;
+        skip!("needs root (to start agents as two users)");
     }
-    let Some(bin) = claude_binary() else { return };
+    if !require_real_clients("Claude Code") {
+        skip!("DCI_SKIP_REAL_CLIENTS=1: needs the real Claude Code from npm");
+    }
+    let bin = claude_binary();
     let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
     let w = really_migrated_world();
     let a = start_container(

@@ -1,5 +1,5 @@
-//! Real Claude Code agents for the tests: the pinned npm package installed into a cache under
-//! `target/`, and long-running `claude mcp serve` processes (stdin held open), on the host or in
+//! Real Claude Code agents for the tests: the pinned npm package (installed by `common::npm`
+//! into a cache under `target/`), and long-running `claude mcp serve` processes (stdin held open), on the host or in
 //! "containers": new mount namespaces (`unshare --mount --fork`) whose root is a tmpfs with bind
 //! mounts of `/usr`, `/etc`, `/dev`, a fresh `/proc`, the Claude binary, and whatever the test
 //! mounts, entered with `chroot` as the agent's uid.
@@ -22,10 +22,6 @@ pub const CLAUDE_CODE_VERSION: &str = "2.1.197";
 /// How long an agent may take to show up in /proc (a bound, not a synchronisation).
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Set to skip the tests that need the real Claude Code when npm or the registry is not there
-/// (they say so on stderr). Without it such a test fails: no silent pass.
-pub const NO_NPM_VAR: &str = "DCI_NO_NPM";
-
 fn npm_platform_package() -> Option<&'static str> {
     match std::env::consts::ARCH {
         "x86_64" => Some("claude-code-linux-x64"),
@@ -34,80 +30,28 @@ fn npm_platform_package() -> Option<&'static str> {
     }
 }
 
-/// The native `claude` binary of the pinned release, installed on first use into
-/// `target/tmp/claude-code-<version>` (npm, `--ignore-scripts`, nothing global), one installer at
-/// a time (`flock` on a lock file there). `None` (with the reason on stderr) only when
-/// `DCI_NO_NPM` is set; otherwise a failed install panics.
-pub fn claude_binary() -> Option<PathBuf> {
-    let skip = |why: String| -> Option<PathBuf> {
-        if std::env::var_os(NO_NPM_VAR).is_some() {
-            eprintln!("skip ({NO_NPM_VAR} is set): {why}");
-            return None;
-        }
-        panic!("the real Claude Code is needed: {why} (set {NO_NPM_VAR}=1 to skip these tests)");
-    };
-    let Some(pkg) = npm_platform_package() else {
-        return skip(format!(
-            "no Claude Code package for {}",
-            std::env::consts::ARCH
-        ));
-    };
-    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let dir = cache.join(format!("claude-code-{CLAUDE_CODE_VERSION}"));
-    let bin = dir
-        .join("node_modules/@anthropic-ai")
-        .join(pkg)
-        .join("claude");
-    fs::create_dir_all(&cache).expect("create target/tmp");
-    let lock = fs::File::create(cache.join("claude-code.lock")).expect("lock file");
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("flock claude-code.lock");
-    if bin.is_file() {
-        return Some(bin);
+/// The native `claude` binary of the pinned release, installed by `common::npm` (pinned, under
+/// `target/tmp/npm`, nothing global): the platform package's `claude` (what npm's `bin/claude.exe`
+/// is a link of). Panics when it cannot be had (a failed install fails the test; only
+/// `DCI_SKIP_REAL_CLIENTS=1`, checked by the caller with `npm::require_real_clients`, skips).
+pub fn claude_binary() -> PathBuf {
+    let pkg = super::npm::install("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION);
+    let platform = npm_platform_package().map(|p| {
+        pkg.prefix
+            .join("node_modules/@anthropic-ai")
+            .join(p)
+            .join("claude")
+    });
+    match platform.filter(|p| p.is_file()) {
+        Some(p) => p,
+        None => fs::canonicalize(pkg.bin("claude")).unwrap_or_else(|e| {
+            panic!(
+                "no claude binary in {} ({e}) for {}",
+                pkg.prefix.display(),
+                std::env::consts::ARCH
+            )
+        }),
     }
-    let stage = cache.join(format!("claude-code-{CLAUDE_CODE_VERSION}.incoming"));
-    let _ = fs::remove_dir_all(&stage);
-    fs::create_dir_all(&stage).expect("create the npm staging dir");
-    // npm's cache too lives in the staging dir (nothing in ~/.npm), and goes once installed.
-    let npm_cache = stage.join(".npm-cache");
-    let out = Command::new("npm")
-        .args([
-            "install",
-            "--no-save",
-            "--no-audit",
-            "--no-fund",
-            "--ignore-scripts",
-        ])
-        .arg("--prefix")
-        .arg(&stage)
-        .arg("--cache")
-        .arg(&npm_cache)
-        .arg(format!("@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"))
-        .stdin(Stdio::null())
-        .output();
-    match out {
-        Err(e) => return skip(format!("cannot run npm: {e}")),
-        Ok(o) if !o.status.success() => {
-            return skip(format!(
-                "npm install @anthropic-ai/claude-code@{CLAUDE_CODE_VERSION} failed ({}): {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            ))
-        }
-        Ok(_) => {}
-    }
-    let staged = stage
-        .join("node_modules/@anthropic-ai")
-        .join(pkg)
-        .join("claude");
-    if !staged.is_file() {
-        return skip(format!("npm installed no {}", staged.display()));
-    }
-    let _ = fs::remove_dir_all(&npm_cache);
-    let _ = fs::remove_dir_all(&dir);
-    fs::rename(&stage, &dir).expect("rename the npm install into place");
-    Some(bin)
 }
 
 /// Is this pid running `claude` yet (its exe is the binary), rather than the shell or chroot
