@@ -102,6 +102,11 @@ pub struct Opts {
     #[arg(long, global = true, overrides_with = "profile")]
     pub no_modify_profile: bool,
 
+    /// The uid the factory's containers run Claude as (disinto's images: 1000). When given,
+    /// verify (and so migrate) requires it to read and write the config dir and credentials
+    #[arg(long, global = true, value_name = "UID", env = "DISINTO_AGENT_UID")]
+    pub agent_uid: Option<String>,
+
     /// Apply without asking.
     #[arg(short = 'y', long, global = true)]
     pub yes: bool,

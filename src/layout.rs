@@ -151,6 +151,12 @@ pub struct Facts {
     pub missing_dirs: Vec<PathBuf>,
     pub env_file: Option<FileFacts>,
     pub profile: Option<FileFacts>,
+    /// `.credentials.json` where the config will be read from (`~/.claude`'s for `legacy`, else
+    /// the config dir's), when it is a regular file: its mode and owner.
+    pub credentials: Option<(u32, u32, u32)>,
+    /// Relative symlinks in `~/.claude` (a real directory) whose target leaves the tree, with
+    /// the text that resolves to the same thing from the config dir (`step::rewrite_links`).
+    pub leaving_links: Vec<crate::step::LinkRewrite>,
 }
 
 /// A file the tool may rewrite: its bytes now (None when absent).
@@ -211,7 +217,23 @@ impl Facts {
         } else {
             true
         };
+        let cred_dir = if matches!(claude, Node::Dir { .. }) {
+            s.claude_dir()
+        } else {
+            s.config_dir.clone()
+        };
+        let credentials = std::fs::symlink_metadata(cred_dir.join(".credentials.json"))
+            .ok()
+            .filter(|m| m.file_type().is_file())
+            .map(|m| (m.permissions().mode() & 0o7777, m.uid(), m.gid()));
+        let leaving_links = match &claude {
+            Node::Dir { empty: false, .. } => crate::step::leaving_links(&s.home, &s.claude_dir())
+                .map_err(std::io::Error::other)?,
+            _ => Vec::new(),
+        };
         Ok(Facts {
+            credentials,
+            leaving_links,
             config_canonical: std::fs::canonicalize(&s.config_dir).ok(),
             config_claude_json: Node::read(&s.config_claude_json())?,
             inner_claude_json: if matches!(claude, Node::Dir { .. }) {
@@ -323,13 +345,18 @@ pub fn refusal(layout: Layout, f: &Facts, s: &Settings) -> Option<Refusal> {
 /// that leaves it behind makes Claude start as if never set up).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaudeJsonAction {
-    /// Absent, or already our link.
+    /// Already our link, to a file that is there.
     Nothing,
     /// A real file: move it to `<config>/.claude.json` and link back.
     Move,
-    /// Only link (a dangling symlink to elsewhere, replaced; undo restores it).
-    Relink {
-        old_target: PathBuf,
+    /// No file to move: `~/.claude.json` is absent, a dangling link elsewhere (replaced; undo
+    /// restores it), Docker's empty directory (`remove_empty_dir`, journaled), or already our
+    /// link (`link` false). `create`: `<config>/.claude.json` does not exist yet and is created
+    /// as `{}` (0600, the owner's), so Claude (and Docker's bind mount) find a file.
+    Link {
+        create: bool,
+        remove_empty_dir: bool,
+        link: bool,
     },
     Refuse(Refusal),
 }
@@ -343,8 +370,16 @@ pub fn claude_json_action(layout: Layout, f: &Facts, s: &Settings) -> ClaudeJson
         Layout::Legacy => !matches!(f.inner_claude_json, Node::Absent),
         _ => !matches!(f.config_claude_json, Node::Absent),
     };
+    let link = |remove_empty_dir: bool| ClaudeJsonAction::Link {
+        create: !dest_taken,
+        remove_empty_dir,
+        link: true,
+    };
     match &f.claude_json {
-        Node::Absent => ClaudeJsonAction::Nothing,
+        Node::Absent => link(false),
+        // What Docker leaves: compose's short-syntax bind mount of a missing
+        // `~/.claude.json` creates an empty directory (root's) in its place.
+        Node::Dir { empty: true, .. } => link(true),
         Node::File { .. } if dest_taken => ClaudeJsonAction::Refuse(Refusal {
             kind: "claude-json-conflict",
             message: format!(
@@ -358,10 +393,12 @@ pub fn claude_json_action(layout: Layout, f: &Facts, s: &Settings) -> ClaudeJson
             let ours = written == dest
                 || (resolves_to.is_some()
                     && f.config_canonical.as_ref().map(|c| c.join(".claude.json")) == *resolves_to);
-            if ours {
+            if ours && dest_taken {
                 ClaudeJsonAction::Nothing
+            } else if ours {
+                ClaudeJsonAction::Link { create: true, remove_empty_dir: false, link: false }
             } else if resolves_to.is_none() {
-                ClaudeJsonAction::Relink { old_target: t.clone() }
+                link(false)
             } else {
                 ClaudeJsonAction::Refuse(Refusal {
                     kind: "claude-json-foreign-symlink",
@@ -377,7 +414,15 @@ pub fn claude_json_action(layout: Layout, f: &Facts, s: &Settings) -> ClaudeJson
         }
         Node::Dir { .. } | Node::Other => ClaudeJsonAction::Refuse(Refusal {
             kind: "claude-json-not-a-file",
-            message: format!("'{cj}' is {}, where Claude Code keeps a JSON file.", f.claude_json.describe()),
+            message: format!(
+                "'{cj}' is {}, where Claude Code keeps a JSON file{}.",
+                f.claude_json.describe(),
+                if matches!(f.claude_json, Node::Dir { .. }) {
+                    " (an empty one, as Docker leaves, would be replaced; this one holds files)"
+                } else {
+                    ""
+                }
+            ),
             fix: format!("move it aside and re-run: mv '{cj}' '{cj}.bak' && disinto-claude-init --yes"),
         }),
     }
@@ -404,6 +449,8 @@ mod tests {
             missing_dirs: vec![],
             env_file: None,
             profile: None,
+            credentials: None,
+            leaving_links: vec![],
         }
     }
     fn dir(empty: bool) -> Node {

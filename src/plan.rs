@@ -8,8 +8,9 @@ use crate::layout::{claude_json_action, ClaudeJsonAction, Facts, Layout, Node};
 use crate::profile;
 use crate::settings::{env_entries, Settings};
 use crate::step::{
-    changed_lines, CreateConfigDir, CreateSharedDir, Link, MoveClaudeJson, MoveConfig,
-    RemoveEmptyClaudeDir, SecureConfigDir, Verify, WriteEnvFile, WriteProfile,
+    changed_lines, rewrite_detail, CreateClaudeJson, CreateConfigDir, CreateSharedDir, Link,
+    MoveClaudeJson, MoveConfig, RemoveEmptyClaudeDir, RewriteLinks, SecureConfigDir,
+    SecureCredentials, Verify, WriteEnvFile, WriteProfile,
 };
 pub use crate::step::{Method, Step};
 use std::ffi::OsStr;
@@ -107,6 +108,15 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
                 files: f.claude_stats.files,
                 bytes: f.claude_stats.bytes,
             })));
+            if !f.leaving_links.is_empty() {
+                steps.push(run_with(
+                    Step::RewriteLinks(RewriteLinks {
+                        dir: s.config_dir.clone(),
+                        links: f.leaving_links.clone(),
+                    }),
+                    rewrite_detail(&f.leaving_links),
+                ));
+            }
             if needs_secure(&f.claude) {
                 steps.push(run(secure()));
             } else {
@@ -136,6 +146,19 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
         // Refused layouts have no plan; `interrupted` is planned from the journal.
         _ => {}
     }
+    // Credentials wider than 0600 (or, as root, not the owner's) are fixed, not just reported:
+    // the tool is the one putting them where every container can reach the directory.
+    if let Some((mode, uid, gid)) = f.credentials {
+        let chown = s.chown_needed() && (uid != s.owner.uid || gid != s.owner.gid);
+        if mode != 0o600 || chown {
+            steps.push(run(Step::SecureCredentials(SecureCredentials {
+                path: s.config_dir.join(".credentials.json"),
+                uid: s.owner.uid,
+                gid: s.owner.gid,
+                chown,
+            })));
+        }
+    }
     let link_dir = Step::LinkClaudeDir(Link {
         link: s.claude_dir(),
         target: s.config_dir.clone(),
@@ -160,9 +183,29 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
             })));
             steps.push(run(link_json));
         }
-        ClaudeJsonAction::Relink { .. } => steps.push(run(link_json)),
-        ClaudeJsonAction::Nothing if matches!(f.claude_json, Node::Absent) => {
-            steps.push(skip(link_json, "there is no ~/.claude.json"));
+        ClaudeJsonAction::Link {
+            create,
+            remove_empty_dir,
+            link,
+        } => {
+            if remove_empty_dir {
+                steps.push(run(Step::RemoveEmptyClaudeJsonDir(RemoveEmptyClaudeDir {
+                    path: s.claude_json(),
+                })));
+            }
+            if create {
+                steps.push(run(Step::CreateClaudeJson(CreateClaudeJson {
+                    path: s.config_claude_json(),
+                })));
+            }
+            if link {
+                steps.push(run(link_json));
+            } else {
+                steps.push(skip(
+                    link_json,
+                    "already a link to the config dir's .claude.json",
+                ));
+            }
         }
         ClaudeJsonAction::Nothing => steps.push(skip(
             link_json,
@@ -230,6 +273,7 @@ mod tests {
             shell: profile::ShellKind::Posix,
             state_dir: "/h/.local/state/disinto/claude-init".into(),
             agent_uid: 1000,
+            agent_uid_given: false,
             euid: 1000,
         }
     }
@@ -252,6 +296,8 @@ mod tests {
             missing_dirs: vec!["/s".into()],
             env_file: None,
             profile: None,
+            credentials: None,
+            leaving_links: vec![],
         }
     }
 

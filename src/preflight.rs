@@ -31,6 +31,65 @@ pub fn lock_age(path: &Path) -> Option<Duration> {
     )
 }
 
+/// Claude Code's second OAuth lock (since about 2.1.19x): `<claude dir>/.oauth_refresh.lock`,
+/// a proper-lockfile lock directory (`realpath: false`) taken besides the legacy one.
+pub const OAUTH_LOCK: &str = ".oauth_refresh.lock";
+/// Its owner record (2.1.332): JSON naming the `pid` that holds the lock.
+pub const OAUTH_LOCK_OWNER: &str = ".oauth_refresh.lock.owner";
+/// proper-lockfile calls a lock stale when its mtime is older than `stale` (Claude 2.1.332
+/// passes 60 s, and refreshes the mtime every 5 s while it holds it).
+pub const OAUTH_LOCK_STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// A fresh `.oauth_refresh.lock` found in a Claude config dir: a refresh in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OauthLock {
+    pub path: PathBuf,
+    pub age: Duration,
+    /// The pid its owner file names, with the process's name when it runs on this host.
+    pub pid: Option<(u32, Option<String>)>,
+}
+
+impl OauthLock {
+    pub fn describe(&self) -> String {
+        let who = match &self.pid {
+            Some((pid, Some(comm))) => format!(", held by PID {pid} ({comm})"),
+            Some((pid, None)) => format!(
+                ", held by PID {pid} according to its owner file (not a process of this host: perhaps in a container)"
+            ),
+            None => String::new(),
+        };
+        format!(
+            "Claude's OAuth refresh lock '{}' is {}s old{who}: a Claude process is refreshing its token right now",
+            show(&self.path),
+            self.age.as_secs()
+        )
+    }
+}
+
+/// The `.oauth_refresh.lock` in `dir` (`~/.claude` or the config dir), if it is fresh by
+/// proper-lockfile's rule (mtime no older than [`OAUTH_LOCK_STALE_AFTER`]). A stale one is
+/// `None`: proper-lockfile takes it over, so it stops nothing. Read-only; `--wait` polls it.
+pub fn fresh_oauth_lock(dir: &Path) -> Option<OauthLock> {
+    let path = dir.join(OAUTH_LOCK);
+    let age = lock_age(&path)?;
+    if age > OAUTH_LOCK_STALE_AFTER {
+        return None;
+    }
+    let pid = std::fs::read(dir.join(OAUTH_LOCK_OWNER))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("pid")?.as_u64())
+        .and_then(|p| u32::try_from(p).ok())
+        .map(|pid| {
+            let comm = crate::atomic::pid_alive(pid as i32)
+                .then(|| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+                .flatten()
+                .map(|c| c.trim().to_string());
+            (pid, comm)
+        });
+    Some(OauthLock { path, age, pid })
+}
+
 pub fn lock_dirs(s: &Settings) -> [PathBuf; 2] {
     let mut c = s.config_dir.clone().into_os_string();
     c.push(".lock");
@@ -55,6 +114,11 @@ pub fn agent_running(s: &Settings) -> Option<String> {
                     age.as_secs()
                 ));
             }
+        }
+    }
+    for dir in [s.claude_dir(), s.config_dir.clone()] {
+        if let Some(l) = fresh_oauth_lock(&dir) {
+            return Some(l.describe());
         }
     }
     let pids = processes_using(&s.claude_dir());
@@ -127,7 +191,7 @@ pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
                 "agent-running",
                 format!("An agent is running: {found}. Moving its config directory under it would break that run and could lose a refreshed OAuth token."),
             )
-            .with_fix("stop the factory first, then re-run: disinto down && disinto-claude-init --yes && disinto up"));
+            .with_fix("stop the factory first, then re-run: disinto down && disinto-claude-init --yes && disinto up   (a refresh holds Claude's lock directories, '<config>.lock' and '<config>/.oauth_refresh.lock', for seconds; a lock left by a killed process is stale after 60 s and stops nothing)"));
         }
     }
     // A file can only be written atomically into a directory that exists: say so now rather

@@ -68,6 +68,9 @@ pub struct Settings {
     /// `<state>/disinto/claude-init`, where the journal lives.
     pub state_dir: PathBuf,
     pub agent_uid: u32,
+    /// The agents' uid was given (`--agent-uid`, `DISINTO_AGENT_UID`): `verify` then requires
+    /// that uid to read and write the config dir and the credentials (a problem, not a warning).
+    pub agent_uid_given: bool,
     pub euid: u32,
 }
 
@@ -101,6 +104,8 @@ pub struct Requested {
     pub no_env_file: bool,
     pub profile: Option<PathBuf>,
     pub no_modify_profile: bool,
+    /// `--agent-uid` (else `DISINTO_AGENT_UID`).
+    pub agent_uid: Option<String>,
 }
 
 impl From<&crate::cli::Opts> for Requested {
@@ -113,6 +118,7 @@ impl From<&crate::cli::Opts> for Requested {
             no_env_file: o.no_env_file,
             profile: o.profile.clone(),
             no_modify_profile: o.no_modify_profile,
+            agent_uid: o.agent_uid.clone(),
         }
     }
 }
@@ -346,13 +352,16 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
         Some(x) if own_env && x.is_absolute() => x.clone(),
         _ => home.join(".local/state"),
     };
-    let agent_uid = match &env.agent_uid {
+    let given = req.agent_uid.as_ref().or(env.agent_uid.as_ref());
+    let agent_uid = match given {
         Some(s) => s.parse().map_err(|_| {
             Error::usage(
                 "bad-agent-uid",
-                format!("DISINTO_AGENT_UID is '{s}', not a number."),
+                format!(
+                    "The agents' uid (--agent-uid or DISINTO_AGENT_UID) is '{s}', not a number."
+                ),
             )
-            .with_fix("export DISINTO_AGENT_UID=1000")
+            .with_fix("--agent-uid 1000   (or: export DISINTO_AGENT_UID=1000)")
         })?,
         None => DEFAULT_AGENT_UID,
     };
@@ -383,6 +392,7 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
         shell,
         state_dir: state_base.join("disinto").join("claude-init"),
         agent_uid,
+        agent_uid_given: given.is_some(),
         euid: env.euid,
     })
 }

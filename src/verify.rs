@@ -71,7 +71,15 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
                     format!("sudo chown {}:{} '{cfg}'", s.owner.uid, s.owner.gid),
                 );
             }
-            if m.uid() != s.agent_uid {
+            if s.agent_uid_given {
+                if !can_read_write(&m, s.agent_uid, true) {
+                    problem(
+                        "agent-cannot-access",
+                        agent_message(s, config, &m, "the config dir"),
+                        agent_fix(s),
+                    );
+                }
+            } else if m.uid() != s.agent_uid {
                 f.warnings.push(format!(
                     "The config dir '{cfg}' is owned by uid {}, but the factory's containers run Claude as uid {} (set DISINTO_AGENT_UID if yours differ): they may not be able to read the credentials. To hand it to them: sudo chown -R {}:{} '{}'",
                     m.uid(),
@@ -105,6 +113,28 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
     match std::fs::symlink_metadata(&cred) {
         Ok(m) => {
             let mode = m.permissions().mode() & 0o7777;
+            if s.chown_needed() && (m.uid(), m.gid()) != (s.owner.uid, s.owner.gid) {
+                problem(
+                    "credentials-owner",
+                    format!(
+                        "'{}' is owned by {}:{}, not by the config dir's owner ({owner}, {}:{}).",
+                        show(&cred),
+                        m.uid(),
+                        m.gid(),
+                        s.owner.uid,
+                        s.owner.gid
+                    ),
+                    "disinto-claude-init --yes   (it makes the credentials 0600 and the owner's)"
+                        .into(),
+                );
+            }
+            if s.agent_uid_given && m.is_file() && !can_read_write(&m, s.agent_uid, false) {
+                problem(
+                    "agent-cannot-access",
+                    agent_message(s, &cred, &m, "the credentials"),
+                    agent_fix(s),
+                );
+            }
             if mode != 0o600 {
                 problem(
                     "credentials-mode",
@@ -112,7 +142,8 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
                         "'{}' is mode {mode:04o}; OAuth tokens must be 0600.",
                         show(&cred)
                     ),
-                    format!("chmod 0600 '{}'", show(&cred)),
+                    "disinto-claude-init --yes   (it makes the credentials 0600 and the owner's)"
+                        .into(),
                 );
             }
         }
@@ -128,7 +159,10 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
     }
 
     // ~/.claude.json lives next to the config.
-    if let Ok(Node::File { .. }) = Node::read(&s.claude_json()) {
+    let cj = s.claude_json();
+    let dest = s.config_claude_json();
+    let cj_node = Node::read(&cj);
+    if let Ok(Node::File { .. }) = cj_node {
         problem(
             "claude-json-not-migrated",
             format!(
@@ -138,6 +172,50 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
             ),
             "disinto-claude-init --yes".into(),
         );
+    } else if let Ok(n) = cj_node {
+        let canon_dest = canon_config.as_ref().map(|c| c.join(".claude.json"));
+        let linked = match &n {
+            Node::Symlink {
+                target,
+                resolves_to,
+            } => {
+                let written = if target.is_absolute() {
+                    target.clone()
+                } else {
+                    s.home.join(target)
+                };
+                written == dest || (resolves_to.is_some() && *resolves_to == canon_dest)
+            }
+            _ => false,
+        };
+        if !linked {
+            problem(
+                "claude-json-not-linked",
+                format!(
+                    "'{}' is {}, not a link to '{}': host-side Claude without CLAUDE_CONFIG_DIR would keep its account and MCP state elsewhere, and Docker's bind mount of a missing file makes a directory there.",
+                    show(&cj),
+                    n.describe(),
+                    show(&dest)
+                ),
+                "disinto-claude-init --yes".into(),
+            );
+        }
+    }
+    if config.is_dir() && !matches!(Node::read(&dest), Ok(Node::File { .. })) {
+        problem(
+            "claude-json-missing",
+            format!(
+                "'{}' is not a regular file: Claude Code with CLAUDE_CONFIG_DIR reads its account and MCP state from it, and the containers' bind mount of ~/.claude.json needs a file to mount.",
+                show(&dest)
+            ),
+            "disinto-claude-init --yes   (it creates the file as {} when there is none)".into(),
+        );
+    }
+
+    // Links in the config dir: one that resolves to nothing is broken, one that resolves
+    // outside the shared dir works on the host but not in a container (it only mounts that).
+    if config.is_dir() {
+        link_warnings(s, &mut f.warnings);
     }
 
     // The env file says so.
@@ -179,12 +257,22 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
             profile::apply_block(&b, &block).is_none()
         });
         if !has {
-            f.warnings.push(format!(
-                "'{}' does not export CLAUDE_CONFIG_DIR={cfg}: new shells will not have it (run `disinto-claude-init --yes` to add it).",
-                show(p)
-            ));
+            // A problem, not a warning: `migrate` would add the block, and a healthy layout is
+            // exactly one `migrate` leaves as it is (pass `--no-modify-profile` to leave it out).
+            problem(
+                "profile-stale",
+                format!(
+                    "'{}' does not export CLAUDE_CONFIG_DIR={cfg}: new shells will not have it.",
+                    show(p)
+                ),
+                "disinto-claude-init --yes   (or pass --no-modify-profile if you manage it yourself)".into(),
+            );
         }
     }
+
+    // (Checks below add problems through `f` directly.)
+    let mut problem =
+        |kind, message: String, fix: String| f.problems.push(Problem { kind, message, fix });
 
     // A stale proper-lockfile lock makes every refresh retry and give up.
     let [_, config_lock] = crate::preflight::lock_dirs(s);
@@ -257,4 +345,111 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
     f.warnings.extend(warnings);
     f.agents = Some(scan);
     f
+}
+
+/// Whether `uid` can read and write (and, for a directory, enter) what `m` describes, by its
+/// mode bits: the owner's when it owns it, the group's when the uid's primary group (from this
+/// host's password database) is the file's, else the others'. Root can.
+fn can_read_write(m: &std::fs::Metadata, uid: u32, dir: bool) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let need = if dir { 0o7 } else { 0o6 };
+    let mode = m.permissions().mode();
+    let bits = if m.uid() == uid {
+        mode >> 6
+    } else if nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .is_some_and(|u| u.gid.as_raw() == m.gid())
+    {
+        mode >> 3
+    } else {
+        mode
+    };
+    bits & need == need
+}
+
+fn agent_message(
+    s: &Settings,
+    path: &std::path::Path,
+    m: &std::fs::Metadata,
+    what: &str,
+) -> String {
+    format!(
+        "{what} '{}' (owned by uid {}, mode {:04o}) cannot be read and written by uid {}, the uid the factory's containers run Claude as (--agent-uid / DISINTO_AGENT_UID): agents could not read the credentials or take the refresh lock. The home's owner is uid {}.",
+        show(path),
+        m.uid(),
+        m.permissions().mode() & 0o7777,
+        s.agent_uid,
+        s.owner.uid
+    )
+}
+
+fn agent_fix(s: &Settings) -> String {
+    format!(
+        "migrate the home of the user with uid {a} instead (--home /home/<that user>), or hand the shared dir to that uid: sudo chown -R {a}:{a} '{}'",
+        show(&s.shared_dir),
+        a = s.agent_uid
+    )
+}
+
+/// At most this many links are named; the rest are counted.
+const LINKS_NAMED: usize = 20;
+
+/// Warnings for the config dir's symlinks that resolve to nothing, or outside the shared dir.
+fn link_warnings(s: &Settings, warnings: &mut Vec<String>) {
+    let shared = std::fs::canonicalize(&s.shared_dir).unwrap_or_else(|_| s.shared_dir.clone());
+    let mut dangling = Vec::new();
+    let mut outside = Vec::new();
+    let mut todo = vec![s.config_dir.clone()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            let p = e.path();
+            if ft.is_dir() {
+                todo.push(p);
+            } else if ft.is_symlink() {
+                let text = std::fs::read_link(&p).unwrap_or_default();
+                match std::fs::canonicalize(&p) {
+                    Err(_) => dangling.push((p, text)),
+                    Ok(r) if !r.starts_with(&shared) => outside.push((p, text, r)),
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+    dangling.sort();
+    outside.sort();
+    for (p, t) in dangling.iter().take(LINKS_NAMED) {
+        warnings.push(format!(
+            "the link '{}' -> '{}' resolves to nothing: whatever reads it finds no file.",
+            show(p),
+            show(t)
+        ));
+    }
+    if dangling.len() > LINKS_NAMED {
+        warnings.push(format!(
+            "{} more links resolve to nothing",
+            dangling.len() - LINKS_NAMED
+        ));
+    }
+    for (p, t, r) in outside.iter().take(LINKS_NAMED) {
+        warnings.push(format!(
+            "the link '{}' -> '{}' resolves to '{}', outside the shared dir '{}': Claude on the host follows it, containers (which only mount the shared dir) cannot. To share it, copy the file in its place.",
+            show(p),
+            show(t),
+            show(r),
+            show(&s.shared_dir)
+        ));
+    }
+    if outside.len() > LINKS_NAMED {
+        warnings.push(format!(
+            "{} more links resolve outside the shared dir",
+            outside.len() - LINKS_NAMED
+        ));
+    }
 }

@@ -5,9 +5,11 @@
 //!
 //! | file | steps |
 //! |---|---|
-//! | `dirs.rs` | `create-shared-dir`, `create-config-dir`, `remove-empty-claude-dir`, `secure-config-dir` |
+//! | `dirs.rs` | `create-shared-dir`, `create-config-dir`, `remove-empty-claude-dir`, `secure-config-dir`, `remove-empty-claude-json-dir` |
 //! | `move_config.rs` | `move-config` (rename, or verified copy in phases) |
 //! | `claude_json.rs` | `move-claude-json` |
+//! | `files.rs` | `create-claude-json`, `secure-credentials` |
+//! | `rewrite_links.rs` | `rewrite-links` (relative links that leave `~/.claude`) |
 //! | `link.rs` | `link-claude-dir`, `link-claude-json` |
 //! | `write_file.rs` | `write-env-file`, `write-profile` |
 //! | `verify.rs` | `verify` (no change: the checks run after the transaction) |
@@ -23,16 +25,20 @@
 
 mod claude_json;
 mod dirs;
+mod files;
 mod link;
 mod move_config;
+mod rewrite_links;
 mod verify;
 mod wire;
 mod write_file;
 
 pub(crate) use claude_json::MoveClaudeJson;
 pub(crate) use dirs::{CreateConfigDir, CreateSharedDir, RemoveEmptyClaudeDir, SecureConfigDir};
+pub(crate) use files::{CreateClaudeJson, SecureCredentials};
 pub(crate) use link::Link;
 pub(crate) use move_config::MoveConfig;
+pub(crate) use rewrite_links::{leaving_links, rewrite_detail, LinkRewrite, RewriteLinks};
 pub(crate) use verify::Verify;
 pub(crate) use write_file::{changed_lines, WriteEnvFile, WriteProfile};
 
@@ -257,9 +263,17 @@ steps! {
     /// An empty `~/.claude` makes way for the link.
     "remove-empty-claude-dir" => RemoveEmptyClaudeDir(RemoveEmptyClaudeDir),
     "move-config" => MoveConfig(MoveConfig),
+    /// Relative links that leave `~/.claude` get the absolute text that reaches the same file.
+    "rewrite-links" => RewriteLinks(RewriteLinks),
     /// The config dir ends mode 0700, owned by the home's owner.
     "secure-config-dir" => SecureConfigDir(SecureConfigDir),
+    /// `.credentials.json` ends 0600, the config dir's owner's.
+    "secure-credentials" => SecureCredentials(SecureCredentials),
     "move-claude-json" => MoveClaudeJson(MoveClaudeJson),
+    /// Docker's empty directory at `~/.claude.json` makes way for the link.
+    "remove-empty-claude-json-dir" => RemoveEmptyClaudeJsonDir(RemoveEmptyClaudeDir),
+    /// No `.claude.json` anywhere: `<config>/.claude.json` starts as `{}`.
+    "create-claude-json" => CreateClaudeJson(CreateClaudeJson),
     "link-claude-dir" => LinkClaudeDir(Link),
     "link-claude-json" => LinkClaudeJson(Link),
     "write-env-file" => WriteEnvFile(WriteEnvFile),
