@@ -217,7 +217,7 @@ impl Facts {
         } else {
             true
         };
-        let cred_dir = if matches!(claude, Node::Dir { .. }) {
+        let cred_dir = if matches!(claude, Node::Dir { empty: false, .. }) {
             s.claude_dir()
         } else {
             s.config_dir.clone()

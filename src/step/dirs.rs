@@ -171,9 +171,15 @@ impl StepKind for CreateConfigDir {
     }
     fn precheck_undo(&self, _: &R) -> Res {
         let path = &self.path;
+        // `create-claude-json`'s `{}` is removed by its own undo, which runs first (and refuses
+        // if Claude has written to it since).
+        let ours = |e: &std::fs::DirEntry| {
+            e.file_name() == ".claude.json"
+                && std::fs::read(e.path()).is_ok_and(|b| b == super::files::EMPTY_CLAUDE_JSON)
+        };
         if is_real_dir(path)
             && std::fs::read_dir(path)
-                .map(|mut d| d.next().is_some())
+                .map(|d| d.flatten().any(|e| !ours(&e)))
                 .unwrap_or(false)
         {
             return Err(StepError::new(format!(

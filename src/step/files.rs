@@ -14,7 +14,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// What `create-claude-json` writes: the smallest global config Claude Code accepts.
-pub const EMPTY_CLAUDE_JSON: &[u8] = b"{}";
+pub(crate) const EMPTY_CLAUDE_JSON: &[u8] = b"{}";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateClaudeJson {

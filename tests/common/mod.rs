@@ -1170,3 +1170,4 @@ pub fn load_fixture(name: &str) -> World {
     }
     w
 }
+pub mod homes;
