@@ -1,7 +1,7 @@
 # disinto_setup_claude_config: the `disinto init` step that moves Claude Code's config into the
 # factory's shared CLAUDE_CONFIG_DIR (see docs/disinto-init.md). Source this file, then call:
 #
-#     disinto_setup_claude_config              # apply: disinto-claude-init --yes --env-file "$FACTORY_ROOT/.env"
+#     disinto_setup_claude_config              # apply: disinto-claude-init --yes --env-file "$FACTORY_ROOT/.env" --agent-uid 1000
 #     disinto_setup_claude_config --dry-run    # preview only (disinto init --dry-run)
 #
 # Any further arguments are passed to disinto-claude-init (e.g. --home DIR, --shared-dir DIR).
@@ -38,7 +38,10 @@ disinto_setup_claude_config() {
         case "${CLAUDE_CONFIG_DIR:-}" in
             "${HOME:-}/.claude" | "${HOME:-}/.claude/" | "~/.claude" | "~/.claude/") unset CLAUDE_CONFIG_DIR ;;
         esac
-        exec "$bin" --yes --env-file "$env_file" "$@"
+        # The agents' uid (disinto's images: `useradd -u 1000 agent`): verify then requires it
+        # to read and write the config dir and the credentials, so init stops (exit 5) rather
+        # than start agents that cannot log in.
+        exec "$bin" --yes --env-file "$env_file" --agent-uid "${DISINTO_AGENT_UID:-1000}" "$@"
     ) || rc=$?
 
     case "$rc" in

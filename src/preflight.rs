@@ -191,7 +191,7 @@ pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
                 "agent-running",
                 format!("An agent is running: {found}. Moving its config directory under it would break that run and could lose a refreshed OAuth token."),
             )
-            .with_fix("stop the factory first, then re-run: disinto down && disinto-claude-init --yes && disinto up   (a refresh holds Claude's lock directories, '<config>.lock' and '<config>/.oauth_refresh.lock', for seconds; a lock left by a killed process is stale after 60 s and stops nothing)"));
+            .with_fix("stop the factory first, then re-run: disinto down && disinto-claude-init --yes && disinto up   (a refresh holds Claude's lock directories, '<config>.lock' and '<config>/.oauth_refresh.lock', for seconds; one left by a killed process stops nothing once stale: 120 s for the first, 60 s for the second)"));
         }
     }
     // A file can only be written atomically into a directory that exists: say so now rather

@@ -92,9 +92,16 @@ fn demo_walks_the_whole_tool_inside_its_sandbox() {
             None => panic!("missing (in order) {line:?}\nstdout:\n{}", r.stdout),
         }
     }
+    // The demo's home links CLAUDE.md into a dotfiles repo (absolute): verify names that link,
+    // which containers cannot follow; nothing else warns.
+    let unexpected: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning:") && !l.contains("outside the shared dir"))
+        .collect();
     assert!(
-        !r.stderr.contains("warning:"),
-        "no warnings in the demo: {}",
+        unexpected.is_empty(),
+        "no other warnings in the demo: {}",
         r.stderr
     );
 

@@ -515,19 +515,24 @@ fn conflict_fails_the_play_with_the_tools_message() {
 
 #[test]
 fn verify_problem_fails_the_host_with_each_problem_and_fix() {
-    // The preview passes; the migration runs and its final verify finds the OAuth tokens
-    // readable by others: exit 5 through failed_when, re-raised with the tool's problems.
+    // The preview passes; the migration runs and its final verify finds a stale OAuth refresh
+    // lock next to the config dir (the tool fixes loose credentials itself since issue 11):
+    // exit 5 through failed_when, re-raised with the tool's problems.
     let Some(ap) = ansible() else { return };
     let ctl = Controller::new();
     let w = fixture_with_env("legacy");
-    set_mode(&w.claude().join(".credentials.json"), 0o644);
+    let lock = w.shared.join("config.lock");
+    mkdir(&lock, 0o755);
+    set_mtime(&lock, 1_600_000_000, 0);
     let p = ctl.run(ap, &w, false);
     assert_eq!(p.code, 2, "{}", p.raw);
     assert_eq!(p.task(MIGRATE).unwrap()["rc"], 5, "{}", p.raw);
     let msg = p.failures();
     assert!(msg.contains("exited 5 (verify found problems)"), "{msg}");
     assert!(
-        msg.contains(".credentials.json' is mode 0644") && msg.contains("fix: chmod 0600"),
+        msg.contains("config.lock' is")
+            && msg.contains("a stale OAuth refresh lock")
+            && msg.contains("fix: make sure no Claude is running"),
         "{msg}"
     );
     assert_eq!(p.stats("rescued"), 1, "{}", p.raw);

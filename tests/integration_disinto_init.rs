@@ -54,6 +54,9 @@ fn caller(w: &World, script: &str, args: &[&str]) -> Command {
         .env("FACTORY_ROOT", factory_root(w))
         .env("CLAUDE_SHARED_DIR", &w.shared)
         .env("DCI_SNIPPET", snippet_path())
+        // The snippet passes `--agent-uid ${DISINTO_AGENT_UID:-1000}`; these worlds belong to
+        // the user running the tests, who plays the agents here (tests/homes.rs covers 1000).
+        .env("DISINTO_AGENT_UID", nix::unistd::geteuid().to_string())
         .stdin(std::process::Stdio::null());
     c
 }
@@ -182,10 +185,13 @@ fn fresh_world_is_set_up() {
     let r = call(&w, &[]);
     assert_returned(&r, 0);
     assert_migrated(&w, &r);
-    assert!(
-        manifest(&w.config).len() == 1,
-        "a fresh config dir is empty"
+    let m = manifest(&w.config);
+    assert_eq!(
+        m.keys().cloned().collect::<Vec<_>>(),
+        [b".".to_vec(), b".claude.json".to_vec()],
+        "a fresh config dir holds only the {{}} .claude.json ~/.claude.json links to"
     );
+    assert_eq!(std::fs::read(w.config.join(".claude.json")).unwrap(), b"{}");
     assert_second_call_changes_nothing(&w);
 }
 
@@ -292,16 +298,19 @@ fn dry_run_previews_and_changes_nothing() {
 
 #[test]
 fn verify_problems_stop_init() {
-    // OAuth tokens readable by others: the move happens, the final verify finds the problem.
+    // A stale OAuth refresh lock next to the config dir (a Claude killed mid-refresh, long
+    // ago): not a refusal, the move happens, and the final verify finds the problem.
     let w = fixture_with_env("legacy");
-    set_mode(&w.claude().join(".credentials.json"), 0o644);
+    let lock = w.shared.join("config.lock");
+    mkdir(&lock, 0o755);
+    set_mtime(&lock, 1_600_000_000, 0);
     let r = call(&w, &[]);
     assert_returned(&r, 5);
-    assert_said(&r, ".credentials.json");
+    assert_said(&r, "config.lock");
     assert_said(&r, "verify found problems");
     assert_said(&r, "then re-run disinto init");
     // Following the advice: fix, re-run.
-    set_mode(&w.config.join(".credentials.json"), 0o600);
+    std::fs::remove_dir(&lock).unwrap();
     let r = call(&w, &[]);
     assert_returned(&r, 0);
     assert_migrated(&w, &r);
