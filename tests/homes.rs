@@ -618,3 +618,60 @@ fn disinto_init_order_compose_first_and_loose_credentials_ends_healthy() {
     expect(&undo(&w), 0, "undo");
     assert_same(&before, &w.manifest(), "undo");
 }
+
+/// A SIGKILL at either edge of each new step (the `failpoints` feature), on the stow home
+/// with loose credentials and Docker's directory: `undo` then restores the world exactly, and
+/// (on a second world) `migrate` finishes the run, which `verify` calls healthy.
+#[test]
+fn killed_at_each_new_step_undo_restores_and_migrate_finishes() {
+    use std::os::unix::process::ExitStatusExt;
+    let points = [
+        "apply-rewrite-links",
+        "applied-rewrite-links",
+        "applied-secure-credentials",
+        "applied-remove-empty-claude-json-dir",
+        "apply-create-claude-json",
+        "applied-create-claude-json",
+    ];
+    for fp in points {
+        for finish in [false, true] {
+            let w = World::new();
+            build_stow_home(&w);
+            std::fs::remove_file(w.claude_json()).unwrap();
+            set_mode(&w.claude().join(".credentials.json"), 0o640);
+            docker_claude_json_dir(&w);
+            write_env_file(&w.env_file);
+            let before = w.manifest();
+            let out = w
+                .cmd()
+                .arg("--yes")
+                .env("DCI_FAILPOINTS", format!("{fp}=kill"))
+                .output()
+                .unwrap();
+            assert_eq!(out.status.signal(), Some(9), "{fp}: not killed: {out:?}");
+            if finish {
+                expect(&migrate(&w), 0, &format!("{fp}: resumed"));
+                expect(&verify(&w), 0, &format!("{fp}: verify after resuming"));
+                let dot = w.home.join("dotfiles/claude");
+                let want: Vec<_> = [
+                    "CLAUDE.md",
+                    "commands",
+                    "agents/reviewer.md",
+                    "settings.local.json",
+                ]
+                .iter()
+                .map(|p| resolved(&dot.join(p)))
+                .collect();
+                let got: Vec<_> = stow_resolutions(&w.config)[..STOW_LEAVING]
+                    .iter()
+                    .map(|(_, r)| *r)
+                    .collect();
+                assert_eq!(got, want, "{fp}: the leaving links reach the dotfiles");
+                expect(&undo(&w), 0, &format!("{fp}: undo after resuming"));
+            } else {
+                expect(&undo(&w), 0, &format!("{fp}: undo of the interrupted run"));
+            }
+            assert_same(&before, &w.manifest(), &format!("{fp} (finish: {finish})"));
+        }
+    }
+}
