@@ -322,20 +322,36 @@ pub fn leaving_links(home: &Path, tree: &Path) -> Result<Vec<LinkRewrite>, StepE
             }
             p
         };
+        // The directory entry's type (d_type) where the filesystem gives it: no lstat per file.
         let mut names = Vec::new();
         for e in dir.iter() {
             let e = e.map_err(|e| nix_io("read the directory", &shown(), e))?;
             let n = e.file_name().to_bytes();
             if n != b"." && n != b".." {
-                names.push(e.file_name().to_owned());
+                let kind = match e.file_type() {
+                    Some(nix::dir::Type::Directory) => Some(nix::libc::S_IFDIR),
+                    Some(nix::dir::Type::Symlink) => Some(nix::libc::S_IFLNK),
+                    Some(_) => Some(0),
+                    None => None,
+                };
+                names.push((e.file_name().to_owned(), kind));
             }
         }
-        for n in names {
-            let st = fstatat(Some(fd), n.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-                .map_err(|e| nix_io("lstat", &shown().join(OsStr::from_bytes(n.as_bytes())), e))?;
+        for (n, kind) in names {
+            let kind = match kind {
+                Some(k) => k,
+                None => {
+                    fstatat(Some(fd), n.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .map_err(|e| {
+                            nix_io("lstat", &shown().join(OsStr::from_bytes(n.as_bytes())), e)
+                        })?
+                        .st_mode
+                        & nix::libc::S_IFMT
+                }
+            };
             let mut rel = at.clone();
             rel.push(n.as_bytes().to_vec());
-            match st.st_mode & nix::libc::S_IFMT {
+            match kind {
                 nix::libc::S_IFDIR => {
                     let sub = Dir::openat(Some(fd), n.as_c_str(), DIR_FLAGS, Mode::empty())
                         .map_err(|e| nix_io("open", &shown(), e))?;
