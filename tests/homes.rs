@@ -675,3 +675,76 @@ fn killed_at_each_new_step_undo_restores_and_migrate_finishes() {
         }
     }
 }
+
+/// `claude ARGS` (the real Claude Code) as the home's user, with `CLAUDE_CONFIG_DIR` or not,
+/// nothing that could reach the network on.
+fn claude(bin: &std::path::Path, w: &World, cfg: bool, args: &[&str]) -> Run {
+    let mut c = std::process::Command::new(bin);
+    c.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", &w.home)
+        .env("LANG", "C.UTF-8")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("DISABLE_ERROR_REPORTING", "1")
+        .env("NO_COLOR", "1")
+        .current_dir(&w.home)
+        .stdin(std::process::Stdio::null())
+        .args(args);
+    if cfg {
+        c.env("CLAUDE_CONFIG_DIR", &w.config);
+    }
+    let r = run(&mut c);
+    expect(
+        &r,
+        0,
+        &format!("claude {args:?} (CLAUDE_CONFIG_DIR: {cfg})"),
+    );
+    r
+}
+
+/// The `{}` the tool creates over Docker's directory is what Claude Code (2.1.197, from the npm
+/// registry, cached under target/) then uses: `mcp list` reads it with and without
+/// `CLAUDE_CONFIG_DIR`, `mcp add -s user` without the variable writes through the link (which
+/// stays a link), and the server is seen with the variable; `verify` stays healthy after.
+#[test]
+fn real_claude_code_uses_the_claude_json_created_over_dockers_directory() {
+    if !common::npm::require_real_clients("Claude Code") {
+        return;
+    }
+    let bin = common::npm::install("@anthropic-ai/claude-code", "2.1.197").bin("claude");
+    let w = World::new();
+    build_stow_home(&w);
+    std::fs::remove_file(w.claude_json()).unwrap();
+    docker_claude_json_dir(&w);
+    write_env_file(&w.env_file);
+    expect(&migrate(&w), 0, "migrate");
+    let file = w.config.join(".claude.json");
+    assert_eq!(std::fs::read(&file).unwrap(), b"{}");
+    for cfg in [true, false] {
+        let l = claude(&bin, &w, cfg, &["mcp", "list"]).stdout;
+        assert!(l.contains("No MCP servers"), "{l}");
+    }
+    claude(
+        &bin,
+        &w,
+        false,
+        &["mcp", "add", "-s", "user", "dci", "--", "/bin/true"],
+    );
+    assert!(std::fs::symlink_metadata(w.claude_json())
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(json["mcpServers"]["dci"]["command"], "/bin/true", "{json}");
+    let l = claude(&bin, &w, true, &["mcp", "get", "dci"]).stdout;
+    assert!(l.contains("/bin/true"), "{l}");
+    expect(&verify(&w), 0, "verify after Claude wrote its config");
+    // Undo would delete what Claude wrote there: refused before anything changes.
+    let mid = w.manifest();
+    let u = undo(&w);
+    expect(&u, 3, "undo after Claude wrote to the created file");
+    assert!(u.stderr.contains(".claude.json"), "{}", u.stderr);
+    assert_same(&mid, &w.manifest(), "a refused undo changes nothing");
+}
