@@ -34,6 +34,10 @@ pub struct LinkRewrite {
     pub old: PathBuf,
     #[serde(with = "pathser::path")]
     pub new: PathBuf,
+    /// The mtime of the link's directory when planned (a rename and a verified copy both keep
+    /// it): set again after each swap, so a crash between the rename and that reset is repaired
+    /// by the resumed run or the undo.
+    pub dir_mtime: (i64, i64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +112,13 @@ fn ts(sec: i64, nsec: i64) -> TimeSpec {
 
 /// Replace the link `name` in `dir` whose text is `from` by one whose text is `to`, keeping
 /// the link's owner and times and the directory's mtime. Already `to`: nothing to do.
-fn swap(dir: &Dir, name: &CString, from: &Path, to: &Path, shown: &Path) -> Res {
+fn swap(
+    dir: &Dir,
+    name: &CString,
+    (from, to): (&Path, &Path),
+    dir_mtime: (i64, i64),
+    shown: &Path,
+) -> Res {
     let fd: RawFd = dir.as_raw_fd();
     let st: FileStat = fstatat(Some(fd), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
         .map_err(|e| nix_io("lstat", shown, e))?;
@@ -122,7 +132,7 @@ fn swap(dir: &Dir, name: &CString, from: &Path, to: &Path, shown: &Path) -> Res 
         .map_err(|e| nix_io("read the link", shown, e))?;
     let now = Path::new(&now);
     if now == to {
-        return Ok(());
+        return put_back_mtime(fd, dir_mtime, shown);
     }
     if now != from {
         return Err(StepError::new(format!(
@@ -133,7 +143,6 @@ fn swap(dir: &Dir, name: &CString, from: &Path, to: &Path, shown: &Path) -> Res 
             show(to)
         )));
     }
-    let parent = fstat(fd).map_err(|e| nix_io("stat the directory of", shown, e))?;
     let mut tmp = b".".to_vec();
     tmp.extend_from_slice(name.as_bytes());
     tmp.extend_from_slice(format!(".dci-link-{}", std::process::id()).as_bytes());
@@ -173,14 +182,15 @@ fn swap(dir: &Dir, name: &CString, from: &Path, to: &Path, shown: &Path) -> Res 
         );
         return Err(nix_io("rewrite the link", shown, e));
     }
-    // The directory's entries changed (a rename within it): put its mtime back, then make it
-    // durable.
-    futimens(
-        fd,
-        &ts(parent.st_atime, parent.st_atime_nsec),
-        &ts(parent.st_mtime, parent.st_mtime_nsec),
-    )
-    .map_err(|e| nix_io("set the mtime of the directory of", shown, e))?;
+    put_back_mtime(fd, dir_mtime, shown)
+}
+
+/// The directory's entries changed (a rename within it): put its planned mtime back (atime
+/// left as it is), then make it durable.
+fn put_back_mtime(fd: RawFd, (sec, nsec): (i64, i64), shown: &Path) -> Res {
+    let omit = TimeSpec::new(0, nix::libc::UTIME_OMIT);
+    futimens(fd, &omit, &ts(sec, nsec))
+        .map_err(|e| nix_io("set the mtime of the directory of", shown, e))?;
     nix::unistd::fsync(fd).map_err(|e| nix_io("sync the directory of", shown, e))
 }
 
@@ -194,7 +204,7 @@ impl RewriteLinks {
             } else {
                 (&l.new, &l.old)
             };
-            swap(&dir, &name, from, to, &shown)?;
+            swap(&dir, &name, (from, to), l.dir_mtime, &shown)?;
         }
         Ok(())
     }
@@ -303,18 +313,21 @@ pub(crate) fn leaves_tree<'t>(
 /// physical path of the tree's parent (the home, canonicalised) followed by the rest of the
 /// text as written. Read-only, through directory descriptors.
 pub fn leaving_links(home: &Path, tree: &Path) -> Result<Vec<LinkRewrite>, StepError> {
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
     let base = std::fs::canonicalize(tree)
         .ok()
         .and_then(|t| t.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| home.to_path_buf());
     let root = Dir::open(tree, DIR_FLAGS, Mode::empty()).map_err(|e| nix_io("open", tree, e))?;
     let mut dirs: HashSet<Vec<Vec<u8>>> = HashSet::new();
+    let mut mtimes: HashMap<Vec<Vec<u8>>, (i64, i64)> = HashMap::new();
     dirs.insert(Vec::new());
     let mut links: Vec<(Vec<Vec<u8>>, Vec<u8>)> = Vec::new();
     let mut todo: Vec<(Dir, Vec<Vec<u8>>)> = vec![(root, Vec::new())];
     while let Some((mut dir, at)) = todo.pop() {
         let fd = dir.as_raw_fd();
+        let st = fstat(fd).map_err(|e| nix_io("stat", tree, e))?;
+        mtimes.insert(at.clone(), (st.st_mtime, st.st_mtime_nsec));
         let shown = || {
             let mut p = tree.to_path_buf();
             for c in &at {
@@ -380,7 +393,12 @@ pub fn leaving_links(home: &Path, tree: &Path) -> Result<Vec<LinkRewrite>, StepE
             }
             new.extend_from_slice(rest);
         }
+        let dir_mtime = mtimes
+            .get(&rel[..rel.len() - 1])
+            .copied()
+            .unwrap_or_default();
         out.push(LinkRewrite {
+            dir_mtime,
             path: PathBuf::from(OsStr::from_bytes(&rel.join(&b'/'))),
             old: PathBuf::from(OsStr::from_bytes(&text)),
             new: PathBuf::from(OsStr::from_bytes(&new)),
