@@ -748,3 +748,62 @@ fn real_claude_code_uses_the_claude_json_created_over_dockers_directory() {
     assert!(u.stderr.contains(".claude.json"), "{}", u.stderr);
     assert_same(&mid, &w.manifest(), "a refused undo changes nothing");
 }
+
+/// A SIGKILL (strace injects it) in the one window `rewrite-links` cannot make atomic: after the
+/// new link is renamed into place, before its directory's mtime is set back. The resumed run,
+/// and the undo, both put the planned mtime back: the world ends exactly as before.
+#[test]
+fn killed_between_a_link_swap_and_its_directory_mtime_nothing_is_left_wrong() {
+    assert!(have_strace(), "strace is needed (.ci/run installs it)");
+    for finish in [true, false] {
+        let w = World::new();
+        build_stow_home(&w);
+        write_env_file(&w.env_file);
+        let before = w.manifest();
+        let agents = w.config.join("agents");
+        // In <config>/agents: utimensat #1 gives the temp link the old link's times, #2 is the
+        // directory's own mtime, right after the rename.
+        let trace_dir = tempfile::tempdir().unwrap();
+        let trace = trace_dir.path().join("strace.out");
+        let mut cmd = w.cmd();
+        cmd.arg("--yes");
+        let filter = vec![
+            "-P".to_string(),
+            agents.display().to_string(),
+            "-e".into(),
+            "trace=utimensat".into(),
+            "-e".into(),
+            "inject=utimensat:signal=SIGKILL:when=2".into(),
+        ];
+        let out = straced(&cmd, &trace, &filter).output().unwrap();
+        assert!(!out.status.success(), "killed: {out:?}");
+        let t = std::fs::read_to_string(&trace).unwrap();
+        assert!(t.contains("+++ killed by SIGKILL"), "{t}");
+        // The link is already the new one; nothing else has run after it.
+        assert!(link_target(&agents.join("reviewer.md")).starts_with(b"/"));
+        if finish {
+            expect(&migrate(&w), 0, "resumed");
+            let key = [
+                b"tmp/".as_slice(),
+                w.home
+                    .strip_prefix(&w.root)
+                    .unwrap()
+                    .join(".claude/agents")
+                    .as_os_str()
+                    .as_bytes(),
+            ]
+            .concat();
+            assert_eq!(
+                mtime_of(&agents),
+                before[&key].mtime,
+                "the resumed run set it back"
+            );
+        }
+        expect(&undo(&w), 0, "undo");
+        assert_same(
+            &before,
+            &w.manifest(),
+            &format!("killed in the window (finish: {finish})"),
+        );
+    }
+}
