@@ -443,61 +443,79 @@ fn states() -> Vec<State> {
 
 #[test]
 fn migrate_and_verify_agree_on_every_layout_and_state() {
+    // Each state twice: with a stale env file and rc file (everything to do), and with both
+    // left out (`--no-env-file --no-modify-profile`), so that the home's own state alone
+    // decides what verify says and what migrate does.
     let mut checked = 0;
     let mut healthy_before = 0;
-    for (name, make) in states() {
-        let w = make().unwrap_or_else(|| panic!("{name}: this machine must give two filesystems"));
-        if !w.env_file.exists() {
-            write_env_file(&w.env_file);
-            write_bashrc(&w.profile);
-        }
-        // verify 0 => migrate changes nothing.
-        let v = verify(&w);
-        assert!(
-            v.code == 0 || v.code == 5,
-            "{name}: verify exit {}: {}",
-            v.code,
-            v.stderr
-        );
-        if v.code == 0 {
-            healthy_before += 1;
-            let before = w.manifest();
-            let m = migrate(&w);
-            expect(&m, 0, &format!("{name}: migrate on a healthy layout"));
-            assert_same(
-                &before,
-                &w.manifest(),
-                &format!("{name}: healthy, so migrate changes nothing"),
-            );
-        }
-        // migrate 0 => verify 0, and then migrate changes nothing.
-        let m = migrate(&w);
-        if m.code == 0 {
-            expect(
-                &verify(&w),
-                0,
-                &format!("{name}: migrate said 0, so verify says 0"),
-            );
-            let mid = w.manifest();
-            expect(&migrate(&w), 0, &format!("{name}: rerun"));
-            assert_same(
-                &mid,
-                &w.manifest(),
-                &format!("{name}: rerun changes nothing"),
-            );
+    for files in [true, false] {
+        let extra: &[&str] = if files {
+            &[]
         } else {
-            assert_eq!(m.code, 3, "{name}: refused, not failed: {}", m.stderr);
-            expect(
-                &verify(&w),
-                5,
-                &format!("{name}: refused, so verify is not healthy"),
+            &["--no-env-file", "--no-modify-profile"]
+        };
+        for (name, make) in states() {
+            let name = format!("{name} (env and rc files: {files})");
+            let w =
+                make().unwrap_or_else(|| panic!("{name}: this machine must give two filesystems"));
+            if files && !w.env_file.exists() {
+                write_env_file(&w.env_file);
+                write_bashrc(&w.profile);
+            }
+            let verify = || run(w.cmd_sub("verify").args(extra));
+            let migrate = || run(w.cmd().arg("--yes").args(extra));
+            // verify 0 => migrate changes nothing.
+            let v = verify();
+            assert!(
+                v.code == 0 || v.code == 5,
+                "{name}: verify exit {}: {}",
+                v.code,
+                v.stderr
             );
+            if v.code == 0 {
+                healthy_before += 1;
+                let before = w.manifest();
+                let m = migrate();
+                expect(&m, 0, &format!("{name}: migrate on a healthy layout"));
+                assert_same(
+                    &before,
+                    &w.manifest(),
+                    &format!("{name}: healthy, so migrate changes nothing"),
+                );
+            }
+            // migrate 0 => verify 0, and then migrate changes nothing.
+            let m = migrate();
+            if m.code == 0 {
+                expect(
+                    &verify(),
+                    0,
+                    &format!("{name}: migrate said 0, so verify says 0"),
+                );
+                let mid = w.manifest();
+                expect(&migrate(), 0, &format!("{name}: rerun"));
+                assert_same(
+                    &mid,
+                    &w.manifest(),
+                    &format!("{name}: rerun changes nothing"),
+                );
+            } else {
+                assert_eq!(m.code, 3, "{name}: refused, not failed: {}", m.stderr);
+                expect(
+                    &verify(),
+                    5,
+                    &format!("{name}: refused, so verify is not healthy"),
+                );
+            }
+            checked += 1;
         }
-        checked += 1;
     }
-    assert_eq!(checked, FIXTURES.len() + 11, "every state was checked");
+    assert_eq!(
+        checked,
+        2 * (FIXTURES.len() + 11),
+        "every state was checked"
+    );
     assert!(
-        healthy_before >= 1,
+        healthy_before >= 2,
         "the healthy branch ran ({healthy_before})"
     );
 }
