@@ -36,6 +36,8 @@ pub use scaffold::*;
 mod deb;
 #[allow(unused_imports)]
 pub use deb::*;
+/// Agents holding session.lock and containers in mount namespaces, for the `--wait` tests.
+pub mod wait;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_disinto-claude-init");

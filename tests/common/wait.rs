@@ -1,0 +1,344 @@
+//! Real processes for the `--wait` tests: an agent run the way the factory's wrapper runs it
+//! (`( flock -w 600 9 || exit 1; claude ... ) 9>"$lock_file"`), and a "container": a
+//! long-running process in its own mount namespace with `~/.claude` bind-mounted.
+//!
+//! Nothing here sleeps to synchronise: every wait is for an event (a marker file written after
+//! `flock` returned, a blocked request in `/proc/locks`), polled with a bound.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Upper bound on any wait for an event in these tests (a loaded machine is slow, not stuck).
+pub const EVENT_BOUND: Duration = Duration::from_secs(60);
+
+/// Poll `cond` (every 5 ms) until it returns `Some`, or panic after `EVENT_BOUND`.
+#[track_caller]
+pub fn wait_until<T>(what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < EVENT_BOUND,
+            "timed out after {EVENT_BOUND:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `(st_dev, st_ino)` of a path (following links).
+pub fn inode(p: &Path) -> (u64, u64) {
+    let m = fs::metadata(p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+    (m.dev(), m.ino())
+}
+
+/// The wrapper's script, with a `claude` stand-in that records what it found once it had the
+/// lock, then runs until its stdin has a line or closes.
+const AGENT_SCRIPT: &str = r#"
+lock_file="${HOME}/.claude/session.lock"
+( flock -w 600 9 || exit 1
+  # claude stand-in: what it sees the moment it runs.
+  {
+    echo "pid=$BASHPID"
+    echo "lock=$(stat -L -c '%d:%i' /dev/fd/9)"
+    if [ -L "$HOME/.claude" ]; then echo "claude=link:$(readlink "$HOME/.claude")"; else echo "claude=dir"; fi
+    if [ -e "$HOME/.claude/settings.json" ]; then echo "settings=yes"; else echo "settings=no"; fi
+  } > "$AGENT_MARK.tmp"
+  mv "$AGENT_MARK.tmp" "$AGENT_MARK"
+  read -r _ || true
+) 9>"$lock_file"
+"#;
+
+/// An agent run by the factory's wrapper: `flock -w 600` on `$HOME/.claude/session.lock`, then
+/// a `claude` stand-in that writes a marker (outside the home) and runs until released.
+/// Killed with its whole process group on drop.
+pub struct Agent {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    pub mark: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+/// What the agent's `claude` saw once it had the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSaw {
+    /// The pid of the wrapper's subshell (the process holding fd 9).
+    pub pid: u32,
+    /// `(st_dev, st_ino)` of the file its fd 9 locks.
+    pub lock: (u64, u64),
+    /// `dir`, or `link:<target>`.
+    pub claude: String,
+    /// Whether `~/.claude/settings.json` was reachable.
+    pub settings: bool,
+}
+
+impl Agent {
+    /// Start the wrapper for `home` (it does not wait for the lock: see `wait_locked`).
+    pub fn start(home: &Path) -> Agent {
+        let scratch = tempfile::Builder::new()
+            .prefix("dci-agent.")
+            .tempdir_in("/tmp")
+            .expect("agent scratch dir");
+        let mark = scratch.path().join("claude-started");
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg(AGENT_SCRIPT)
+            .env("HOME", home)
+            .env("AGENT_MARK", &mark)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn bash for the agent");
+        let stdin = child.stdin.take();
+        Agent {
+            child,
+            stdin,
+            mark,
+            _scratch: scratch,
+        }
+    }
+
+    /// Start it and wait until its `claude` runs (it holds the lock).
+    pub fn holding(home: &Path) -> Agent {
+        let a = Agent::start(home);
+        a.wait_locked();
+        a
+    }
+
+    /// What its `claude` saw, once it runs.
+    pub fn saw(&self) -> Option<AgentSaw> {
+        let text = fs::read_to_string(&self.mark).ok()?;
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+                .map(str::to_string)
+        };
+        let lock = get("lock")?;
+        let (d, i) = lock.split_once(':')?;
+        Some(AgentSaw {
+            pid: get("pid")?.parse().ok()?,
+            lock: (d.parse().ok()?, i.parse().ok()?),
+            claude: get("claude")?,
+            settings: get("settings")? == "yes",
+        })
+    }
+
+    /// Wait (bounded) until its `claude` runs, i.e. it has the lock.
+    #[track_caller]
+    pub fn wait_locked(&self) -> AgentSaw {
+        wait_until("the agent to get session.lock", || self.saw())
+    }
+
+    /// Let its `claude` finish (it then releases the lock by exiting).
+    pub fn release(&mut self) {
+        if let Some(mut s) = self.stdin.take() {
+            let _ = s.write_all(b"done\n");
+        }
+    }
+
+    /// Release and wait for the wrapper to exit; its exit code.
+    pub fn finish(&mut self) -> i32 {
+        self.release();
+        self.child
+            .wait()
+            .expect("wait for agent")
+            .code()
+            .unwrap_or(-1)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// Pids `/proc/locks` shows blocked (`->`) on a `FLOCK` of the inode `(dev, ino)`.
+pub fn blocked_on(dev: u64, ino: u64) -> Vec<u32> {
+    let want = format!(
+        "{:02x}:{:02x}:{ino}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() > 6 && w[1] == "->" && w[2] == "FLOCK" && w[6] == want)
+                .then(|| w[5].parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// Whether some process holds (not waits for) a `FLOCK` on the inode, by a non-blocking try.
+pub fn is_flocked(p: &Path) -> bool {
+    let f = fs::File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+}
+
+/// A container stand-in: `unshare --mount --propagation private`, `mount --bind SRC DST`, then
+/// a long-running process. Killed on drop (the namespace and its mounts go with it).
+pub struct Container {
+    pub child: Child,
+    pub mount_point: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+impl Container {
+    /// Bind-mount `src` at `<scratch>/<inside>` in a new mount namespace. `extra` is more shell
+    /// run in the namespace before the marker (e.g. another mount). `None` (reason on stderr)
+    /// when not root or when unshare/mount fail.
+    pub fn start(src: &Path, inside: &str, extra: &str) -> Option<Container> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skip: a mount namespace needs root");
+            return None;
+        }
+        let scratch = tempfile::Builder::new()
+            .prefix("dci-ctr.")
+            .tempdir_in("/tmp")
+            .expect("container scratch dir");
+        let mount_point = scratch.path().join(inside.trim_start_matches('/'));
+        fs::create_dir_all(&mount_point).expect("mkdir mount point");
+        let mark = scratch.path().join("up");
+        let err = scratch.path().join("err");
+        let script = format!(
+            r#"mount --bind "$1" "$2" 2>"$4" || exit 1
+{extra}
+echo up > "$3"
+exec sleep 3600"#
+        );
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(script)
+            .arg("sh")
+            .arg(src)
+            .arg(&mount_point)
+            .arg(&mark)
+            .arg(&err)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("skip: cannot run unshare: {e}");
+                return None;
+            }
+        };
+        // Up, or exited (unshare or mount failed).
+        let t0 = Instant::now();
+        loop {
+            if mark.exists() {
+                break;
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                eprintln!(
+                    "skip: unshare/mount failed ({st}): {}",
+                    fs::read_to_string(&err).unwrap_or_default().trim()
+                );
+                return None;
+            }
+            assert!(t0.elapsed() < EVENT_BOUND, "the container never came up");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Some(Container {
+            child,
+            mount_point,
+            _scratch: scratch,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// A cgroup named like a docker container's (`docker-<64 hex>.scope`) in a writable cgroup
+/// hierarchy; processes moved into it show that id in `/proc/PID/cgroup`. Removed on drop
+/// (after moving its processes back to the root).
+pub struct FakeDockerCgroup {
+    pub id: String,
+    dir: PathBuf,
+    root: PathBuf,
+}
+
+impl FakeDockerCgroup {
+    /// `None` (reason on stderr) when no cgroup hierarchy can be written here.
+    pub fn new() -> Option<FakeDockerCgroup> {
+        let id: String = {
+            let seed =
+                blake3::hash(format!("{}-{:?}", std::process::id(), Instant::now()).as_bytes());
+            seed.to_hex().to_string()
+        };
+        let mi = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut roots: Vec<PathBuf> = Vec::new();
+        for l in mi.lines() {
+            let Some((left, right)) = l.split_once(" - ") else {
+                continue;
+            };
+            let fstype = right.split(' ').next().unwrap_or("");
+            let opts = right.split(' ').nth(2).unwrap_or("");
+            let mp = left.split(' ').nth(4).unwrap_or("");
+            if fstype == "cgroup2" || (fstype == "cgroup" && opts.split(',').any(|o| o == "pids")) {
+                roots.push(PathBuf::from(mp));
+            }
+        }
+        for root in roots {
+            let dir = root.join(format!("docker-{id}.scope"));
+            if fs::create_dir(&dir).is_ok() {
+                return Some(FakeDockerCgroup { id, dir, root });
+            }
+        }
+        eprintln!("skip: no writable cgroup hierarchy (cgroup2, or cgroup v1 pids) found");
+        None
+    }
+
+    /// Move `pid` into it. False (reason on stderr) if the kernel refuses.
+    pub fn add(&self, pid: u32) -> bool {
+        match fs::write(self.dir.join("cgroup.procs"), pid.to_string()) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!(
+                    "skip: cannot move pid {pid} into {}: {e}",
+                    self.dir.display()
+                );
+                false
+            }
+        }
+    }
+}
+
+impl Drop for FakeDockerCgroup {
+    fn drop(&mut self) {
+        if let Ok(procs) = fs::read_to_string(self.dir.join("cgroup.procs")) {
+            for p in procs.lines() {
+                let _ = fs::write(self.root.join("cgroup.procs"), p);
+            }
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
