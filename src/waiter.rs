@@ -516,6 +516,89 @@ pub fn flock_holders(dev: u64, ino: u64) -> (Vec<Proc>, usize) {
     )
 }
 
+/// The parent pid from `/proc/PID/stat` (the field after the parenthesised command name,
+/// which may itself hold spaces and parentheses).
+fn ppid(pid: u32) -> Option<u32> {
+    let s = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = s.iter().rposition(|b| *b == b')')?;
+    let rest = std::str::from_utf8(&s[close + 1..]).ok()?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Processes with their working directory or an open file under `claude_dir` (a real
+/// directory), other than this one. An open `session.lock` (the inode `session`) does not
+/// count: that is the wrapper, queued or holding. With `skip_wrapped`, processes that have
+/// `session.lock` open, and their descendants (the `claude` a wrapper runs and what it
+/// starts), are left out entirely: they are the agents `--wait` waits for. Without it (once
+/// the lock is ours), anything still using `~/.claude` besides the lock file is reported:
+/// it works there without the lock.
+pub fn unwrapped_users(
+    claude_dir: &Path,
+    session: Option<(u64, u64)>,
+    skip_wrapped: bool,
+) -> Vec<Proc> {
+    use std::collections::{HashMap, HashSet};
+    use std::os::unix::fs::MetadataExt;
+    let Ok(real) = std::fs::canonicalize(claude_dir) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut using: Vec<u32> = Vec::new();
+    let mut wrapped: HashSet<u32> = HashSet::new();
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let base = p.path();
+        let mut hit = std::fs::read_link(base.join("cwd")).is_ok_and(|c| c.starts_with(&real));
+        if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
+            for fd in fds.flatten() {
+                if !std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&real)) {
+                    continue;
+                }
+                let is_lock = session.is_some_and(|(d, i)| {
+                    std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == d && m.ino() == i)
+                });
+                if is_lock {
+                    wrapped.insert(pid);
+                } else {
+                    hit = true;
+                }
+            }
+        }
+        if hit {
+            using.push(pid);
+        }
+    }
+    let mut parents: HashMap<u32, Option<u32>> = HashMap::new();
+    let mut under_wrapper = |pid: u32| {
+        let mut cur = Some(pid);
+        for _ in 0..64 {
+            let Some(c) = cur else { return false };
+            if wrapped.contains(&c) {
+                return true;
+            }
+            if c <= 1 {
+                return false;
+            }
+            cur = *parents.entry(c).or_insert_with(|| ppid(c));
+        }
+        false
+    };
+    using.sort_unstable();
+    using
+        .into_iter()
+        .filter(|pid| !(skip_wrapped && under_wrapper(*pid)))
+        .filter_map(Proc::read)
+        .collect()
+}
+
 /// The pid `/proc/locks` gives for a granted `FLOCK` on `(dev, ino)`.
 fn proc_locks_pid(dev: u64, ino: u64) -> Option<u32> {
     let text = std::fs::read_to_string("/proc/locks").ok()?;

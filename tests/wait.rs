@@ -248,6 +248,57 @@ fn a_lock_file_that_is_not_a_file_is_refused() {
     );
 }
 
+/// Who counts as "using ~/.claude without the lock": not a wrapped agent (its shell, the
+/// `claude` it runs with its cwd and files in ~/.claude, what that starts), while it holds or
+/// waits for the lock; but a process of its own with its cwd there, always; and, once the lock
+/// is ours, anything still working in ~/.claude besides the lock file.
+#[test]
+fn wrapped_agents_are_told_apart_from_unwrapped_users() {
+    let w = World::realistic();
+    let lock = w.claude().join("session.lock");
+    let agent = Agent::start_with(
+        &w.home,
+        r#"cd "$HOME/.claude/projects"; exec 3<"$HOME/.claude/settings.json"; sleep 3600 & echo $! > "$AGENT_MARK.child""#,
+    );
+    let saw = agent.wait_locked();
+    let child: u32 = fs::read_to_string(format!("{}.child", agent.mark.display()))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let queued = Agent::start(&w.home);
+    let (dev, ino) = inode(&lock);
+    wait_until("the second agent to queue", || {
+        blocked_on(dev, ino).into_iter().next()
+    });
+    let mut loose = std::process::Command::new("sleep")
+        .arg("3600")
+        .current_dir(w.claude().join("todos"))
+        .spawn()
+        .unwrap();
+    let loose_pid = loose.id();
+    let pids = |v: Vec<waiter::Proc>| v.into_iter().map(|p| p.pid).collect::<Vec<_>>();
+    let before_lock = pids(waiter::unwrapped_users(&w.claude(), Some((dev, ino)), true));
+    let strict = pids(waiter::unwrapped_users(
+        &w.claude(),
+        Some((dev, ino)),
+        false,
+    ));
+    let _ = loose.kill();
+    let _ = loose.wait();
+    assert_eq!(before_lock, vec![loose_pid], "only the unwrapped process");
+    assert!(strict.contains(&loose_pid), "{strict:?}");
+    assert!(
+        strict.contains(&saw.pid),
+        "the agent's shell works in ~/.claude: {strict:?}"
+    );
+    assert!(strict.contains(&child), "and so does its child: {strict:?}");
+    assert!(
+        !strict.contains(&queued.child.id()),
+        "a queued agent only has the lock file open: {strict:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Refresh locks
 // ---------------------------------------------------------------------------------------------

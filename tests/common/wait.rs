@@ -43,6 +43,7 @@ pub fn inode(p: &Path) -> (u64, u64) {
 const AGENT_SCRIPT: &str = r#"
 lock_file="${HOME}/.claude/session.lock"
 ( flock -w 600 9 || exit 1
+  eval "${AGENT_WORK:-}"
   # claude stand-in: what it sees the moment it runs.
   {
     echo "pid=$BASHPID"
@@ -81,6 +82,12 @@ pub struct AgentSaw {
 impl Agent {
     /// Start the wrapper for `home` (it does not wait for the lock: see `wait_locked`).
     pub fn start(home: &Path) -> Agent {
+        Agent::start_with(home, "")
+    }
+
+    /// The same, its `claude` stand-in first running `work` (shell, e.g. `cd "$HOME/.claude"`)
+    /// once it has the lock.
+    pub fn start_with(home: &Path, work: &str) -> Agent {
         let scratch = tempfile::Builder::new()
             .prefix("dci-agent.")
             .tempdir_in("/tmp")
@@ -91,6 +98,7 @@ impl Agent {
             .arg(AGENT_SCRIPT)
             .env("HOME", home)
             .env("AGENT_MARK", &mark)
+            .env("AGENT_WORK", work)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .process_group(0)
