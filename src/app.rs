@@ -329,7 +329,7 @@ fn migrate(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()
         return Err(refuse(r));
     }
     check_env_encodable(s)?;
-    let plan = plan::build(layout, &facts, s);
+    let mut plan = plan::build(layout, &facts, s);
     report.steps = planned_reports(&plan);
     if !plan.changes() {
         report.notes.push("Nothing to do: already migrated.".into());
@@ -338,7 +338,10 @@ fn migrate(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()
         }
         return Ok(());
     }
-    preflight::check(&plan, s)?;
+    let wait = opts.wait.map(std::time::Duration::from_secs);
+    preflight::check_with(&plan, s, wait.is_some())?;
+    crate::live::check(&mut plan, s, wait, report)?;
+    report.steps = planned_reports(&plan);
     if opts.dry_run {
         report
             .notes
@@ -358,8 +361,14 @@ fn migrate(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()
     report.steps = planned_reports(&plan);
     let steps: Vec<Step> = plan.runnable().filter(|st| st.changes()).cloned().collect();
     let had_creds = expect_credentials(s, layout);
+    let guard = match wait {
+        Some(limit) => crate::live::acquire(&plan, layout, &facts, s, limit, opts.quiet)?,
+        None => None,
+    };
     let (txn, run) = Txn::begin(s, existing, &steps, &disturbed_dirs(s, &steps))?;
-    execute(s, txn, run, io, report, had_creds)
+    let res = execute(s, txn, run, io, report, had_creds);
+    crate::live::release(guard, report);
+    res
 }
 
 /// Dotenv cannot hold a path that is not UTF-8: say so before planning.

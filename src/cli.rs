@@ -115,6 +115,20 @@ pub struct Opts {
     #[arg(short = 'n', long, global = true)]
     pub dry_run: bool,
 
+    /// Wait up to SECONDS for running agents instead of refusing: take ~/.claude/session.lock
+    /// (the factory's wrapper lock) so that agents queue behind the migration, and hold it
+    /// until the switch is done [default: 600, the wrapper's own limit]
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        num_args = 0..=1,
+        require_equals = false,
+        default_missing_value = "600",
+        value_parser = clap::value_parser!(u64)
+    )]
+    pub wait: Option<u64>,
+
     /// Print one JSON document on stdout instead of human text.
     #[arg(long, global = true)]
     pub json: bool,

@@ -18,6 +18,7 @@ pub(crate) mod failpoint;
 pub mod fsops;
 pub(crate) mod journal;
 pub(crate) mod layout;
+pub(crate) mod live;
 pub(crate) mod lock;
 pub mod mounts;
 pub(crate) mod pathser;

@@ -176,6 +176,11 @@ fn writable(dir: &Path) -> bool {
 
 /// Run every check the plan needs. `Ok(())` means go.
 pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
+    check_with(plan, s, false)
+}
+
+/// `check`; with `waiting` (`--wait`), a running agent is left to `live` (queued, not refused).
+pub fn check_with(plan: &Plan, s: &Settings, waiting: bool) -> Result<(), Error> {
     let touches_claude = plan.runnable().any(|st| {
         matches!(
             st,
@@ -185,7 +190,7 @@ pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
                 | Step::MoveClaudeJson(_)
         )
     });
-    if touches_claude {
+    if touches_claude && !waiting {
         if let Some(found) = agent_running(s) {
             return Err(Error::refused(
                 "agent-running",

@@ -140,7 +140,7 @@ impl fmt::Display for Busy {
         match self {
             Busy::SessionLock { holders, .. } if holders.is_empty() => write!(
                 f,
-                "the agent holding session.lock (its pid is not visible here: another PID namespace?)"
+                "the agent holding session.lock (not found in /proc: it may have just finished, or it runs in another PID namespace)"
             ),
             Busy::SessionLock { holders, .. } => {
                 let list: Vec<String> = holders.iter().map(|p| p.to_string()).collect();

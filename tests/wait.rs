@@ -533,3 +533,403 @@ fn host_view_of_claude_dir() {
     ln_s(t.path.join("u/.claude"), &t.path.join("link"));
     assert!(mounts::host_view(&t.path.join("link")).is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Through the binary: `--wait`
+// ---------------------------------------------------------------------------------------------
+
+/// `~/.claude`'s manifest without `session.lock`: the agents' `9>` truncates it (its mtime
+/// moves), which is theirs to do; it is checked by inode instead.
+fn claude_manifest_without_lock(w: &World) -> Manifest {
+    let mut m = manifest(&w.claude());
+    m.remove(&b"session.lock"[..])
+        .expect("the world has a session.lock");
+    m
+}
+
+/// The config dir holds exactly the old `~/.claude` (lock file aside), `~/.claude` links to it,
+/// `~/.claude.json` moved in, and `verify` passes.
+#[track_caller]
+fn assert_migrated(w: &World, claude_before: &Manifest, json_before: &[u8], what: &str) {
+    let mut config = manifest(&w.config);
+    config
+        .remove(&b".claude.json"[..])
+        .unwrap_or_else(|| panic!("{what}: no .claude.json in the config dir"));
+    config
+        .remove(&b"session.lock"[..])
+        .unwrap_or_else(|| panic!("{what}: no session.lock in the config dir"));
+    assert_same_except(
+        claude_before,
+        &config,
+        Ignore {
+            root: true,
+            ..Default::default()
+        },
+        &format!("{what}: config dir vs the old ~/.claude"),
+    );
+    assert_eq!(config[&b"."[..]].mode, 0o700, "{what}");
+    assert_eq!(
+        fs::read(w.config.join(".claude.json")).unwrap(),
+        json_before,
+        "{what}"
+    );
+    assert_eq!(fs::read_link(w.claude()).unwrap(), w.config, "{what}");
+    let r = run(w.cmd_sub("verify").arg("--json"));
+    assert_eq!(r.code, 0, "{what}: verify: {}", r.stdout);
+}
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not one JSON document ({e}):\n{out}"))
+}
+
+/// An agent holds session.lock: `--wait` waits (changing nothing meanwhile, saying on stderr
+/// whom it waits for), and once the agent is done it migrates: exit 0.
+#[test]
+fn wait_waits_for_the_agent_then_migrates() {
+    let w = World::realistic();
+    let lock = w.claude().join("session.lock");
+    let mut agent = Agent::holding(&w.home);
+    let holder = agent.saw().unwrap().pid;
+    let claude_before = claude_manifest_without_lock(&w);
+    let json_before = fs::read(w.claude_json()).unwrap();
+    let before = w.manifest();
+    let (dev, ino) = inode(&lock);
+    let tool = Output::spawn(w.cmd().args(["--yes", "--wait", "--json"]));
+    wait_until("the tool to block on session.lock", || {
+        blocked_on(dev, ino).contains(&tool.pid()).then_some(())
+    });
+    let progress = wait_until("the tool to say whom it waits for", || {
+        let e = tool.stderr_so_far();
+        e.contains("waiting for").then_some(e)
+    });
+    assert!(
+        progress.contains(&format!(
+            "waiting for the agent holding session.lock (pid {holder} "
+        )),
+        "stderr names the holder: {progress}"
+    );
+    assert_same(&before, &w.manifest(), "nothing changes while it waits");
+    assert_eq!(agent.finish(), 0);
+    let (st, out, err) = tool.finish();
+    let doc = json(&out);
+    assert_eq!(st.code(), Some(0), "{doc:#}\n{err}");
+    assert_eq!(doc["changed"], true);
+    assert_migrated(&w, &claude_before, &json_before, "--wait after the agent");
+    assert_eq!(
+        inode(&w.config.join("session.lock")),
+        (dev, ino),
+        "moved, not recreated"
+    );
+}
+
+/// An agent that starts `flock -w 600` on `~/.claude/session.lock` while the migration holds
+/// it gets the lock only after the migration released it, on the same inode as
+/// `<config>/session.lock`, and its `claude` then finds `~/.claude` migrated. The tool is
+/// stopped (by strace, with SIGSTOP right after its flock(2) succeeded) so the agent starts at
+/// a known point inside the locked window.
+#[test]
+fn an_agent_starting_during_the_migration_queues_and_finds_it_migrated() {
+    if !have_strace() {
+        eprintln!("skip: strace is not installed");
+        return;
+    }
+    let w = World::realistic();
+    let lock = w.claude().join("session.lock");
+    let claude_before = claude_manifest_without_lock(&w);
+    let json_before = fs::read(w.claude_json()).unwrap();
+    let (dev, ino) = inode(&lock);
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-o", "/dev/null", "-e", "trace=flock"])
+        .args(["-e", "inject=flock:signal=SIGSTOP:when=1", "-P"])
+        .arg(&lock)
+        .arg(BIN)
+        .args(w.path_args())
+        .args(["--yes", "--wait", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &w.home)
+        .env("LANG", "C.UTF-8")
+        .stdin(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let strace = Output::spawn(&mut cmd);
+    // Stopped (strace also stops it once at start, before exec) and holding the lock.
+    let tool = wait_until("the tool to stop holding session.lock", || {
+        children(strace.pid())
+            .into_iter()
+            .find(|p| matches!(proc_state(*p), Some('t' | 'T')) && granted_to(dev, ino).contains(p))
+    });
+    let mut agent = Agent::start(&w.home);
+    let flock_pid = wait_until("the agent to queue on session.lock", || {
+        blocked_on(dev, ino).into_iter().next()
+    });
+    assert_ne!(flock_pid, tool);
+    assert!(
+        agent.saw().is_none(),
+        "the agent must not run before the switch"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tool as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    let (st, out, err) = strace.finish();
+    let doc = json(&out);
+    assert_eq!(st.code(), Some(0), "{doc:#}\n{err}");
+    let saw = agent.wait_locked();
+    assert_eq!(
+        saw.claude,
+        format!("link:{}", w.config.display()),
+        "its claude finds ~/.claude migrated"
+    );
+    assert!(saw.settings, "and its files through the link");
+    assert_eq!(saw.lock, (dev, ino), "it locked the inode it queued on");
+    assert_eq!(
+        inode(&w.config.join("session.lock")),
+        (dev, ino),
+        "which is <config>/session.lock"
+    );
+    assert_eq!(agent.finish(), 0);
+    assert_migrated(
+        &w,
+        &claude_before,
+        &json_before,
+        "agent queued during the switch",
+    );
+    // An agent starting now reaches the same lock through the link.
+    let mut later = Agent::holding(&w.home);
+    assert_eq!(later.saw().unwrap().lock, (dev, ino));
+    assert_eq!(later.finish(), 0);
+}
+
+/// `--wait 1` against an agent that keeps the lock: exit 3 (`wait-timeout`), the world
+/// unchanged (no journal either), the holder named with the fix; the agent keeps its lock.
+#[test]
+fn wait_times_out_with_exit_3_and_changes_nothing() {
+    let w = World::realistic();
+    let agent = Agent::holding(&w.home);
+    let holder = agent.saw().unwrap().pid;
+    let before = w.manifest();
+    let (code, doc) = run_json(w.cmd().args(["--yes", "--wait", "1", "--json"]));
+    assert_eq!(code, 3, "{doc:#}");
+    assert_eq!(doc["error"]["kind"], "wait-timeout", "{doc:#}");
+    assert_eq!(doc["changed"], false);
+    assert_same(&before, &w.manifest(), "--wait 1 timed out");
+    assert!(!w.home.join(".local").exists(), "no state dir, no journal");
+    let msg = doc["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("pid {holder} (")), "{msg}");
+    let fix = doc["error"]["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("--wait") && fix.contains("disinto down"),
+        "{fix}"
+    );
+    assert!(
+        fix.contains(&format!("--home {}", w.home.display())),
+        "the fix repeats the run's options: {fix}"
+    );
+    assert!(
+        is_flocked(&w.claude().join("session.lock")),
+        "still the agent's"
+    );
+    drop(agent);
+}
+
+/// The tool killed while it holds the lock (after the move, before the link): the queued agent
+/// gets the lock at once (the kernel drops a flock with its holder), and the journal is
+/// recoverable: `status` says interrupted, `migrate` finishes it.
+#[test]
+fn a_kill_while_holding_the_lock_frees_the_agents_and_resumes() {
+    if !have_strace() {
+        eprintln!("skip: strace is not installed");
+        return;
+    }
+    let w = World::realistic();
+    let lock = w.claude().join("session.lock");
+    let claude_before = claude_manifest_without_lock(&w);
+    let json_before = fs::read(w.claude_json()).unwrap();
+    let (dev, ino) = inode(&lock);
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-o", "/dev/null", "-e", "trace=flock"])
+        .args(["-e", "inject=flock:signal=SIGSTOP:when=1", "-P"])
+        .arg(&lock)
+        .arg(BIN)
+        .args(w.path_args())
+        .args(["--yes", "--wait", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &w.home)
+        .env("LANG", "C.UTF-8")
+        .env("DCI_FAILPOINTS", "applied-move-config=kill")
+        .stdin(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let strace = Output::spawn(&mut cmd);
+    // Stopped (strace also stops it once at start, before exec) and holding the lock.
+    let tool = wait_until("the tool to stop holding session.lock", || {
+        children(strace.pid())
+            .into_iter()
+            .find(|p| matches!(proc_state(*p), Some('t' | 'T')) && granted_to(dev, ino).contains(p))
+    });
+    let mut agent = Agent::start(&w.home);
+    wait_until("the agent to queue on session.lock", || {
+        blocked_on(dev, ino).into_iter().next()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tool as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    let (st, _, err) = strace.finish();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        st.signal(),
+        Some(9),
+        "killed at the failpoint: {st:?}\n{err}"
+    );
+    let saw = agent.wait_locked();
+    assert_eq!(saw.lock, (dev, ino));
+    assert_eq!(
+        saw.claude, "missing",
+        "killed between the move and the link"
+    );
+    assert_eq!(agent.finish(), 0);
+    let before = w.manifest();
+    let (code, doc) = run_json(w.cmd_sub("status").arg("--json"));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["layout"], "interrupted", "{doc:#}");
+    assert_same(&before, &w.manifest(), "status");
+    let (code, doc) = run_json(w.cmd().args(["--yes", "--wait", "--json"]));
+    assert_eq!(code, 0, "resume: {doc:#}");
+    assert_migrated(&w, &claude_before, &json_before, "resumed after the kill");
+}
+
+/// `--wait --dry-run` says what it would wait for and returns at once, exit 0, changing
+/// nothing; without `--wait` the same machine is refused. A process working in `~/.claude`
+/// outside the wrapper is refused even with `--wait`, named.
+#[test]
+fn dry_run_with_wait_reports_and_does_not_wait() {
+    let w = World::realistic();
+    let agent = Agent::holding(&w.home);
+    let holder = agent.saw().unwrap().pid;
+    let before = w.manifest();
+    let r = run(w.cmd().args(["--dry-run", "--wait"]));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!(
+            "--wait: waits (up to 600 s) for the agent holding session.lock (pid {holder} "
+        )),
+        "{}",
+        r.stdout
+    );
+    let (code, doc) = run_json(w.cmd().args(["--dry-run", "--json"]));
+    assert_eq!(code, 3, "without --wait: {doc:#}");
+    assert_eq!(doc["error"]["kind"], "agent-running");
+    assert_same(&before, &w.manifest(), "dry runs");
+
+    let mut loose = std::process::Command::new("sleep")
+        .arg("3600")
+        .current_dir(w.claude().join("projects"))
+        .spawn()
+        .unwrap();
+    let (code, doc) = run_json(w.cmd().args(["--yes", "--wait", "--json"]));
+    let pid = loose.id();
+    let _ = loose.kill();
+    let _ = loose.wait();
+    assert_eq!(code, 3, "{doc:#}");
+    assert_eq!(doc["error"]["kind"], "agent-running");
+    let msg = doc["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("{pid} (sleep)")), "{msg}");
+    assert!(
+        !msg.contains(&format!("{holder} (")),
+        "the wrapped agent is not blamed: {msg}"
+    );
+    assert_same(&before, &w.manifest(), "refused");
+    drop(agent);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the binary: containers
+// ---------------------------------------------------------------------------------------------
+
+/// One filesystem: a container that bind-mounts `~/.claude` is named in the plan, the
+/// migration goes ahead, and the container still sees the files (its mount followed the move).
+#[test]
+fn container_on_one_filesystem_is_named_and_follows_the_move() {
+    let w = World::realistic();
+    let Some(ctr) = Container::start(&w.claude(), "/home/agent/.claude", "") else {
+        return;
+    };
+    let inside = Path::new(&format!("/proc/{}/root", ctr.pid())).join(
+        ctr.mount_point
+            .strip_prefix("/")
+            .unwrap()
+            .join("settings.json"),
+    );
+    let settings = fs::read(w.claude().join("settings.json")).unwrap();
+    assert_eq!(fs::read(&inside).unwrap(), settings, "the container's view");
+    let (code, doc) = run_json(w.cmd().args(["--dry-run", "--json"]));
+    assert_eq!(code, 0, "{doc:#}");
+    let mv = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "move-config")
+        .unwrap();
+    let detail = mv["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("pid {} (sleep)", ctr.pid()))
+            && detail.contains("their mount follows the move"),
+        "{mv:#}"
+    );
+    let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]));
+    assert_eq!(code, 0, "{doc:#}");
+    assert!(fs::read_link(w.claude()).is_ok());
+    assert_eq!(
+        fs::read(&inside).unwrap(),
+        settings,
+        "the container's mount followed the move"
+    );
+    fs::write(w.config.join("written-after"), b"x").unwrap();
+    assert!(
+        inside.with_file_name("written-after").exists(),
+        "the container and the config dir are one directory"
+    );
+}
+
+/// Across filesystems: refused (exit 3, `container-mount`), naming the pid and the container
+/// id, with the fix; nothing changed.
+#[test]
+fn container_across_filesystems_is_refused() {
+    let Some(w) = World::cross_device() else {
+        return;
+    };
+    build_realistic_home(&w.home);
+    write_env_file(&w.env_file);
+    write_bashrc(&w.profile);
+    let Some(ctr) = Container::start(&w.claude(), "/home/agent/.claude", "") else {
+        return;
+    };
+    let cg = FakeDockerCgroup::new();
+    let with_id = cg.as_ref().is_some_and(|c| c.add(ctr.pid()));
+    let before = w.manifest();
+    for args in [
+        &["--dry-run", "--json"][..],
+        &["--yes", "--wait", "--json"][..],
+    ] {
+        let (code, doc) = run_json(w.cmd().args(args));
+        assert_eq!(code, 3, "{args:?}: {doc:#}");
+        assert_eq!(doc["error"]["kind"], "container-mount", "{doc:#}");
+        let msg = doc["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(&format!("pid {} (sleep)", ctr.pid())), "{msg}");
+        assert!(msg.contains("/home/agent/.claude"), "{msg}");
+        let fix = doc["error"]["fix"].as_str().unwrap();
+        assert!(
+            fix.contains("disinto down") && fix.contains("--shared-dir"),
+            "{fix}"
+        );
+        if with_id {
+            let id = &cg.as_ref().unwrap().id[..12];
+            assert!(msg.contains(id) && fix.contains(id), "{msg}\n{fix}");
+        }
+    }
+    assert_same(&before, &w.manifest(), "refused");
+    assert!(!w.home.join(".local").exists());
+}

@@ -48,7 +48,9 @@ lock_file="${HOME}/.claude/session.lock"
   {
     echo "pid=$BASHPID"
     echo "lock=$(stat -L -c '%d:%i' /dev/fd/9)"
-    if [ -L "$HOME/.claude" ]; then echo "claude=link:$(readlink "$HOME/.claude")"; else echo "claude=dir"; fi
+    if [ -L "$HOME/.claude" ]; then echo "claude=link:$(readlink "$HOME/.claude")"
+    elif [ -d "$HOME/.claude" ]; then echo "claude=dir"
+    else echo "claude=missing"; fi
     if [ -e "$HOME/.claude/settings.json" ]; then echo "settings=yes"; else echo "settings=no"; fi
   } > "$AGENT_MARK.tmp"
   mv "$AGENT_MARK.tmp" "$AGENT_MARK"
@@ -73,7 +75,7 @@ pub struct AgentSaw {
     pub pid: u32,
     /// `(st_dev, st_ino)` of the file its fd 9 locks.
     pub lock: (u64, u64),
-    /// `dir`, or `link:<target>`.
+    /// `dir`, `link:<target>`, or `missing`.
     pub claude: String,
     /// Whether `~/.claude/settings.json` was reachable.
     pub settings: bool,
@@ -174,6 +176,15 @@ impl Drop for Agent {
 
 /// Pids `/proc/locks` shows blocked (`->`) on a `FLOCK` of the inode `(dev, ino)`.
 pub fn blocked_on(dev: u64, ino: u64) -> Vec<u32> {
+    proc_locks(dev, ino, true)
+}
+
+/// Pids `/proc/locks` shows holding a `FLOCK` of the inode (the process that called flock(2)).
+pub fn granted_to(dev: u64, ino: u64) -> Vec<u32> {
+    proc_locks(dev, ino, false)
+}
+
+fn proc_locks(dev: u64, ino: u64, blocked: bool) -> Vec<u32> {
     let want = format!(
         "{:02x}:{:02x}:{ino}",
         nix::sys::stat::major(dev),
@@ -183,9 +194,17 @@ pub fn blocked_on(dev: u64, ino: u64) -> Vec<u32> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            (w.len() > 6 && w[1] == "->" && w[2] == "FLOCK" && w[6] == want)
-                .then(|| w[5].parse().ok())
+            let mut w: Vec<&str> = l.split_whitespace().collect();
+            if w.get(1) == Some(&"->") {
+                if !blocked {
+                    return None;
+                }
+                w.remove(1);
+            } else if blocked {
+                return None;
+            }
+            (w.len() > 5 && w[1] == "FLOCK" && w[5] == want)
+                .then(|| w[4].parse().ok())
                 .flatten()
         })
         .collect()
@@ -348,5 +367,118 @@ impl Drop for FakeDockerCgroup {
             }
         }
         let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// `/proc/PID/stat`'s state letter (`R`, `S`, `T` stopped, `t` stopped by a tracer, ...).
+pub fn proc_state(pid: u32) -> Option<char> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// The children of `pid` (its main thread's).
+pub fn children(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Whether strace(1) is installed.
+pub fn have_strace() -> bool {
+    Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A child's output, read on threads so that a full pipe never blocks it.
+pub struct Output {
+    pub child: Child,
+    out: Option<std::thread::JoinHandle<Vec<u8>>>,
+    err: Option<std::thread::JoinHandle<Vec<u8>>>,
+    err_buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Output {
+    /// Spawn `cmd` with stdout and stderr piped (stdin as the command says).
+    pub fn spawn(cmd: &mut Command) -> Output {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+        let read = |mut r: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = r.read_to_end(&mut v);
+                v
+            })
+        };
+        let out = child.stdout.take().map(|o| read(Box::new(o)));
+        // stderr is collected as it comes, so a test can wait for a line (`stderr_so_far`).
+        let err_buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let err = child.stderr.take().map(|mut e| {
+            let buf = err_buf.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match std::io::Read::read(&mut e, &mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.lock().unwrap().extend_from_slice(&chunk[..n]),
+                    }
+                }
+                buf.lock().unwrap().clone()
+            })
+        });
+        Output {
+            child,
+            out,
+            err,
+            err_buf,
+        }
+    }
+
+    /// What it has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.err_buf.lock().unwrap()).into_owned()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait (bounded by `EVENT_BOUND`) for it to end: its status, stdout, stderr.
+    #[track_caller]
+    pub fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        let st = wait_until("the process to end", || self.child.try_wait().unwrap());
+        let text = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            String::from_utf8_lossy(&h.map(|h| h.join().unwrap()).unwrap_or_default()).into_owned()
+        };
+        let out = text(self.out.take());
+        let err = text(self.err.take());
+        (st, out, err)
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // Its whole process group when it leads one (strace and the tool it runs).
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            if nix::unistd::getpgid(Some(pid)) == Ok(pid) {
+                let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }

@@ -1,0 +1,398 @@
+//! Migrating a running factory: `--wait`, and containers that still mount `~/.claude`.
+//!
+//! `app::migrate` calls three hooks:
+//!
+//! - [`check`], with the plan, before the prompt (and for `--dry-run`): containers that
+//!   bind-mount `~/.claude` are named in the plan (one filesystem: their mount follows the move)
+//!   or refused (across filesystems); with `--wait`, processes working in `~/.claude` without
+//!   the wrapper's lock are refused, and what the run would wait for is reported;
+//! - [`acquire`], after the prompt and before the journal: wait for the agents and take
+//!   `~/.claude/session.lock`, then re-check, cheaply (lstat, no walk), that the plan still holds
+//!   and that nothing else works in `~/.claude`;
+//! - [`release`], once the steps (links, env file, rc file) and the verify are done.
+//!
+//! Everything slow (the walk, the plan, the checks, the prompt) happens before the lock; under
+//! it, on one filesystem, only the journal, the renames, the links and the two file writes.
+
+use crate::error::{Error, Result};
+use crate::layout::{self, Facts, Layout, Node};
+use crate::mounts;
+use crate::pathser::show;
+use crate::plan::{self, Method, Plan, Step};
+use crate::report::Report;
+use crate::settings::Settings;
+use crate::step::{human_bytes, MoveConfig};
+use crate::waiter::{self, Busy, SessionGuard, Targets};
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+/// Throughput assumed for the estimate of a cross-device copy under the lock (a verified copy
+/// measured 190 MB/s and 19,000 files/s to a tmpfs, docs/BENCHMARKS.md; disks are slower).
+const EST_BYTES_PER_SEC: u64 = 100 * 1024 * 1024;
+const EST_FILES_PER_SEC: u64 = 5_000;
+
+/// The `move-config` step, if the plan runs it.
+fn move_config(plan: &Plan) -> Option<(&Method, u64, u64)> {
+    plan.runnable().find_map(|st| match st {
+        Step::MoveConfig(MoveConfig {
+            method,
+            files,
+            bytes,
+            ..
+        }) => Some((method, *files, *bytes)),
+        _ => None,
+    })
+}
+
+/// Whether the plan moves, removes or replaces `~/.claude` (or moves `~/.claude.json`): what an
+/// agent running now would notice.
+pub fn touches_claude(plan: &Plan) -> bool {
+    plan.runnable().any(|st| {
+        matches!(
+            st,
+            Step::MoveConfig(_)
+                | Step::RemoveEmptyClaudeDir(_)
+                | Step::LinkClaudeDir(_)
+                | Step::MoveClaudeJson(_)
+        )
+    })
+}
+
+fn is_real_dir(p: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+/// Estimated duration of a verified copy of `files` files, `bytes` bytes.
+pub fn estimate_copy(files: u64, bytes: u64) -> Duration {
+    let s = bytes / EST_BYTES_PER_SEC + files / EST_FILES_PER_SEC;
+    Duration::from_secs(s.max(1))
+}
+
+/// Add a line to the `move-config` step's detail in the plan.
+fn annotate_move(plan: &mut Plan, line: String) {
+    if let Some(p) = plan
+        .steps
+        .iter_mut()
+        .find(|p| p.skip.is_none() && matches!(p.step, Step::MoveConfig(_)))
+    {
+        p.detail = Some(match p.detail.take() {
+            Some(d) => format!("{d}\n{line}"),
+            None => line,
+        });
+    }
+}
+
+fn session_inode(s: &Settings) -> Option<(u64, u64)> {
+    let m = std::fs::symlink_metadata(s.claude_dir().join(waiter::SESSION_LOCK)).ok()?;
+    m.is_file().then(|| (m.dev(), m.ino()))
+}
+
+fn procs_list(v: &[waiter::Proc]) -> String {
+    v.iter()
+        .map(|p| format!("{} ({})", p.pid, p.comm))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Processes working in `~/.claude` without the wrapper's lock: a refusal even with `--wait`.
+fn unwrapped_refusal(s: &Settings, procs: &[waiter::Proc], locked: bool) -> Error {
+    let pids: Vec<String> = procs.iter().map(|p| p.pid.to_string()).collect();
+    let why = if locked {
+        "while this run holds session.lock"
+    } else {
+        "outside the factory's wrapper (they do not take session.lock, so they cannot be queued)"
+    };
+    Error::refused(
+        "agent-running",
+        format!(
+            "An agent is running: processes have their working directory or open files under '{}' {why}: PID {}. Moving the directory under them would break their run and could lose a refreshed OAuth token; --wait only queues agents that take the wrapper's lock.",
+            show(&s.claude_dir()),
+            procs_list(procs)
+        ),
+    )
+    .with_fix(format!(
+        "let them finish or stop them (kill {}), then re-run: disinto-claude-init --yes --wait",
+        pids.join(" ")
+    ))
+}
+
+/// Before the prompt: containers that mount `~/.claude`, and with `--wait` (`wait` is `Some`)
+/// the agents it would wait for. Adds what it finds to the plan (the `move-config` detail) and
+/// to the report's notes; refuses (exit 3) what cannot be made safe.
+pub fn check(
+    plan: &mut Plan,
+    s: &Settings,
+    wait: Option<Duration>,
+    report: &mut Report,
+) -> Result<()> {
+    if !touches_claude(plan) {
+        return Ok(());
+    }
+    let claude = s.claude_dir();
+    if let Some((method, files, bytes)) = move_config(plan).map(|(m, f, b)| (*m, f, b)) {
+        if is_real_dir(&claude) {
+            containers(plan, s, method)?;
+            if wait.is_some() && method == Method::VerifiedCopy {
+                let est = estimate_copy(files, bytes);
+                annotate_move(
+                    plan,
+                    format!(
+                        "agents wait while it copies: session.lock is held for the whole copy, about {} s for {files} files, {} (estimated at {} MiB/s)",
+                        est.as_secs(),
+                        human_bytes(bytes),
+                        EST_BYTES_PER_SEC / 1024 / 1024
+                    ),
+                );
+            }
+        }
+    }
+    let Some(limit) = wait else {
+        return Ok(());
+    };
+    if !is_real_dir(&claude) {
+        return Ok(());
+    }
+    let loose = waiter::unwrapped_users(&claude, session_inode(s), true);
+    if !loose.is_empty() {
+        return Err(unwrapped_refusal(s, &loose, false));
+    }
+    if !report.dry_run {
+        // The real run shows its progress while it waits instead.
+        return Ok(());
+    }
+    let busy = waiter::inspect(&Targets::new(&s.home, &s.config_dir))
+        .map_err(|e| e.to_error(&rerun_cmd(limit)))?;
+    if busy.is_empty() {
+        report.notes.push(format!(
+            "--wait: no agent is running now; the switch takes session.lock (agents that start meanwhile wait for it, up to {} s)",
+            limit.as_secs()
+        ));
+    } else {
+        for b in &busy {
+            report.notes.push(format!(
+                "--wait: waits (up to {} s) for {b}, then holds session.lock until the switch is done",
+                limit.as_secs()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Containers (processes in other mount namespaces) with `~/.claude` mounted.
+fn containers(plan: &mut Plan, s: &Settings, method: Method) -> Result<()> {
+    let scan = match mounts::scan(&s.claude_dir()) {
+        Ok(scan) => scan,
+        Err(e) => {
+            return Err(Error::refused(
+                "no-permission",
+                format!(
+                    "Cannot look for containers that mount '{}': {e}.",
+                    show(&s.claude_dir())
+                ),
+            )
+            .with_fix("re-run with sudo"))
+        }
+    };
+    if scan.mounts.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = scan.mounts.iter().map(|m| m.describe()).collect();
+    match method {
+        Method::Rename => {
+            annotate_move(
+                plan,
+                format!(
+                    "container(s) mount ~/.claude: {}; their mount follows the move (one filesystem: the directory keeps its inode); restart them (disinto up) so they use CLAUDE_CONFIG_DIR",
+                    list.join("; ")
+                ),
+            );
+            Ok(())
+        }
+        Method::VerifiedCopy => {
+            let ids: Vec<String> = scan
+                .mounts
+                .iter()
+                .map(|m| match &m.container {
+                    Some(c) => c[..12.min(c.len())].to_string(),
+                    None => format!("pid {}", m.pid),
+                })
+                .collect();
+            Err(Error::refused(
+                "container-mount",
+                format!(
+                    "Containers still mount '{}': {}. Across filesystems the migration copies it and removes the original: they would keep the removed directory, and an OAuth token they refresh there would be lost.",
+                    show(&s.claude_dir()),
+                    list.join("; ")
+                ),
+            )
+            .with_fix(format!(
+                "stop them first (they are {}): disinto down && disinto-claude-init --yes && disinto up; or keep the shared dir on the home's filesystem, where the move is a rename their mount follows: disinto-claude-init --yes --shared-dir DIR",
+                ids.join(", ")
+            )))
+        }
+    }
+}
+
+fn rerun_cmd(limit: Duration) -> String {
+    format!(
+        "disinto-claude-init --yes --wait {}",
+        (limit.as_secs() * 3).max(1800)
+    )
+}
+
+/// What waiting prints on stderr: on a terminal one line redrawn every second; otherwise a
+/// line when what it waits for changes, and every 30 s.
+struct Progress {
+    tty: bool,
+    quiet: bool,
+    start: Instant,
+    last: Option<(String, Instant)>,
+    drawn: bool,
+}
+
+impl Progress {
+    fn show(&mut self, b: &Busy, limit: Duration) {
+        if self.quiet {
+            return;
+        }
+        let msg = format!("waiting for {b}…");
+        let elapsed = self.start.elapsed().as_secs();
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[K{msg} ({elapsed} s of {} s)", limit.as_secs());
+            let _ = err.flush();
+            self.drawn = true;
+            return;
+        }
+        let due = match &self.last {
+            Some((m, at)) => *m != msg || at.elapsed() >= Duration::from_secs(30),
+            None => true,
+        };
+        if due {
+            let _ = writeln!(err, "{msg} ({elapsed} s of {} s)", limit.as_secs());
+            self.last = Some((msg, Instant::now()));
+        }
+    }
+    fn done(&mut self) {
+        if self.drawn {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+            self.drawn = false;
+        }
+    }
+}
+
+/// After the prompt: wait (up to `limit`) for the agents and take `session.lock`; then, under
+/// it, re-check cheaply that the plan still holds (same layout, same steps, `~/.claude` the
+/// same directory) and that nothing works in `~/.claude` without the lock. `None` when there is
+/// no `~/.claude` directory to lock (nothing of it is moved: the plan creates or links).
+pub fn acquire(
+    plan: &Plan,
+    layout: Layout,
+    facts: &Facts,
+    s: &Settings,
+    limit: Duration,
+    quiet: bool,
+) -> Result<Option<SessionGuard>> {
+    let claude = s.claude_dir();
+    if !touches_claude(plan) || !is_real_dir(&claude) {
+        return Ok(None);
+    }
+    let before = std::fs::symlink_metadata(&claude)
+        .map(|m| (m.dev(), m.ino()))
+        .ok();
+    let mut progress = Progress {
+        tty: std::io::stderr().is_terminal(),
+        quiet,
+        start: Instant::now(),
+        last: None,
+        drawn: false,
+    };
+    let res = waiter::wait_for_agents(&Targets::new(&s.home, &s.config_dir), limit, &mut |b| {
+        progress.show(b, limit)
+    });
+    progress.done();
+    let guard = res.map_err(|e| e.to_error(&rerun_cmd(limit)))?;
+    let now = std::fs::symlink_metadata(&claude)
+        .map(|m| (m.dev(), m.ino()))
+        .ok();
+    if now != before {
+        return Err(changed("'~/.claude' was replaced by another directory"));
+    }
+    recheck(plan, layout, facts, s)?;
+    let loose = waiter::unwrapped_users(&claude, Some(guard.inode()), false);
+    if !loose.is_empty() {
+        return Err(unwrapped_refusal(s, &loose, true));
+    }
+    Ok(Some(guard))
+}
+
+fn changed(what: &str) -> Error {
+    Error::refused(
+        "changed-while-waiting",
+        format!("{what} while this run waited for the agents; the plan no longer fits. Nothing was changed."),
+    )
+    .with_fix("re-run to plan again: disinto-claude-init --yes --wait")
+}
+
+/// The plan's layout and steps against what is on disk now, read without a walk (the counts of
+/// files and bytes are the plan's: a rename does not need them).
+fn recheck(plan: &Plan, planned: Layout, facts: &Facts, s: &Settings) -> Result<()> {
+    let read = |p: &std::path::Path| {
+        Node::read(p).map_err(|e| Error::failed("io", format!("cannot inspect '{}': {e}", show(p))))
+    };
+    let mut f = facts.clone();
+    f.claude = read(&s.claude_dir())?;
+    f.config = read(&s.config_dir)?;
+    f.claude_json = read(&s.claude_json())?;
+    f.config_claude_json = read(&s.config_claude_json())?;
+    f.inner_claude_json = if matches!(f.claude, Node::Dir { .. }) {
+        read(&s.claude_dir().join(".claude.json"))?
+    } else {
+        Node::Absent
+    };
+    f.config_canonical = std::fs::canonicalize(&s.config_dir).ok();
+    f.missing_dirs = s
+        .config_dir
+        .parent()
+        .map(crate::fsops::missing_dirs)
+        .unwrap_or_default();
+    let l = layout::detect(&f);
+    if l != planned {
+        return Err(changed(&format!(
+            "The layout went from {} to {}",
+            planned.name(),
+            l.name()
+        )));
+    }
+    if layout::refusal(l, &f, s).is_some() {
+        return Err(changed("The layout now needs an operator"));
+    }
+    let again = plan::build(l, &f, s);
+    let ids = |p: &Plan| p.runnable().map(|st| st.id()).collect::<Vec<_>>();
+    if ids(&again) != ids(plan)
+        || move_config(&again).map(|m| *m.0) != move_config(plan).map(|m| *m.0)
+    {
+        return Err(changed("What needs doing changed"));
+    }
+    Ok(())
+}
+
+/// Release `session.lock` (agents waiting for it go on) and say how long it was held.
+pub fn release(guard: Option<SessionGuard>, report: &mut Report) {
+    if let Some(g) = guard {
+        let created = g.created();
+        let waited = g.waited();
+        let held = g.release();
+        report.notes.push(format!(
+            "Agents were held off for {:.1} ms: session.lock was taken after waiting {:.1} s and released once the links and env were in place{}.",
+            held.as_secs_f64() * 1000.0,
+            waited.as_secs_f64(),
+            if created {
+                " (it did not exist: it was created, empty, for agents to queue on)"
+            } else {
+                ""
+            }
+        ));
+    }
+}
