@@ -132,7 +132,7 @@ pub fn check(
     let claude = s.claude_dir();
     if let Some((method, files, bytes)) = move_config(plan).map(|(m, f, b)| (*m, f, b)) {
         if is_real_dir(&claude) {
-            containers(plan, s, method)?;
+            containers(plan, s, method, report)?;
             if wait.is_some() && method == Method::VerifiedCopy {
                 let est = estimate_copy(files, bytes);
                 annotate_move(
@@ -180,18 +180,16 @@ pub fn check(
 }
 
 /// Containers (processes in other mount namespaces) with `~/.claude` mounted.
-fn containers(plan: &mut Plan, s: &Settings, method: Method) -> Result<()> {
+fn containers(plan: &mut Plan, s: &Settings, method: Method, report: &mut Report) -> Result<()> {
+    // Best effort, like the other /proc checks: a machine without /proc is not refused.
     let scan = match mounts::scan(&s.claude_dir()) {
         Ok(scan) => scan,
         Err(e) => {
-            return Err(Error::refused(
-                "no-permission",
-                format!(
-                    "Cannot look for containers that mount '{}': {e}.",
-                    show(&s.claude_dir())
-                ),
-            )
-            .with_fix("re-run with sudo"))
+            report.warnings.push(format!(
+                "could not look for containers that mount '{}': {e}",
+                show(&s.claude_dir())
+            ));
+            return Ok(());
         }
     };
     if scan.mounts.is_empty() {
