@@ -1,10 +1,13 @@
 # disinto_setup_claude_config: the `disinto init` step that moves Claude Code's config into the
 # factory's shared CLAUDE_CONFIG_DIR (see docs/disinto-init.md). Source this file, then call:
 #
-#     disinto_setup_claude_config              # apply: disinto-claude-init --yes --env-file "$FACTORY_ROOT/.env" --agent-uid 1000
+#     disinto_setup_claude_config              # apply: disinto-claude-init --yes --wait --env-file "$FACTORY_ROOT/.env" --agent-uid 1000
 #     disinto_setup_claude_config --dry-run    # preview only (disinto init --dry-run)
 #
-# Any further arguments are passed to disinto-claude-init (e.g. --home DIR, --shared-dir DIR).
+# The factory may already be running (init calls this after `docker compose up`): --wait queues
+# the agents behind the switch instead of refusing (up to 600 s, the agent wrapper's own limit).
+# Any further arguments are passed to disinto-claude-init (e.g. --home DIR, --shared-dir DIR,
+# --wait=SECONDS to wait longer).
 # Returns 0 when init may go on, non-zero (the tool's exit code, or 127 when it is not
 # installed) when init must stop. Safe under `set -euo pipefail`. Messages go to stderr.
 # On success (not a dry run) it exports CLAUDE_SHARED_DIR and CLAUDE_CONFIG_DIR as the env file
@@ -41,7 +44,7 @@ disinto_setup_claude_config() {
         # The agents' uid (disinto's images: `useradd -u 1000 agent`): verify then requires it
         # to read and write the config dir and the credentials, so init stops (exit 5) rather
         # than start agents that cannot log in.
-        exec "$bin" --yes --env-file "$env_file" --agent-uid "${DISINTO_AGENT_UID:-1000}" "$@"
+        exec "$bin" --yes --wait --env-file "$env_file" --agent-uid "${DISINTO_AGENT_UID:-1000}" "$@"
     ) || rc=$?
 
     case "$rc" in
@@ -80,7 +83,7 @@ disinto_setup_claude_config() {
                     "nothing was changed." >&2
             fi
             echo "disinto init: do what the 'fix:' line above says, then re-run disinto init" \
-                "(preview first with: $bin --dry-run --env-file '$env_file')." >&2
+                "(preview first with: $bin --dry-run --wait --env-file '$env_file')." >&2
             ;;
         4)
             echo "disinto init: $bin did not get its confirmation; nothing was changed." \

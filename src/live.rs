@@ -381,15 +381,15 @@ pub fn release(guard: Option<SessionGuard>, report: &mut Report) {
     if let Some(g) = guard {
         let created = g.created();
         let waited = g.waited();
-        let held = g.release();
+        let (held, removed) = g.release();
         report.notes.push(format!(
             "Agents were held off for {:.1} ms: session.lock was taken after waiting {:.1} s and released once the links and env were in place{}.",
             held.as_secs_f64() * 1000.0,
             waited.as_secs_f64(),
-            if created {
-                " (it did not exist: it was created, empty, for agents to queue on)"
-            } else {
-                ""
+            match (created, removed) {
+                (true, true) => " (it did not exist: it was created for agents to queue on, and removed again)",
+                (true, false) => " (it did not exist: it was created for agents to queue on, and an agent has it open now, so it stays)",
+                _ => "",
             }
         ));
     }

@@ -52,6 +52,9 @@ pub struct Targets {
     pub claude_dir: PathBuf,
     /// Proper-lockfile locks to wait for (see [`refresh_locks`]).
     pub refresh_locks: Vec<PathBuf>,
+    /// Where `~/.claude` is going: a `session.lock` this run created is looked for there too
+    /// when it is removed again (after a copy across filesystems).
+    pub config_dir: Option<PathBuf>,
 }
 
 impl Targets {
@@ -60,6 +63,7 @@ impl Targets {
         Targets {
             claude_dir: home.join(".claude"),
             refresh_locks: refresh_locks(home, config_dir),
+            config_dir: Some(config_dir.to_path_buf()),
         }
     }
 }
@@ -272,15 +276,30 @@ impl Proc {
 }
 
 /// `session.lock`, locked: agents that take the wrapper's lock wait until this is dropped.
+///
+/// If the file did not exist, it was created (so that agents starting meanwhile queue on it),
+/// and it is removed again when the guard goes, unless an agent has opened it by then (then
+/// it is the wrapper's, as it would have created it anyway): `~/.claude` ends as the plan
+/// says, with no file of ours in it.
 #[derive(Debug)]
 pub struct SessionGuard {
-    lock: Flock<File>,
+    lock: Option<Flock<File>>,
+    /// `~/.claude`, the directory itself (wherever it is moved on this filesystem).
+    dir: OwnedFd,
     path: PathBuf,
     dev: u64,
     ino: u64,
-    created: bool,
+    created: Option<Created>,
+    config_dir: Option<PathBuf>,
     waited: Duration,
     taken_at: Instant,
+}
+
+/// What creating `session.lock` changed: `~/.claude`'s times before, and its mtime after.
+#[derive(Debug, Clone, Copy)]
+struct Created {
+    before: nix::sys::stat::FileStat,
+    mtime_after: (i64, i64),
 }
 
 impl SessionGuard {
@@ -296,7 +315,7 @@ impl SessionGuard {
     /// Whether the file did not exist and was created (empty, mode 0600, owned like
     /// `~/.claude`) so that agents starting during the migration have something to queue on.
     pub fn created(&self) -> bool {
-        self.created
+        self.created.is_some()
     }
     /// How long it took to get here.
     pub fn waited(&self) -> Duration {
@@ -306,16 +325,96 @@ impl SessionGuard {
     pub fn held_for(&self) -> Duration {
         self.taken_at.elapsed()
     }
-    /// Release the lock now; returns how long it was held.
-    pub fn release(self) -> Duration {
+    /// Release the lock now (removing a `session.lock` this run created, unless an agent has
+    /// opened it); how long it was held, and whether a created file was removed.
+    pub fn release(mut self) -> (Duration, bool) {
+        let removed = self.remove_created();
         let held = self.held_for();
-        drop(self.lock);
-        held
+        self.lock = None;
+        (held, removed)
     }
+
+    /// A `session.lock` this run created goes again, under the lock, if no other process has it
+    /// open: from `~/.claude` (wherever it is now on this filesystem), or from the config dir
+    /// after a copy across filesystems removed the original. The directory's times are put
+    /// back when nothing else changed it since.
+    fn remove_created(&mut self) -> bool {
+        let Some(c) = self.created.take() else {
+            return false;
+        };
+        if flock_holders(self.dev, self.ino).1 > 0 {
+            return false; // an agent opened it: the wrapper's now
+        }
+        let alive = fstat(self.dir.as_raw_fd()).is_ok_and(|d| d.st_nlink > 0);
+        if alive {
+            return unlink_lock_in(&self.dir, Some((self.dev, self.ino)), &c);
+        }
+        let Some(config) = &self.config_dir else {
+            return false;
+        };
+        let Ok(dir) = open_claude_dir(config) else {
+            return false;
+        };
+        // The copy of our empty file: nobody may have it open either.
+        match fstatat(
+            Some(dir.as_raw_fd()),
+            SESSION_LOCK,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st)
+                if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG
+                    && st.st_size == 0
+                    && flock_holders(st.st_dev, st.st_ino) == (Vec::new(), 0) =>
+            {
+                unlink_lock_in(&dir, Some((st.st_dev, st.st_ino)), &c)
+            }
+            _ => false,
+        }
+    }
+
     /// The locked descriptor (for tests: `fstat` it).
     pub fn file(&self) -> &File {
-        &self.lock
+        self.lock.as_ref().expect("held until released")
     }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.remove_created();
+    }
+}
+
+/// Unlink `session.lock` in `dir` if it is still the inode `want`, and put the directory's
+/// times back to `c.before` if its mtime is still the one creating the file gave it (nothing
+/// else changed the directory since).
+fn unlink_lock_in(dir: &OwnedFd, want: Option<(u64, u64)>, c: &Created) -> bool {
+    let named = fstatat(
+        Some(dir.as_raw_fd()),
+        SESSION_LOCK,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .is_ok_and(|st| want.is_none_or(|w| (st.st_dev, st.st_ino) == w));
+    if !named {
+        return false;
+    }
+    let untouched =
+        fstat(dir.as_raw_fd()).is_ok_and(|d| (d.st_mtime, d.st_mtime_nsec) == c.mtime_after);
+    if nix::unistd::unlinkat(
+        Some(dir.as_raw_fd()),
+        SESSION_LOCK,
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    )
+    .is_err()
+    {
+        return false;
+    }
+    if untouched {
+        use nix::sys::time::TimeSpec;
+        let at = TimeSpec::new(c.before.st_atime, c.before.st_atime_nsec);
+        let mt = TimeSpec::new(c.before.st_mtime, c.before.st_mtime_nsec);
+        let _ = nix::sys::stat::futimens(dir.as_raw_fd(), &at, &mt);
+    }
+    true
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(Errno) -> WaitError + 'a {
@@ -835,19 +934,24 @@ pub fn wait_for_agents(
     let path = t.claude_dir.join(SESSION_LOCK);
     wait_refresh_locks(&t.refresh_locks, start, deadline, &mut rep)?;
     loop {
-        let (f, created, dir_times) = match open_session_lock(&dir, &path)? {
-            Some(f) => (f, false, None),
+        let (f, created) = match open_session_lock(&dir, &path)? {
+            Some(f) => (f, None),
             None => {
-                let times = fstat(dir.as_raw_fd()).map_err(io_err(&path, "fstat"))?;
+                let before = fstat(dir.as_raw_fd()).map_err(io_err(&path, "fstat"))?;
                 match create_session_lock(&dir, &path)? {
-                    Some(f) => (f, true, Some(times)),
+                    Some(f) => {
+                        let after = fstat(dir.as_raw_fd()).map_err(io_err(&path, "fstat"))?;
+                        let mtime_after = (after.st_mtime, after.st_mtime_nsec);
+                        (
+                            f,
+                            Some(Created {
+                                before,
+                                mtime_after,
+                            }),
+                        )
+                    }
                     None => continue, // created by someone else just now: open theirs
                 }
-            }
-        };
-        let undo_create = |lock_fd: &File| {
-            if created {
-                remove_created(&dir, lock_fd, &path, dir_times.as_ref());
             }
         };
         // Should this time out on a file we just created, someone else locked it: it is
@@ -857,46 +961,21 @@ pub fn wait_for_agents(
             // Replaced or removed while we waited: the wrapper now locks another inode.
             continue;
         }
-        if let Err(e) = wait_refresh_locks(&t.refresh_locks, start, deadline, &mut rep) {
-            undo_create(&l);
-            return Err(e);
-        }
         let st = fstat(l.as_raw_fd()).map_err(io_err(&path, "fstat"))?;
-        return Ok(SessionGuard {
-            lock: l,
+        let guard = SessionGuard {
+            lock: Some(l),
+            dir,
             path,
             dev: st.st_dev,
             ino: st.st_ino,
             created,
+            config_dir: t.config_dir.clone(),
             waited: start.elapsed(),
             taken_at: Instant::now(),
-        });
-    }
-}
-
-/// Remove a `session.lock` we created, if nobody else has it open, and put `~/.claude`'s times
-/// back.
-fn remove_created(dir: &OwnedFd, f: &File, path: &Path, times: Option<&nix::sys::stat::FileStat>) {
-    let Ok(st) = fstat(f.as_raw_fd()) else {
-        return;
-    };
-    let (_, queued) = flock_holders(st.st_dev, st.st_ino);
-    if queued > 0 || !still_named(dir, f, path).unwrap_or(false) {
-        return;
-    }
-    if nix::unistd::unlinkat(
-        Some(dir.as_raw_fd()),
-        SESSION_LOCK,
-        nix::unistd::UnlinkatFlags::NoRemoveDir,
-    )
-    .is_ok()
-    {
-        if let Some(t) = times {
-            use nix::sys::time::TimeSpec;
-            let at = TimeSpec::new(t.st_atime, t.st_atime_nsec);
-            let mt = TimeSpec::new(t.st_mtime, t.st_mtime_nsec);
-            let _ = nix::sys::stat::futimens(dir.as_raw_fd(), &at, &mt);
-        }
+        };
+        // On a timeout here the guard goes, and with it a lock file this call created.
+        wait_refresh_locks(&t.refresh_locks, start, deadline, &mut rep)?;
+        return Ok(guard);
     }
 }
 

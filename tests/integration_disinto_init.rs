@@ -168,7 +168,7 @@ fn doc_includes_the_snippet_verbatim() {
         doc.contains(&format!("```bash\n{sh}```\n")),
         "docs/disinto-init.md must contain docs/disinto-init.sh verbatim in a ```bash block"
     );
-    assert!(doc.contains(r#"disinto-claude-init --yes --env-file "$FACTORY_ROOT/.env""#));
+    assert!(doc.contains(r#"disinto-claude-init --yes --wait --env-file "$FACTORY_ROOT/.env""#));
     for code in 0..=6 {
         assert!(
             doc.contains(&format!("| {code} |")),

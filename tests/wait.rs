@@ -104,8 +104,9 @@ fn waits_for_the_holder_then_holds_the_lock() {
         queued >= 1,
         "the queued agent is counted (flock pid {waiter_pid})"
     );
-    let held = guard.release();
+    let (held, removed) = guard.release();
     assert!(held > Duration::ZERO);
+    assert!(!removed, "the file existed: it is never removed");
     let saw = second.wait_locked();
     assert_eq!(saw.lock, (dev, ino), "the same inode");
     assert_eq!(second.finish(), 0);
@@ -164,15 +165,18 @@ fn a_killed_holder_frees_the_lock() {
 }
 
 /// No session.lock yet (no wrapped agent ever ran): it is created, empty, 0600, owned like
-/// `~/.claude`, so that agents starting during the migration queue on it.
+/// `~/.claude`, so that agents starting during the migration queue on it; released with
+/// nobody queued, it goes again and `~/.claude` is exactly as it was, times included. An agent
+/// that queued on it keeps it (the wrapper's now).
 #[test]
-fn creates_the_lock_file_when_absent() {
+fn creates_the_lock_file_when_absent_and_removes_it_again() {
     let w = World::realistic();
     let lock = w.claude().join("session.lock");
     fs::remove_file(&lock).unwrap();
     if is_root() {
         std::os::unix::fs::chown(w.claude(), Some(4242), Some(4343)).unwrap();
     }
+    let before = w.manifest();
     let guard = waiter::wait_for_agents(&targets(&w), Duration::from_secs(5), &mut |b| {
         panic!("nothing to wait for, yet: {b}")
     })
@@ -185,6 +189,24 @@ fn creates_the_lock_file_when_absent() {
     assert_eq!((m.uid(), m.gid()), (d.uid(), d.gid()));
     assert_eq!(guard.inode(), inode(&lock));
     assert!(is_flocked(&lock));
+    let (_, removed) = guard.release();
+    assert!(removed);
+    assert_same(&before, &w.manifest(), "created and removed again");
+
+    // Now with an agent queued on the created file when the guard goes.
+    let guard = waiter::wait_for_agents(&targets(&w), Duration::from_secs(5), &mut |_| {})
+        .expect("the lock");
+    assert!(guard.created());
+    let (dev, ino) = inode(&lock);
+    let mut agent = Agent::start(&w.home);
+    wait_until("the agent to queue", || {
+        blocked_on(dev, ino).into_iter().next()
+    });
+    let (_, removed) = guard.release();
+    assert!(!removed, "an agent has it open: it stays");
+    assert_eq!(agent.wait_locked().lock, (dev, ino));
+    assert_eq!(agent.finish(), 0);
+    assert_eq!(inode(&lock), (dev, ino));
 }
 
 /// `session.lock` replaced while the waiter was blocked on the old inode: it takes the lock on
@@ -932,4 +954,80 @@ fn container_across_filesystems_is_refused() {
     }
     assert_same(&before, &w.manifest(), "refused");
     assert!(!w.home.join(".local").exists());
+}
+
+/// `disinto init`'s snippet (docs/disinto-init.sh) on a running factory: it passes `--wait`, so
+/// it waits for the agent instead of stopping init, then migrates, and returns 0.
+#[test]
+fn disinto_init_snippet_waits_for_a_running_agent() {
+    let w = World::realistic();
+    let lock = w.claude().join("session.lock");
+    let mut agent = Agent::holding(&w.home);
+    let (dev, ino) = inode(&lock);
+    let snippet = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/disinto-init.sh");
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg(r#"set -euo pipefail; . "$1"; shift; disinto_setup_claude_config "$@""#)
+        .arg("bash")
+        .arg(&snippet)
+        .arg("--profile")
+        .arg(&w.profile)
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .env("HOME", &w.home)
+        .env("LANG", "C.UTF-8")
+        .env("FACTORY_ROOT", w.env_file.parent().unwrap())
+        .env("CLAUDE_SHARED_DIR", &w.shared)
+        .stdin(std::process::Stdio::null());
+    let init = Output::spawn(&mut cmd);
+    wait_until("disinto init to wait for the agent", || {
+        (!blocked_on(dev, ino).is_empty() && init.stderr_so_far().contains("waiting for"))
+            .then_some(())
+    });
+    assert!(
+        fs::symlink_metadata(w.claude()).unwrap().is_dir(),
+        "not yet"
+    );
+    assert_eq!(agent.finish(), 0);
+    let (st, out, err) = init.finish();
+    assert_eq!(st.code(), Some(0), "{out}\n{err}");
+    assert_eq!(fs::read_link(w.claude()).unwrap(), w.config);
+    assert!(err.contains("Claude config is shared"), "{err}");
+}
+
+/// A home without session.lock, `--wait`: migrated with nothing of the tool's left in the
+/// config dir (the lock file it created for the switch is gone, the directory's times as they
+/// were); and a run that fails and rolls back leaves the world exactly as it was.
+#[test]
+fn wait_leaves_no_lock_file_of_its_own() {
+    let w = World::realistic();
+    fs::remove_file(w.claude().join("session.lock")).unwrap();
+    let claude_before = manifest(&w.claude());
+    let before = w.manifest();
+    let mut cmd = w.cmd();
+    cmd.args(["--yes", "--wait", "--json"])
+        .env("DCI_FAILPOINTS", "apply-write-profile=error");
+    let (code, doc) = run_json(&mut cmd);
+    assert_eq!(code, 1, "{doc:#}");
+    assert_same(&before, &w.manifest(), "rolled back");
+
+    let (code, doc) = run_json(w.cmd().args(["--yes", "--wait", "--json"]));
+    assert_eq!(code, 0, "{doc:#}");
+    let mut config = manifest(&w.config);
+    config.remove(&b".claude.json"[..]).unwrap();
+    assert_same_except(
+        &claude_before,
+        &config,
+        Ignore {
+            root: true,
+            ..Default::default()
+        },
+        "config dir vs the old ~/.claude",
+    );
+    assert_eq!(
+        config[&b"."[..]].mtime,
+        claude_before[&b"."[..]].mtime,
+        "the directory's times put back"
+    );
 }
