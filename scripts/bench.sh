@@ -10,6 +10,10 @@
 #   C. `--dry-run` on a 50,000-file home against `du -s` of it; target: <= 2 x.
 #   D. peak memory (max RSS, /usr/bin/time -v) of a cross-device migration of 200,000 files;
 #      target: < 64 MiB.
+#   E. (issue 13) how long `--wait` keeps the factory's agents waiting on one filesystem: the
+#      time from taking ~/.claude/session.lock to releasing it, at 2,000 and 200,000 files;
+#      target: <= 50 ms at both sizes (median). Measured twice per run: the tool's own figure
+#      ("held off for X ms") and strace's timestamps of the two flock(2) calls on the lock file.
 #
 # Ratios compare hyperfine medians (this kind of machine is shared and noisy; the mean is shown
 # too). Every run gets a fresh tree: hyperfine's --prepare restores a pristine copy with
@@ -17,6 +21,7 @@
 #
 # Usage: scripts/bench.sh            full sizes (about 15 minutes on 2 cores)
 #        BENCH_QUICK=1 scripts/bench.sh   a tenth of the sizes, few runs (smoke test, ~1 minute)
+#        BENCH_ONLY=E scripts/bench.sh    case E alone (add BENCH_QUICK=1 for 200 / 20,000 files)
 # Env:   BENCH_DISK_DIR (default /var/tmp): where homes live (a disk filesystem);
 #        BENCH_TMPFS_DIR (default /dev/shm, else a tmpfs mounted under the work dir): shared dir
 #        for the cross-device cases. Must run as root only to mount a tmpfs or install packages.
@@ -28,10 +33,13 @@ quick=${BENCH_QUICK:-0}
 if [ "$quick" = 1 ]; then
     n_same=5000 n_cross=2000 n_dry=5000 n_mem=20000
     runs=(--min-runs 2 --max-runs 3)
+    n_lock=(200 20000) lock_runs=3
 else
     n_same=50000 n_cross=20000 n_dry=50000 n_mem=200000
     runs=(--min-runs 5 --max-runs 10)
+    n_lock=(2000 200000) lock_runs=7
 fi
+only=${BENCH_ONLY:-}
 seed=${BENCH_SEED:-42}
 
 die() {
@@ -43,6 +51,7 @@ die() {
 need_pkgs=()
 command -v hyperfine >/dev/null || need_pkgs+=(hyperfine)
 [ -x /usr/bin/time ] || need_pkgs+=(time)
+command -v strace >/dev/null || need_pkgs+=(strace)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "== installing ${need_pkgs[*]}"
     [ "$(id -u)" = 0 ] || die "need ${need_pkgs[*]} (apt-get install -y ${need_pkgs[*]}, as root)"
@@ -124,6 +133,56 @@ hf() {
     hyperfine --style basic --export-csv "$csv" "$@" 2>&1 | grep -E '^(Benchmark|  Time|  Range)' || true
 }
 
+# --- E. the lock window of --wait ------------------------------------------------------------------
+# A home like a factory's: the tree from gen_home plus the wrapper's empty session.lock. Each
+# run migrates it with `--wait` under strace (only flock(2) is traced, through seccomp: the rest
+# of the run is not slowed) and is then undone (a rename back), so every run sees the same tree.
+median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+case_e() {
+    local n e home shared i out m_own m_ext
+    local -a own ext
+    for n in "${n_lock[@]}"; do
+        echo
+        echo "== E. lock window of --wait, one filesystem: $n files"
+        e=$work/lock-$n
+        home=$e/home shared=$e/shared
+        mkdir -p "$home" "$shared"
+        "$gen" --files "$n" --bytes $((n * 1000)) --seed "$seed" "$home/.claude" | awk '{printf "tree: %d files, %d dirs, %d bytes\n", $1, $2, $4}'
+        : >"$home/.claude/session.lock"
+        printf '{}' >"$home/.claude.json"
+        sync
+        own=() ext=()
+        for i in $(seq "$lock_runs"); do
+            out=$(strace -f --seccomp-bpf -y -ttt -e trace=flock -o "$e/strace.txt" \
+                "$bin" --home "$home" --shared-dir "$shared" --config-dir "$shared/config" \
+                --no-env-file --no-modify-profile --yes --wait) ||
+                die "E: run $i: the migration failed: $out"
+            if ! [ -L "$home/.claude" ] || ! [ -d "$shared/config/projects" ]; then die "E: the migration did not happen"; fi
+            own+=("$(sed -n 's/.*held off for \([0-9.]*\) ms.*/\1/p' <<<"$out")")
+            # strace: from entering flock(fd</...session.lock>, LOCK_EX|LOCK_NB) to entering
+            # flock(..., LOCK_UN), in ms (with -f a call may print as "<unfinished ...>")
+            ext+=("$(awk '/session\.lock>, LOCK_EX/ {t0 = $2} /session\.lock>, LOCK_UN/ {t1 = $2} END {printf "%.1f", (t1 - t0) * 1000}' "$e/strace.txt")")
+            "$bin" undo --home "$home" --shared-dir "$shared" --config-dir "$shared/config" \
+                --no-env-file --no-modify-profile --yes -q || die "E: undo failed"
+            if ! [ -d "$home/.claude" ] || [ -L "$home/.claude" ]; then die "E: undo did not restore ~/.claude"; fi
+        done
+        echo "held, the tool's figure (ms): ${own[*]}"
+        echo "held, strace flock to flock (ms): ${ext[*]}"
+        m_own=$(printf '%s\n' "${own[@]}" | median)
+        m_ext=$(printf '%s\n' "${ext[@]}" | median)
+        echo "medians: tool $m_own ms, strace $m_ext ms"
+        verdict "E. lock held, $n files: strace median ms / 50 ms" "$m_ext" 50 1.0
+        rm -rf "$e"
+    done
+}
+if [ "$only" = E ]; then
+    case_e
+    echo
+    echo "== summary"
+    printf '%s\n' "${results[@]}"
+    exit $failed
+fi
+
 # --- A. same filesystem --------------------------------------------------------------------------
 echo
 echo "== A. same filesystem: $n_same files"
@@ -201,6 +260,8 @@ else
     verdict "D. peak RSS, $n_mem files: MiB / 64 MiB" "$(awk -v k="$rss" 'BEGIN {print k / 1024}')" 64 0.999
     rm -rf "$d" "$fast/mem"
 fi
+
+case_e
 
 echo
 echo "== summary"
