@@ -362,7 +362,7 @@ fn migrate(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()
     let steps: Vec<Step> = plan.runnable().filter(|st| st.changes()).cloned().collect();
     let had_creds = expect_credentials(s, layout);
     let guard = match wait {
-        Some(limit) => crate::live::acquire(&plan, layout, &facts, s, limit, opts.quiet)?,
+        Some(limit) => crate::live::acquire(&plan, Some((layout, &facts)), s, limit, opts.quiet)?,
         None => None,
     };
     let (txn, run) = Txn::begin(s, existing, &steps, &disturbed_dirs(s, &steps))?;
@@ -507,13 +507,15 @@ fn resume(s: &Settings, j: Journal, opts: &Opts, io: &Io, report: &mut Report) -
     }
     let s = j.recorded.settings(s);
     report.set_settings(&s);
-    let plan = journal_plan(&j, true);
-    report.steps = planned_reports(&plan);
+    let mut plan = journal_plan(&j, true);
     report.notes.push(format!(
         "A previous run was interrupted in step {}; this run finishes it (or run `disinto-claude-init undo` to reverse it).",
         report.stopped_at.unwrap_or("-")
     ));
-    preflight::check(&plan, &s)?;
+    let wait = opts.wait.map(std::time::Duration::from_secs);
+    preflight::check_with(&plan, &s, wait.is_some())?;
+    crate::live::check(&mut plan, &s, wait, report)?;
+    report.steps = planned_reports(&plan);
     if opts.dry_run {
         return Ok(());
     }
@@ -523,9 +525,15 @@ fn resume(s: &Settings, j: Journal, opts: &Opts, io: &Io, report: &mut Report) -
         "Finish the interrupted migration?",
         "re-run with --yes to finish it: disinto-claude-init --yes",
     )?;
+    let guard = match wait {
+        Some(limit) => crate::live::acquire(&plan, None, &s, limit, opts.quiet)?,
+        None => None,
+    };
     let txn = Txn::resume(j, &s.state_dir, s.owner_ids());
     let run = txn.last_run();
-    execute(&s, txn, run, io, report, false)
+    let res = execute(&s, txn, run, io, report, false);
+    crate::live::release(guard, report);
+    res
 }
 
 fn status(s: &Settings, report: &mut Report) -> Result<()> {

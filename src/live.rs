@@ -282,21 +282,31 @@ impl Progress {
 
 /// After the prompt: wait (up to `limit`) for the agents and take `session.lock`; then, under
 /// it, re-check cheaply that the plan still holds (same layout, same steps, `~/.claude` the
-/// same directory) and that nothing works in `~/.claude` without the lock. `None` when there is
+/// same directory; `planned` is what detection found, `None` for a resumed run) and that
+/// nothing works in `~/.claude` without the lock. `None` when there is
 /// no `~/.claude` directory to lock (nothing of it is moved: the plan creates or links).
 pub fn acquire(
     plan: &Plan,
-    layout: Layout,
-    facts: &Facts,
+    planned: Option<(Layout, &Facts)>,
     s: &Settings,
     limit: Duration,
     quiet: bool,
 ) -> Result<Option<SessionGuard>> {
     let claude = s.claude_dir();
-    if !touches_claude(plan) || !is_real_dir(&claude) {
+    if !touches_claude(plan) {
         return Ok(None);
     }
-    let before = std::fs::symlink_metadata(&claude)
+    // Where session.lock lives now: in ~/.claude, or, for a run resumed after its move, in the
+    // config dir (the agents that queued on it hold that inode; new ones cannot open
+    // ~/.claude/session.lock until the link is back).
+    let lock_dir = if is_real_dir(&claude) {
+        claude.clone()
+    } else if planned.is_none() && is_real_dir(&s.config_dir) {
+        s.config_dir.clone()
+    } else {
+        return Ok(None);
+    };
+    let before = std::fs::symlink_metadata(&lock_dir)
         .map(|m| (m.dev(), m.ino()))
         .ok();
     let mut progress = Progress {
@@ -306,18 +316,29 @@ pub fn acquire(
         last: None,
         drawn: false,
     };
-    let res = waiter::wait_for_agents(&Targets::new(&s.home, &s.config_dir), limit, &mut |b| {
-        progress.show(b, limit)
-    });
+    let targets = Targets {
+        claude_dir: lock_dir.clone(),
+        ..Targets::new(&s.home, &s.config_dir)
+    };
+    let res = waiter::wait_for_agents(&targets, limit, &mut |b| progress.show(b, limit));
     progress.done();
     let guard = res.map_err(|e| e.to_error(&rerun_cmd(limit)))?;
-    let now = std::fs::symlink_metadata(&claude)
+    let now = std::fs::symlink_metadata(&lock_dir)
         .map(|m| (m.dev(), m.ino()))
         .ok();
     if now != before {
-        return Err(changed("'~/.claude' was replaced by another directory"));
+        return Err(changed(&format!(
+            "'{}' was replaced by another directory",
+            show(&lock_dir)
+        )));
     }
-    recheck(plan, layout, facts, s)?;
+    if lock_dir != claude {
+        return Ok(Some(guard));
+    }
+    // A resumed run's plan comes from its journal, not from detection: nothing to re-detect.
+    if let Some((layout, facts)) = planned {
+        recheck(plan, layout, facts, s)?;
+    }
     let loose = waiter::unwrapped_users(&claude, Some(guard.inode()), false);
     if !loose.is_empty() {
         return Err(unwrapped_refusal(s, &loose, true));

@@ -174,12 +174,8 @@ fn writable(dir: &Path) -> bool {
     access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_ok()
 }
 
-/// Run every check the plan needs. `Ok(())` means go.
-pub fn check(plan: &Plan, s: &Settings) -> Result<(), Error> {
-    check_with(plan, s, false)
-}
-
-/// `check`; with `waiting` (`--wait`), a running agent is left to `live` (queued, not refused).
+/// Run every check the plan needs. `Ok(())` means go. With `waiting` (`--wait`), a running
+/// agent is left to `live` (queued, not refused).
 pub fn check_with(plan: &Plan, s: &Settings, waiting: bool) -> Result<(), Error> {
     let touches_claude = plan.runnable().any(|st| {
         matches!(

@@ -812,14 +812,22 @@ fn a_kill_while_holding_the_lock_frees_the_agents_and_resumes() {
         saw.claude, "missing",
         "killed between the move and the link"
     );
-    assert_eq!(agent.finish(), 0);
     let before = w.manifest();
     let (code, doc) = run_json(w.cmd_sub("status").arg("--json"));
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["layout"], "interrupted", "{doc:#}");
     assert_same(&before, &w.manifest(), "status");
-    let (code, doc) = run_json(w.cmd().args(["--yes", "--wait", "--json"]));
-    assert_eq!(code, 0, "resume: {doc:#}");
+    // Resumed with --wait while the agent still holds the lock (now <config>/session.lock):
+    // it waits for it, then finishes the migration.
+    let tool = Output::spawn(w.cmd().args(["--yes", "--wait", "--json"]));
+    wait_until("the resumed run to wait for the agent", || {
+        (blocked_on(dev, ino).contains(&tool.pid()) && tool.stderr_so_far().contains("waiting for"))
+            .then_some(())
+    });
+    assert_same(&before, &w.manifest(), "nothing while it waits");
+    assert_eq!(agent.finish(), 0);
+    let (st, out, err) = tool.finish();
+    assert_eq!(st.code(), Some(0), "resume: {out}\n{err}");
     assert_migrated(&w, &claude_before, &json_before, "resumed after the kill");
 }
 
