@@ -637,42 +637,22 @@ pub fn unwrapped_users(
     skip_wrapped: bool,
 ) -> Vec<Proc> {
     use std::collections::{HashMap, HashSet};
-    use std::os::unix::fs::MetadataExt;
     let Ok(real) = std::fs::canonicalize(claude_dir) else {
-        return Vec::new();
-    };
-    let me = std::process::id();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     let mut using: Vec<u32> = Vec::new();
     let mut wrapped: HashSet<u32> = HashSet::new();
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let base = p.path();
-        let mut hit = std::fs::read_link(base.join("cwd")).is_ok_and(|c| c.starts_with(&real));
-        if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
-            for fd in fds.flatten() {
-                if !std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&real)) {
-                    continue;
-                }
-                let is_lock = session.is_some_and(|(d, i)| {
-                    std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == d && m.ino() == i)
-                });
-                if is_lock {
-                    wrapped.insert(pid);
-                } else {
-                    hit = true;
-                }
+    for u in procs_under(&real) {
+        let mut hit = u.cwd;
+        for ino in &u.files {
+            if Some(*ino) == session {
+                wrapped.insert(u.pid);
+            } else {
+                hit = true;
             }
         }
         if hit {
-            using.push(pid);
+            using.push(u.pid);
         }
     }
     let mut parents: HashMap<u32, Option<u32>> = HashMap::new();
@@ -696,6 +676,78 @@ pub fn unwrapped_users(
         .filter(|pid| !(skip_wrapped && under_wrapper(*pid)))
         .filter_map(Proc::read)
         .collect()
+}
+
+/// A process's use of a directory tree: its cwd there, and the `(st_dev, st_ino)` of each of
+/// its open files there.
+struct Usage {
+    pid: u32,
+    cwd: bool,
+    files: Vec<(u64, u64)>,
+}
+
+/// Every process but this one that has its cwd or an open file under `real` (a canonical
+/// path). This runs while the factory's agents wait (under `session.lock`), so it is made
+/// cheap: each process's `/proc/PID/fd` is read relative to its descriptor (`readlinkat`,
+/// `fstatat`, no path walked twice), and the processes are split among a few threads.
+fn procs_under(real: &Path) -> Vec<Usage> {
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let pids: Vec<u32> = procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|p| *p != me)
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4);
+    let chunk = pids.len().div_ceil(threads).max(1);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = pids
+            .chunks(chunk)
+            .map(|c| sc.spawn(move || c.iter().filter_map(|p| usage(*p, real)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+fn usage(pid: u32, real: &Path) -> Option<Usage> {
+    let dirflags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let base = nix::fcntl::openat(
+        None,
+        format!("/proc/{pid}").as_str(),
+        dirflags,
+        Mode::empty(),
+    )
+    .ok()?;
+    // SAFETY: just returned by openat(2); nothing else owns it.
+    let base = unsafe { OwnedFd::from_raw_fd(base) };
+    let under = |t: &std::ffi::OsStr| Path::new(t).starts_with(real);
+    let cwd = nix::fcntl::readlinkat(Some(base.as_raw_fd()), "cwd").is_ok_and(|c| under(&c));
+    let mut files = Vec::new();
+    if let Ok(mut fds) =
+        nix::dir::Dir::openat(Some(base.as_raw_fd()), "fd", dirflags, Mode::empty())
+    {
+        let dfd = fds.as_raw_fd();
+        for e in fds.iter().flatten() {
+            let name = e.file_name();
+            if name.to_bytes().starts_with(b".") {
+                continue;
+            }
+            if !nix::fcntl::readlinkat(Some(dfd), name).is_ok_and(|t| under(&t)) {
+                continue;
+            }
+            if let Ok(st) = fstatat(Some(dfd), name, nix::fcntl::AtFlags::empty()) {
+                files.push((st.st_dev, st.st_ino));
+            }
+        }
+    }
+    (cwd || !files.is_empty()).then_some(Usage { pid, cwd, files })
 }
 
 /// The pid `/proc/locks` gives for a granted `FLOCK` on `(dev, ino)`.
