@@ -700,20 +700,7 @@ fn procs_under(real: &Path) -> Vec<Usage> {
         .filter_map(|p| p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
         .filter(|p| *p != me)
         .collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 4);
-    let chunk = pids.len().div_ceil(threads).max(1);
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = pids
-            .chunks(chunk)
-            .map(|c| sc.spawn(move || c.iter().filter_map(|p| usage(*p, real)).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
+    pids.into_iter().filter_map(|p| usage(p, real)).collect()
 }
 
 fn usage(pid: u32, real: &Path) -> Option<Usage> {
