@@ -366,9 +366,7 @@ fn migrate(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()
         None => None,
     };
     let (txn, run) = Txn::begin(s, existing, &steps, &disturbed_dirs(s, &steps))?;
-    let res = execute(s, txn, run, io, report, had_creds);
-    crate::live::release(guard, report);
-    res
+    execute(s, txn, run, io, report, had_creds, guard)
 }
 
 /// Dotenv cannot hold a path that is not UTF-8: say so before planning.
@@ -399,6 +397,7 @@ fn execute(
     io: &Io,
     report: &mut Report,
     had_creds: bool,
+    guard: Option<crate::waiter::SessionGuard>,
 ) -> Result<()> {
     let pending: Vec<Step> = txn
         .journal
@@ -411,6 +410,9 @@ fn execute(
     let progress = |files: u64, bytes: u64| pb.update(files, bytes);
     let res = txn.run(run, &progress, &mut |e| report_event(report, &e, false));
     pb.finish();
+    // `--wait`: the agents queued on session.lock go on now that the links and files are in
+    // place (or rolled back); the verify below only reads.
+    crate::live::release(guard, res.is_ok(), report);
     if let Err(f) = res {
         report.changed = f.changes_left;
         return Err(f.error);
@@ -531,9 +533,7 @@ fn resume(s: &Settings, j: Journal, opts: &Opts, io: &Io, report: &mut Report) -
     };
     let txn = Txn::resume(j, &s.state_dir, s.owner_ids());
     let run = txn.last_run();
-    let res = execute(&s, txn, run, io, report, false);
-    crate::live::release(guard, report);
-    res
+    execute(&s, txn, run, io, report, false, guard)
 }
 
 fn status(s: &Settings, report: &mut Report) -> Result<()> {

@@ -397,16 +397,22 @@ fn recheck(plan: &Plan, planned: Layout, facts: &Facts, s: &Settings) -> Result<
     Ok(())
 }
 
-/// Release `session.lock` (agents waiting for it go on) and say how long it was held.
-pub fn release(guard: Option<SessionGuard>, report: &mut Report) {
+/// Release `session.lock` (agents waiting for it go on) and say how long it was held. `done`:
+/// the steps are applied (else they were rolled back).
+pub fn release(guard: Option<SessionGuard>, done: bool, report: &mut Report) {
     if let Some(g) = guard {
         let created = g.created();
         let waited = g.waited();
         let (held, removed) = g.release();
         report.notes.push(format!(
-            "Agents were held off for {:.1} ms: session.lock was taken after waiting {:.1} s and released once the links and env were in place{}.",
+            "Agents were held off for {:.1} ms: session.lock was taken after waiting {:.1} s and released once {}{}.",
             held.as_secs_f64() * 1000.0,
             waited.as_secs_f64(),
+            if done {
+                "the links and env were in place"
+            } else {
+                "the steps were rolled back"
+            },
             match (created, removed) {
                 (true, true) => " (it did not exist: it was created for agents to queue on, and removed again)",
                 (true, false) => " (it did not exist: it was created for agents to queue on, and an agent has it open now, so it stays)",
