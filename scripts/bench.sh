@@ -153,7 +153,7 @@ case_e() {
         sync
         own=() ext=()
         for i in $(seq "$lock_runs"); do
-            out=$(strace -f --seccomp-bpf -y -ttt -e trace=flock -o "$e/strace.txt" \
+            out=$(DISINTO_AGENT_UID=$(id -u) strace -f --seccomp-bpf -y -ttt -e trace=flock -o "$e/strace.txt" \
                 "$bin" --home "$home" --shared-dir "$shared" --config-dir "$shared/config" \
                 --no-env-file --no-modify-profile --yes --wait) ||
                 die "E: run $i: the migration failed: $out"
