@@ -412,7 +412,15 @@ fn execute(
     pb.finish();
     // `--wait`: the agents queued on session.lock go on now that the links and files are in
     // place (or rolled back); the verify below only reads.
-    crate::live::release(guard, res.is_ok(), report);
+    crate::live::release(
+        guard,
+        if res.is_ok() {
+            "the links and env were in place"
+        } else {
+            "the steps were rolled back"
+        },
+        report,
+    );
     if let Err(f) = res {
         report.changed = f.changes_left;
         return Err(f.error);
@@ -655,7 +663,11 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
             duration_ms: None,
         })
         .collect();
-    undo_check(&s, &todo)?;
+    let wait = opts.wait.map(std::time::Duration::from_secs);
+    undo_check(&s, &todo, wait.is_some())?;
+    if let Some(limit) = wait {
+        crate::live::check_undo(&s, limit, report)?;
+    }
     if opts.dry_run {
         report.notes.push("Dry run: nothing was changed.".into());
         return Ok(());
@@ -671,12 +683,17 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
         "re-run with --yes to undo: disinto-claude-init undo --yes",
     )?;
     let steps: Vec<Step> = todo.iter().map(|e| e.step.clone()).collect();
+    let guard = match wait {
+        Some(limit) => crate::live::acquire_undo(&s, limit, opts.quiet)?,
+        None => None,
+    };
     undo_execute(
         &s,
         Txn::resume(j, &s.state_dir, s.owner_ids()),
         &steps,
         io,
         report,
+        guard,
     )
 }
 
@@ -704,7 +721,7 @@ fn undo_load(s: &Settings, opts: &Opts, report: &mut Report) -> Result<Option<Jo
 
 /// Refuse, before anything changes, to clobber an edit, lose files written since, run out of
 /// space copying back, or pull the config from under a running agent.
-fn undo_check(s: &Settings, todo: &[&Entry]) -> Result<()> {
+fn undo_check(s: &Settings, todo: &[&Entry], waiting: bool) -> Result<()> {
     // Newest first, as undo runs. A file written by several runs is checked once, against
     // the newest write: the older writes are superseded (see `WriteRecord::superseded`).
     let mut seen = std::collections::HashSet::new();
@@ -739,7 +756,7 @@ fn undo_check(s: &Settings, todo: &[&Entry]) -> Result<()> {
             }
         }
     }
-    if let Some(found) = preflight::agent_running(s) {
+    if let Some(found) = preflight::agent_running(s).filter(|_| !waiting) {
         return Err(Error::refused("agent-running", format!("An agent is running: {found}."))
             .with_fix("stop the factory first: disinto down && disinto-claude-init undo --yes && disinto up"));
     }
@@ -753,6 +770,7 @@ fn undo_execute(
     steps: &[Step],
     io: &Io,
     report: &mut Report,
+    guard: Option<crate::waiter::SessionGuard>,
 ) -> Result<()> {
     let pb = Progress::new(io, steps);
     let progress = |files: u64, bytes: u64| pb.update(files, bytes);
@@ -762,6 +780,15 @@ fn undo_execute(
         report_event(report, &e, true)
     });
     pb.finish();
+    crate::live::release(
+        guard,
+        if res.is_ok() {
+            "~/.claude was back"
+        } else {
+            "the undo stopped"
+        },
+        report,
+    );
     report.changed = any;
     res?;
     report.layout = Some(layout::detect(

@@ -306,32 +306,7 @@ pub fn acquire(
     } else {
         return Ok(None);
     };
-    let before = std::fs::symlink_metadata(&lock_dir)
-        .map(|m| (m.dev(), m.ino()))
-        .ok();
-    let mut progress = Progress {
-        tty: std::io::stderr().is_terminal(),
-        quiet,
-        start: Instant::now(),
-        last: None,
-        drawn: false,
-    };
-    let targets = Targets {
-        claude_dir: lock_dir.clone(),
-        ..Targets::new(&s.home, &s.config_dir)
-    };
-    let res = waiter::wait_for_agents(&targets, limit, &mut |b| progress.show(b, limit));
-    progress.done();
-    let guard = res.map_err(|e| e.to_error(&rerun_cmd(limit)))?;
-    let now = std::fs::symlink_metadata(&lock_dir)
-        .map(|m| (m.dev(), m.ino()))
-        .ok();
-    if now != before {
-        return Err(changed(&format!(
-            "'{}' was replaced by another directory",
-            show(&lock_dir)
-        )));
-    }
+    let guard = wait_in(&lock_dir, s, limit, quiet, &rerun_cmd(limit))?;
     if lock_dir != claude {
         return Ok(Some(guard));
     }
@@ -344,6 +319,103 @@ pub fn acquire(
         return Err(unwrapped_refusal(s, &loose, true));
     }
     Ok(Some(guard))
+}
+
+/// Wait for the agents and take `session.lock` in `lock_dir`, showing progress on stderr;
+/// refuse if `lock_dir` was replaced meanwhile.
+fn wait_in(
+    lock_dir: &std::path::Path,
+    s: &Settings,
+    limit: Duration,
+    quiet: bool,
+    rerun: &str,
+) -> Result<SessionGuard> {
+    let before = std::fs::symlink_metadata(lock_dir)
+        .map(|m| (m.dev(), m.ino()))
+        .ok();
+    let mut progress = Progress {
+        tty: std::io::stderr().is_terminal(),
+        quiet,
+        start: Instant::now(),
+        last: None,
+        drawn: false,
+    };
+    let targets = Targets {
+        claude_dir: lock_dir.to_path_buf(),
+        ..Targets::new(&s.home, &s.config_dir)
+    };
+    let res = waiter::wait_for_agents(&targets, limit, &mut |b| progress.show(b, limit));
+    progress.done();
+    let guard = res.map_err(|e| e.to_error(rerun))?;
+    let now = std::fs::symlink_metadata(lock_dir)
+        .map(|m| (m.dev(), m.ino()))
+        .ok();
+    if now != before {
+        return Err(changed(&format!(
+            "'{}' was replaced by another directory",
+            show(lock_dir)
+        )));
+    }
+    Ok(guard)
+}
+
+/// `undo --wait`, before the prompt: after a migration the agents' lock file is
+/// `<config>/session.lock` (they open it through the `~/.claude` link). Processes working in the
+/// config dir without it are refused; a dry run says what it would wait for.
+pub fn check_undo(s: &Settings, limit: Duration, report: &mut Report) -> Result<()> {
+    if !is_real_dir(&s.config_dir) {
+        return Ok(());
+    }
+    let lock = s.config_dir.join(waiter::SESSION_LOCK);
+    let inode = std::fs::symlink_metadata(&lock)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| (m.dev(), m.ino()));
+    let loose = waiter::unwrapped_users(&s.config_dir, inode, true);
+    if !loose.is_empty() {
+        let pids: Vec<String> = loose.iter().map(|p| p.pid.to_string()).collect();
+        return Err(Error::refused(
+            "agent-running",
+            format!(
+                "An agent is running: processes have their working directory or open files under '{}' outside the factory's wrapper (they do not take session.lock, so they cannot be queued): PID {}.",
+                show(&s.config_dir),
+                procs_list(&loose)
+            ),
+        )
+        .with_fix(format!(
+            "let them finish or stop them (kill {}), then re-run: disinto-claude-init undo --yes --wait",
+            pids.join(" ")
+        )));
+    }
+    if report.dry_run {
+        let t = Targets {
+            claude_dir: s.config_dir.clone(),
+            ..Targets::new(&s.home, &s.config_dir)
+        };
+        let busy = waiter::inspect(&t).map_err(|e| e.to_error(&rerun_undo(limit)))?;
+        for b in &busy {
+            report.notes.push(format!(
+                "--wait: waits (up to {} s) for {b}, then holds session.lock until ~/.claude is back",
+                limit.as_secs()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `undo --wait`, after the prompt: wait and take `<config>/session.lock`.
+pub fn acquire_undo(s: &Settings, limit: Duration, quiet: bool) -> Result<Option<SessionGuard>> {
+    if !is_real_dir(&s.config_dir) {
+        return Ok(None);
+    }
+    wait_in(&s.config_dir, s, limit, quiet, &rerun_undo(limit)).map(Some)
+}
+
+fn rerun_undo(limit: Duration) -> String {
+    format!(
+        "disinto-claude-init undo --yes --wait {}",
+        (limit.as_secs() * 3).max(1800)
+    )
 }
 
 fn changed(what: &str) -> Error {
@@ -397,9 +469,9 @@ fn recheck(plan: &Plan, planned: Layout, facts: &Facts, s: &Settings) -> Result<
     Ok(())
 }
 
-/// Release `session.lock` (agents waiting for it go on) and say how long it was held. `done`:
-/// the steps are applied (else they were rolled back).
-pub fn release(guard: Option<SessionGuard>, done: bool, report: &mut Report) {
+/// Release `session.lock` (agents waiting for it go on) and say how long it was held. `after`
+/// says what was done by then (e.g. "the links and env were in place").
+pub fn release(guard: Option<SessionGuard>, after: &str, report: &mut Report) {
     if let Some(g) = guard {
         let created = g.created();
         let waited = g.waited();
@@ -408,11 +480,7 @@ pub fn release(guard: Option<SessionGuard>, done: bool, report: &mut Report) {
             "Agents were held off for {:.1} ms: session.lock was taken after waiting {:.1} s and released once {}{}.",
             held.as_secs_f64() * 1000.0,
             waited.as_secs_f64(),
-            if done {
-                "the links and env were in place"
-            } else {
-                "the steps were rolled back"
-            },
+            after,
             match (created, removed) {
                 (true, true) => " (it did not exist: it was created for agents to queue on, and removed again)",
                 (true, false) => " (it did not exist: it was created for agents to queue on, and an agent has it open now, so it stays)",

@@ -1039,3 +1039,55 @@ fn wait_leaves_no_lock_file_of_its_own() {
         "the directory's times put back"
     );
 }
+
+/// `undo --wait` on a migrated home whose agent holds the lock (opened through the `~/.claude`
+/// link: `<config>/session.lock`): without `--wait` refused; with it, it waits, then puts
+/// `~/.claude` back; an agent queued meanwhile finds the real directory, same lock inode.
+#[test]
+fn undo_with_wait_waits_for_the_agent() {
+    let w = World::realistic();
+    let claude_before = claude_manifest_without_lock(&w);
+    let (code, doc) = run_json(w.cmd().args(["--yes", "--json"]));
+    assert_eq!(code, 0, "{doc:#}");
+    let lock = w.config.join("session.lock");
+    let (dev, ino) = inode(&lock);
+    let mut agent = Agent::holding(&w.home);
+    assert_eq!(agent.saw().unwrap().lock, (dev, ino), "through the link");
+    let before = w.manifest();
+    let (code, doc) = run_json(w.cmd_sub("undo").args(["--yes", "--json"]));
+    assert_eq!(code, 3, "{doc:#}");
+    assert_eq!(doc["error"]["kind"], "agent-running");
+    let r = run(w.cmd_sub("undo").args(["--dry-run", "--wait"]));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("--wait: waits (up to 600 s) for the agent holding session.lock"),
+        "{}",
+        r.stdout
+    );
+    assert_same(&before, &w.manifest(), "refused, and a dry run");
+    let tool = Output::spawn(w.cmd_sub("undo").args(["--yes", "--wait", "--json"]));
+    wait_until("undo to wait for the agent", || {
+        (blocked_on(dev, ino).contains(&tool.pid()) && tool.stderr_so_far().contains("waiting for"))
+            .then_some(())
+    });
+    assert_same(&before, &w.manifest(), "nothing while it waits");
+    // (Its `9>` truncates the lock file, moving its mtime: the agent's doing.)
+    let mut queued = Agent::start(&w.home);
+    wait_until("a second agent to queue", || {
+        (blocked_on(dev, ino).len() >= 2).then_some(())
+    });
+    assert_eq!(agent.finish(), 0);
+    let (st, out, err) = tool.finish();
+    assert_eq!(st.code(), Some(0), "{out}\n{err}");
+    let saw = queued.wait_locked();
+    assert_eq!(saw.claude, "dir", "the queued agent finds ~/.claude back");
+    assert_eq!(saw.lock, (dev, ino));
+    assert_eq!(queued.finish(), 0);
+    assert_same_except(
+        &claude_before,
+        &claude_manifest_without_lock(&w),
+        Ignore::default(),
+        "~/.claude after undo",
+    );
+}
