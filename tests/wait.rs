@@ -1091,3 +1091,98 @@ fn undo_with_wait_waits_for_the_agent() {
         "~/.claude after undo",
     );
 }
+
+/// Across filesystems: the plan says the copy runs under the lock, with an estimate; the run
+/// holds session.lock for the whole copy, so an agent that starts during it queues (touching
+/// the lock file's times as it opens it, which the copy tolerates) and runs only after,
+/// finding `~/.claude` migrated. Its lock is on the old lock file (removed with the
+/// source): the documented limit of a copy, where no inode moves.
+#[test]
+fn across_filesystems_the_copy_runs_under_the_lock() {
+    if !have_strace() {
+        eprintln!("skip: strace is not installed");
+        return;
+    }
+    let Some(w) = World::cross_device() else {
+        return;
+    };
+    build_realistic_home(&w.home);
+    write_env_file(&w.env_file);
+    write_bashrc(&w.profile);
+    let (code, doc) = run_json(w.cmd().args(["--dry-run", "--wait", "--json"]));
+    assert_eq!(code, 0, "{doc:#}");
+    let mv = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "move-config")
+        .unwrap();
+    let detail = mv["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("agents wait while it copies") && detail.contains(" s for "),
+        "{mv:#}"
+    );
+    let lock = w.claude().join("session.lock");
+    let claude_before = claude_manifest_without_lock(&w);
+    let json_before = fs::read(w.claude_json()).unwrap();
+    let (dev, ino) = inode(&lock);
+    // Stopped in the middle of the copy (at the mkdir of its staging directory), holding the
+    // lock: the agent that starts then "truncates" session.lock with its `9>` while the tree
+    // is being copied, which must not fail the copy's source check.
+    let mut staging = w.config.as_os_str().to_os_string();
+    staging.push(".dci-incoming");
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-o", "/dev/null", "-e", "trace=mkdir"])
+        .args(["-e", "inject=mkdir:signal=SIGSTOP:when=1", "-P"])
+        .arg(&staging)
+        .arg(BIN)
+        .args(w.path_args())
+        .args(["--yes", "--wait", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &w.home)
+        .env("LANG", "C.UTF-8")
+        .stdin(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let strace = Output::spawn(&mut cmd);
+    let tool = wait_until("the tool to stop in the copy, holding session.lock", || {
+        children(strace.pid()).into_iter().find(|p| {
+            matches!(proc_state(*p), Some('t' | 'T'))
+                && granted_to(dev, ino).contains(p)
+                && Path::new(&staging).exists()
+        })
+    });
+    let mut agent = Agent::start(&w.home);
+    wait_until("the agent to queue", || {
+        blocked_on(dev, ino).into_iter().next()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tool as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    let (st, out, err) = strace.finish();
+    assert_eq!(st.code(), Some(0), "{out}\n{err}");
+    let saw = agent.wait_locked();
+    assert_eq!(saw.claude, format!("link:{}", w.config.display()));
+    assert!(saw.settings);
+    assert_eq!(saw.lock, (dev, ino), "the lock it queued on: the old file");
+    assert_ne!(inode(&w.config.join("session.lock")), (dev, ino), "a copy");
+    assert_eq!(agent.finish(), 0);
+    let mut config = manifest(&w.config);
+    config.remove(&b".claude.json"[..]).unwrap();
+    config.remove(&b"session.lock"[..]).unwrap();
+    assert_same_except(
+        &claude_before,
+        &config,
+        Ignore {
+            root: true,
+            ..Default::default()
+        },
+        "copied config dir",
+    );
+    assert_eq!(
+        fs::read(w.config.join(".claude.json")).unwrap(),
+        json_before
+    );
+}

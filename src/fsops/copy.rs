@@ -374,12 +374,32 @@ pub(super) fn check_source_unchanged(src: &Path, top: &Rec, t: &Tree) -> Result<
                 .join(OsStr::from_bytes(name.to_bytes())),
             "appeared during the copy",
         )),
-        Seen::Both { i, st, .. } if !t.recs[i as usize].unchanged(st) => Err(changed(
-            t.path_in(src, i),
-            "size, times or inode differ from when it was copied",
-        )),
+        Seen::Both { i, st, .. }
+            if !t.recs[i as usize].unchanged(st)
+                && !wrapper_lock_touched(t, src, i as usize, st) =>
+        {
+            Err(changed(
+                t.path_in(src, i),
+                "size, times or inode differ from when it was copied",
+            ))
+        }
         Seen::Both { .. } => Ok(()),
     })
+}
+
+/// The factory's agent wrapper opens `~/.claude/session.lock` with `9>` (O_TRUNC) to queue on
+/// it: an agent starting while `migrate --wait` holds the lock and copies across filesystems
+/// "truncates" the empty file, which moves only its times. That file, still empty, same inode,
+/// at the top of the tree, is not a change to the data being copied (issue 13).
+fn wrapper_lock_touched(t: &Tree, src: &Path, i: usize, st: &FileStat) -> bool {
+    let r = &t.recs[i];
+    let now = Rec::from_stat(st);
+    r.kind == Kind::File
+        && r.size == 0
+        && now.kind == Kind::File
+        && now.size == 0
+        && now.ino == r.ino
+        && t.path_in(src, i as u32) == src.join("session.lock")
 }
 
 pub(super) fn check_top(src: &Path, dst: &Path, top: &Rec, owner: bool) -> Result<(), FsError> {
