@@ -652,8 +652,7 @@ fn wait_waits_for_the_agent_then_migrates() {
 #[test]
 fn an_agent_starting_during_the_migration_queues_and_finds_it_migrated() {
     if !have_strace() {
-        eprintln!("skip: strace is not installed");
-        return;
+        skip!("strace is not installed (apt-get install strace)");
     }
     let w = World::realistic();
     let lock = w.claude().join("session.lock");
@@ -761,8 +760,7 @@ fn wait_times_out_with_exit_3_and_changes_nothing() {
 #[test]
 fn a_kill_while_holding_the_lock_frees_the_agents_and_resumes() {
     if !have_strace() {
-        eprintln!("skip: strace is not installed");
-        return;
+        skip!("strace is not installed (apt-get install strace)");
     }
     let w = World::realistic();
     let lock = w.claude().join("session.lock");
@@ -1100,8 +1098,7 @@ fn undo_with_wait_waits_for_the_agent() {
 #[test]
 fn across_filesystems_the_copy_runs_under_the_lock() {
     if !have_strace() {
-        eprintln!("skip: strace is not installed");
-        return;
+        skip!("strace is not installed (apt-get install strace)");
     }
     let Some(w) = World::cross_device() else {
         return;

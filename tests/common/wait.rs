@@ -226,11 +226,11 @@ pub struct Container {
 
 impl Container {
     /// Bind-mount `src` at `<scratch>/<inside>` in a new mount namespace. `extra` is more shell
-    /// run in the namespace before the marker (e.g. another mount). `None` (reason on stderr)
-    /// when not root or when unshare/mount fail.
+    /// run in the namespace before the marker (e.g. another mount). `None` (the test is
+    /// recorded as skipped) when not root or when unshare/mount fail.
     pub fn start(src: &Path, inside: &str, extra: &str) -> Option<Container> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skip: a mount namespace needs root");
+            super::skipped("a mount namespace needs root");
             return None;
         }
         let scratch = tempfile::Builder::new()
@@ -262,7 +262,7 @@ exec sleep 3600"#
         let mut child = match child {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("skip: cannot run unshare: {e}");
+                super::skipped(&format!("cannot run unshare: {e}"));
                 return None;
             }
         };
@@ -273,10 +273,10 @@ exec sleep 3600"#
                 break;
             }
             if let Ok(Some(st)) = child.try_wait() {
-                eprintln!(
-                    "skip: unshare/mount failed ({st}): {}",
+                super::skipped(&format!(
+                    "unshare/mount failed ({st}): {}",
                     fs::read_to_string(&err).unwrap_or_default().trim()
-                );
+                ));
                 return None;
             }
             assert!(t0.elapsed() < EVENT_BOUND, "the container never came up");
@@ -314,7 +314,7 @@ pub struct FakeDockerCgroup {
 }
 
 impl FakeDockerCgroup {
-    /// `None` (reason on stderr) when no cgroup hierarchy can be written here.
+    /// `None` (the test is recorded as skipped) when no cgroup hierarchy can be written here.
     pub fn new() -> Option<FakeDockerCgroup> {
         let id: String = {
             let seed =
@@ -340,19 +340,19 @@ impl FakeDockerCgroup {
                 return Some(FakeDockerCgroup { id, dir, root });
             }
         }
-        eprintln!("skip: no writable cgroup hierarchy (cgroup2, or cgroup v1 pids) found");
+        super::skipped("no writable cgroup hierarchy (cgroup2, or cgroup v1 pids) found");
         None
     }
 
-    /// Move `pid` into it. False (reason on stderr) if the kernel refuses.
+    /// Move `pid` into it. False (the test is recorded as skipped) if the kernel refuses.
     pub fn add(&self, pid: u32) -> bool {
         match fs::write(self.dir.join("cgroup.procs"), pid.to_string()) {
             Ok(()) => true,
             Err(e) => {
-                eprintln!(
-                    "skip: cannot move pid {pid} into {}: {e}",
+                super::skipped(&format!(
+                    "cannot move pid {pid} into {}: {e}",
                     self.dir.display()
-                );
+                ));
                 false
             }
         }
@@ -388,16 +388,6 @@ pub fn children(pid: u32) -> Vec<u32> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect()
-}
-
-/// Whether strace(1) is installed.
-pub fn have_strace() -> bool {
-    Command::new("strace")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// A child's output, read on threads so that a full pipe never blocks it.
