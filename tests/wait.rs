@@ -985,6 +985,11 @@ fn disinto_init_snippet_waits_for_a_running_agent() {
         .env("LANG", "C.UTF-8")
         .env("FACTORY_ROOT", w.env_file.parent().unwrap())
         .env("CLAUDE_SHARED_DIR", &w.shared)
+        // The snippet passes --agent-uid: here the agents run as the home's owner.
+        .env(
+            "DISINTO_AGENT_UID",
+            fs::metadata(&w.home).unwrap().uid().to_string(),
+        )
         .stdin(std::process::Stdio::null());
     let init = Output::spawn(&mut cmd);
     wait_until("disinto init to wait for the agent", || {
