@@ -310,7 +310,8 @@ pub fn is_claude_code(exe: &[u8], argv: &[&[u8]]) -> bool {
 
 /// The container a process runs in, from the text of `/proc/PID/cgroup`: a 64-hex-digit id in a
 /// cgroup path (`docker-<id>.scope`, `/docker/<id>`, `cri-containerd-<id>.scope`,
-/// `crio-<id>.scope`, `libpod-<id>.scope`, `/kubepods/…/<id>`).
+/// `crio-<id>.scope`, `libpod-<id>.scope`, `/kubepods/…/<id>`). The one parser for both the
+/// agent scan and `mounts::scan` (foreign mounts), so the two reports name a container alike.
 pub fn container_of(cgroup: &str) -> Option<Container> {
     let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
     for line in cgroup.lines() {
@@ -1206,6 +1207,13 @@ mod tests {
             (format!("0::/lxc.payload/{id}\n"), Some("lxc.payload")),
             ("0::/user.slice/user-1000.slice/session-3.scope\n".to_string(), None),
             ("0::/\n".to_string(), None),
+            (format!("0::/system.slice/docker-{id}.scope"), Some("docker")),
+            (format!("12:pids:/docker/{id}\n0::/\n"), Some("docker")),
+            (format!("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope"), Some("containerd")),
+            (format!("0::/crio-{id}.scope\n"), Some("cri-o")),
+            // 63 or 65 hex digits are not an id.
+            (format!("0::/x/{}\n", &id[1..]), None),
+            (format!("0::/x/{id}a\n"), None),
         ];
         for (text, want) in cases {
             let got = container_of(&text);

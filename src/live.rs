@@ -48,15 +48,7 @@ fn move_config(plan: &Plan) -> Option<(&Method, u64, u64)> {
 /// Whether the plan moves, removes or replaces `~/.claude` (or moves `~/.claude.json`): what an
 /// agent running now would notice.
 pub fn touches_claude(plan: &Plan) -> bool {
-    plan.runnable().any(|st| {
-        matches!(
-            st,
-            Step::MoveConfig(_)
-                | Step::RemoveEmptyClaudeDir(_)
-                | Step::LinkClaudeDir(_)
-                | Step::MoveClaudeJson(_)
-        )
-    })
+    plan.touches_claude()
 }
 
 fn is_real_dir(p: &std::path::Path) -> bool {

@@ -255,29 +255,6 @@ pub struct Scan {
     pub unreadable: usize,
 }
 
-/// The last run of exactly 64 hex digits in a `/proc/PID/cgroup` text: docker
-/// (`/docker/<id>`, `docker-<id>.scope`), containerd (`cri-containerd-<id>.scope`), CRI-O
-/// (`crio-<id>.scope`), podman (`libpod-<id>.scope`).
-pub fn container_id(cgroup: &str) -> Option<String> {
-    let b = cgroup.as_bytes();
-    let mut found = None;
-    let mut i = 0;
-    while i < b.len() {
-        if b[i].is_ascii_hexdigit() {
-            let start = i;
-            while i < b.len() && b[i].is_ascii_hexdigit() {
-                i += 1;
-            }
-            if i - start == 64 {
-                found = Some(cgroup[start..i].to_ascii_lowercase());
-            }
-        } else {
-            i += 1;
-        }
-    }
-    found
-}
-
 /// Which part of `~/.claude` a mount line shows, if it shows it.
 pub fn shows(view: &HostView, m: &MountLine) -> Option<PathBuf> {
     if (m.major, m.minor) != view.dev && (m.major, m.minor) != view.mount_dev {
@@ -347,7 +324,8 @@ pub fn scan(dir: &Path) -> Result<Scan, MountsError> {
                 .to_string();
             let container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
                 .ok()
-                .and_then(|c| container_id(&c));
+                .and_then(|c| crate::agents::container_of(&c))
+                .map(|c| c.id);
             out.push(ForeignMount {
                 pid,
                 comm,
@@ -438,32 +416,5 @@ mod tests {
         assert_eq!(strip_dir_prefix(b"/homer", b"/home"), None);
         assert_eq!(strip_dir_prefix(b"/home", b"/home"), Some(&b""[..]));
         assert_eq!(strip_dir_prefix(b"/x/y", b"/"), Some(&b"x/y"[..]));
-    }
-
-    #[test]
-    fn container_ids() {
-        let id = "3f2a1b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a";
-        assert_eq!(
-            container_id(&format!("0::/system.slice/docker-{id}.scope\n")).as_deref(),
-            Some(id)
-        );
-        assert_eq!(
-            container_id(&format!("12:pids:/docker/{id}\n0::/\n")).as_deref(),
-            Some(id)
-        );
-        assert_eq!(
-            container_id(&format!(
-                "0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope"
-            ))
-            .as_deref(),
-            Some(id)
-        );
-        assert_eq!(
-            container_id("0::/user.slice/user-1000.slice/session-2.scope"),
-            None
-        );
-        // 63 or 65 hex digits are not an id.
-        assert_eq!(container_id(&format!("0::/x/{}", &id[1..])), None);
-        assert_eq!(container_id(&format!("0::/x/{id}a")), None);
     }
 }

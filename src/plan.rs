@@ -57,6 +57,21 @@ impl Plan {
             .filter(|p| p.skip.is_none())
             .map(|p| &p.step)
     }
+    /// Whether running it moves, removes or replaces `~/.claude` (or moves `~/.claude.json`):
+    /// what an agent running now would notice. One definition for both the preflight refusal
+    /// (`preflight::check_with`) and the `--wait` queue (`live`), so they never disagree on
+    /// which plans need the agents stopped.
+    pub fn touches_claude(&self) -> bool {
+        self.runnable().any(|st| {
+            matches!(
+                st,
+                Step::MoveConfig(_)
+                    | Step::RemoveEmptyClaudeDir(_)
+                    | Step::LinkClaudeDir(_)
+                    | Step::MoveClaudeJson(_)
+            )
+        })
+    }
 }
 
 /// Build the plan for a layout that needs no operator (the caller has checked the refusal).
@@ -314,6 +329,13 @@ mod tests {
         uid: 1000,
         gid: 1000,
     };
+    /// A non-empty config dir already at 0700: the adopted and migrated cases share it.
+    const PRIVATE: Node = Node::Dir {
+        empty: false,
+        mode: 0o700,
+        uid: 1000,
+        gid: 1000,
+    };
     const EMPTY: Node = Node::Dir {
         empty: true,
         mode: 0o755,
@@ -374,16 +396,7 @@ mod tests {
         );
         let p = build(Layout::Fresh, &facts(EMPTY, Node::Absent, true), &s);
         assert!(ids(&p).contains(&("remove-empty-claude-dir", true)));
-        let mut f = facts(
-            Node::Absent,
-            Node::Dir {
-                empty: false,
-                mode: 0o700,
-                uid: 1000,
-                gid: 1000,
-            },
-            true,
-        );
+        let mut f = facts(Node::Absent, PRIVATE, true);
         f.missing_dirs.clear();
         let p = build(Layout::Adopt, &f, &s);
         assert_eq!(
@@ -410,16 +423,7 @@ mod tests {
             target: "/s/config".into(),
             resolves_to: Some("/s/config".into()),
         };
-        let mut f = facts(
-            link,
-            Node::Dir {
-                empty: false,
-                mode: 0o700,
-                uid: 1000,
-                gid: 1000,
-            },
-            true,
-        );
+        let mut f = facts(link, PRIVATE, true);
         f.claude_json = Node::Symlink {
             target: "/s/config/.claude.json".into(),
             resolves_to: Some("/s/config/.claude.json".into()),
@@ -429,12 +433,7 @@ mod tests {
         let p = build(Layout::Migrated, &f, &s);
         assert!(!p.changes(), "{:?}", ids(&p));
         // A predecessor's 0755 config dir is fixed on the next run.
-        f.config = Node::Dir {
-            empty: false,
-            mode: 0o755,
-            uid: 1000,
-            gid: 1000,
-        };
+        f.config = DIR;
         assert!(build(Layout::Migrated, &f, &s).changes());
     }
 

@@ -177,16 +177,7 @@ fn writable(dir: &Path) -> bool {
 /// Run every check the plan needs. `Ok(())` means go. With `waiting` (`--wait`), a running
 /// agent is left to `live` (queued, not refused).
 pub fn check_with(plan: &Plan, s: &Settings, waiting: bool) -> Result<(), Error> {
-    let touches_claude = plan.runnable().any(|st| {
-        matches!(
-            st,
-            Step::MoveConfig(_)
-                | Step::RemoveEmptyClaudeDir(_)
-                | Step::LinkClaudeDir(_)
-                | Step::MoveClaudeJson(_)
-        )
-    });
-    if touches_claude && !waiting {
+    if plan.touches_claude() && !waiting {
         if let Some(found) = agent_running(s) {
             return Err(Error::refused(
                 "agent-running",
