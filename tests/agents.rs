@@ -25,6 +25,25 @@ use std::sync::Mutex;
 /// Scans see every agent on the machine: the tests that start agents run one at a time.
 static AGENTS: Mutex<()> = Mutex::new(());
 
+/// The preamble of every test here that starts real agents: root (`why` says what for), the
+/// real Claude Code from npm (else a visible skip, never a pass), and the `AGENTS` lock held for
+/// the whole test. Gives the binary and the lock's guard. A macro because a skip returns from
+/// the test.
+macro_rules! real_agents {
+    ($why:literal) => {{
+        if !is_root() {
+            skip!($why);
+        }
+        if !require_real_clients("Claude Code") {
+            skip!("DCI_SKIP_REAL_CLIENTS=1: needs the real Claude Code from npm");
+        }
+        (
+            claude_binary(),
+            AGENTS.lock().unwrap_or_else(|e| e.into_inner()),
+        )
+    }};
+}
+
 /// The uid the containers run Claude as (the factory's default agent uid).
 const AGENT_UID: u32 = 1000;
 
@@ -106,14 +125,7 @@ fn agents_collide(x: &Agent, x_cfg: &Path, y: &Agent, y_cfg: &Path) -> bool {
 
 #[test]
 fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
-    if !is_root() {
-        skip!("needs root (mount namespaces, chroot, other users' /proc)");
-    }
-    if !require_real_clients("Claude Code") {
-        skip!("DCI_SKIP_REAL_CLIENTS=1: needs the real Claude Code from npm");
-    }
-    let bin = claude_binary();
-    let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (bin, _serial) = real_agents!("needs root (mount namespaces, chroot, other users' /proc)");
     // Declared before the agents, so removed after they are gone.
     let cgroup = DockerCgroup::new();
     let w = migrated_world();
@@ -260,14 +272,7 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
 /// the lock is decided by directory identity, not by the path's spelling.
 #[test]
 fn links_resolve_inside_the_container_and_identity_decides() {
-    if !is_root() {
-        skip!("needs root (mount namespaces, chroot, other users' /proc)");
-    }
-    if !require_real_clients("Claude Code") {
-        skip!("DCI_SKIP_REAL_CLIENTS=1: needs the real Claude Code from npm");
-    }
-    let bin = claude_binary();
-    let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (bin, _serial) = real_agents!("needs root (mount namespaces, chroot, other users' /proc)");
     let w = migrated_world();
     let env = [
         ("PATH", OsStr::new("/usr/bin:/bin")),
@@ -339,14 +344,7 @@ fn links_resolve_inside_the_container_and_identity_decides() {
 
 #[test]
 fn the_probe_runs_as_the_agent_and_fails_where_it_could_not_lock() {
-    if !is_root() {
-        skip!("needs root");
-    }
-    if !require_real_clients("Claude Code") {
-        skip!("DCI_SKIP_REAL_CLIENTS=1: needs the real Claude Code from npm");
-    }
-    let bin = claude_binary();
-    let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (bin, _serial) = real_agents!("needs root");
     let w = migrated_world();
     // The shared dir belongs to root now, 0755: root could make the lock, uid 1000 cannot.
     chown(&w.shared, 0);
@@ -440,14 +438,7 @@ fn the_probe_runs_as_the_agent_and_fails_where_it_could_not_lock() {
 
 #[test]
 fn agents_that_exit_are_not_listed() {
-    if !is_root() {
-        skip!("needs root");
-    }
-    if !require_real_clients("Claude Code") {
-        skip!("DCI_SKIP_REAL_CLIENTS=1: needs the real Claude Code from npm");
-    }
-    let bin = claude_binary();
-    let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (bin, _serial) = real_agents!("needs root");
     let w = migrated_world();
     let d = start_host(
         &bin,
@@ -587,14 +578,7 @@ fn pids_in(doc: &serde_json::Value) -> Vec<(u64, String)> {
 /// lists them (valid against the schema). Nothing in the world changes.
 #[test]
 fn verify_and_status_report_the_agents() {
-    if !is_root() {
-        skip!("needs root (mount namespaces, chroot, other users' /proc)");
-    }
-    if !require_real_clients("Claude Code") {
-        skip!("DCI_SKIP_REAL_CLIENTS=1: needs the real Claude Code from npm");
-    }
-    let bin = claude_binary();
-    let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (bin, _serial) = real_agents!("needs root (mount namespaces, chroot, other users' /proc)");
     let w = really_migrated_world();
 
     // No agent: said so, not a problem.
@@ -759,14 +743,7 @@ fn verify_and_status_report_the_agents() {
 /// usual.
 #[test]
 fn not_root_own_agents_are_judged_others_are_a_warning() {
-    if !is_root() {
-        skip!("needs root (to start agents as two users)");
-    }
-    if !require_real_clients("Claude Code") {
-        skip!("DCI_SKIP_REAL_CLIENTS=1: needs the real Claude Code from npm");
-    }
-    let bin = claude_binary();
-    let _serial = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (bin, _serial) = real_agents!("needs root (to start agents as two users)");
     let w = really_migrated_world();
     let a = start_container(
         &bin,

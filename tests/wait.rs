@@ -644,6 +644,48 @@ fn wait_waits_for_the_agent_then_migrates() {
     );
 }
 
+/// The tool run as an operator would (`--yes --wait --json`, `extra` added to its environment)
+/// under strace, which stops it with SIGSTOP at its first `syscall` on `path`: the tests that
+/// need the tool paused at a known point inside its locked window all start it this way, and
+/// differ only in the syscall, the path and what they then wait for.
+fn tool_stopped_at(w: &World, syscall: &str, path: &Path, extra: &[(&str, &str)]) -> Output {
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-o", "/dev/null", "-e"])
+        .arg(format!("trace={syscall}"))
+        .arg("-e")
+        .arg(format!("inject={syscall}:signal=SIGSTOP:when=1"))
+        .arg("-P")
+        .arg(path)
+        .arg(BIN)
+        .args(w.path_args())
+        .args(["--yes", "--wait", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &w.home)
+        .env("LANG", "C.UTF-8")
+        .envs(extra.iter().copied())
+        .stdin(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    Output::spawn(&mut cmd)
+}
+
+/// strace's child that is stopped (strace also stops it once at start, before exec) and holds
+/// the flock on `(dev, ino)`: the tool, paused inside its locked window.
+fn stopped_holding(strace: &Output, dev: u64, ino: u64) -> Option<u32> {
+    children(strace.pid())
+        .into_iter()
+        .find(|p| matches!(proc_state(*p), Some('t' | 'T')) && granted_to(dev, ino).contains(p))
+}
+
+/// Let the tool that strace stopped go on.
+fn resume(tool: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tool as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+}
+
 /// An agent that starts `flock -w 600` on `~/.claude/session.lock` while the migration holds
 /// it gets the lock only after the migration released it, on the same inode as
 /// `<config>/session.lock`, and its `claude` then finds `~/.claude` migrated. The tool is
@@ -659,25 +701,10 @@ fn an_agent_starting_during_the_migration_queues_and_finds_it_migrated() {
     let claude_before = claude_manifest_without_lock(&w);
     let json_before = fs::read(w.claude_json()).unwrap();
     let (dev, ino) = inode(&lock);
-    let mut cmd = std::process::Command::new("strace");
-    cmd.args(["-f", "-o", "/dev/null", "-e", "trace=flock"])
-        .args(["-e", "inject=flock:signal=SIGSTOP:when=1", "-P"])
-        .arg(&lock)
-        .arg(BIN)
-        .args(w.path_args())
-        .args(["--yes", "--wait", "--json"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &w.home)
-        .env("LANG", "C.UTF-8")
-        .stdin(std::process::Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let strace = Output::spawn(&mut cmd);
+    let strace = tool_stopped_at(&w, "flock", lock.as_ref(), &[]);
     // Stopped (strace also stops it once at start, before exec) and holding the lock.
     let tool = wait_until("the tool to stop holding session.lock", || {
-        children(strace.pid())
-            .into_iter()
-            .find(|p| matches!(proc_state(*p), Some('t' | 'T')) && granted_to(dev, ino).contains(p))
+        stopped_holding(&strace, dev, ino)
     });
     let mut agent = Agent::start(&w.home);
     let flock_pid = wait_until("the agent to queue on session.lock", || {
@@ -688,11 +715,7 @@ fn an_agent_starting_during_the_migration_queues_and_finds_it_migrated() {
         agent.saw().is_none(),
         "the agent must not run before the switch"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(tool as i32),
-        nix::sys::signal::Signal::SIGCONT,
-    )
-    .unwrap();
+    resume(tool);
     let (st, out, err) = strace.finish();
     let doc = json(&out);
     assert_eq!(st.code(), Some(0), "{doc:#}\n{err}");
@@ -767,36 +790,21 @@ fn a_kill_while_holding_the_lock_frees_the_agents_and_resumes() {
     let claude_before = claude_manifest_without_lock(&w);
     let json_before = fs::read(w.claude_json()).unwrap();
     let (dev, ino) = inode(&lock);
-    let mut cmd = std::process::Command::new("strace");
-    cmd.args(["-f", "-o", "/dev/null", "-e", "trace=flock"])
-        .args(["-e", "inject=flock:signal=SIGSTOP:when=1", "-P"])
-        .arg(&lock)
-        .arg(BIN)
-        .args(w.path_args())
-        .args(["--yes", "--wait", "--json"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &w.home)
-        .env("LANG", "C.UTF-8")
-        .env("DCI_FAILPOINTS", "applied-move-config=kill")
-        .stdin(std::process::Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let strace = Output::spawn(&mut cmd);
+    let strace = tool_stopped_at(
+        &w,
+        "flock",
+        lock.as_ref(),
+        &[("DCI_FAILPOINTS", "applied-move-config=kill")],
+    );
     // Stopped (strace also stops it once at start, before exec) and holding the lock.
     let tool = wait_until("the tool to stop holding session.lock", || {
-        children(strace.pid())
-            .into_iter()
-            .find(|p| matches!(proc_state(*p), Some('t' | 'T')) && granted_to(dev, ino).contains(p))
+        stopped_holding(&strace, dev, ino)
     });
     let mut agent = Agent::start(&w.home);
     wait_until("the agent to queue on session.lock", || {
         blocked_on(dev, ino).into_iter().next()
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(tool as i32),
-        nix::sys::signal::Signal::SIGCONT,
-    )
-    .unwrap();
+    resume(tool);
     let (st, _, err) = strace.finish();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
@@ -1133,20 +1141,7 @@ fn across_filesystems_the_copy_runs_under_the_lock() {
     // is being copied, which must not fail the copy's source check.
     let mut staging = w.config.as_os_str().to_os_string();
     staging.push(".dci-incoming");
-    let mut cmd = std::process::Command::new("strace");
-    cmd.args(["-f", "-o", "/dev/null", "-e", "trace=mkdir"])
-        .args(["-e", "inject=mkdir:signal=SIGSTOP:when=1", "-P"])
-        .arg(&staging)
-        .arg(BIN)
-        .args(w.path_args())
-        .args(["--yes", "--wait", "--json"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &w.home)
-        .env("LANG", "C.UTF-8")
-        .stdin(std::process::Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let strace = Output::spawn(&mut cmd);
+    let strace = tool_stopped_at(&w, "mkdir", staging.as_ref(), &[]);
     let tool = wait_until("the tool to stop in the copy, holding session.lock", || {
         children(strace.pid()).into_iter().find(|p| {
             matches!(proc_state(*p), Some('t' | 'T'))
@@ -1158,11 +1153,7 @@ fn across_filesystems_the_copy_runs_under_the_lock() {
     wait_until("the agent to queue", || {
         blocked_on(dev, ino).into_iter().next()
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(tool as i32),
-        nix::sys::signal::Signal::SIGCONT,
-    )
-    .unwrap();
+    resume(tool);
     let (st, out, err) = strace.finish();
     assert_eq!(st.code(), Some(0), "{out}\n{err}");
     let saw = agent.wait_locked();
