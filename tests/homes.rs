@@ -697,19 +697,7 @@ fn killed_at_each_new_step_undo_restores_and_migrate_finishes() {
 /// `claude ARGS` (the real Claude Code) as the home's user, with `CLAUDE_CONFIG_DIR` or not,
 /// nothing that could reach the network on.
 fn claude(bin: &std::path::Path, w: &World, cfg: bool, args: &[&str]) -> Run {
-    let mut c = std::process::Command::new(bin);
-    c.env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", &w.home)
-        .env("LANG", "C.UTF-8")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("DISABLE_TELEMETRY", "1")
-        .env("DISABLE_ERROR_REPORTING", "1")
-        .env("NO_COLOR", "1")
-        .current_dir(&w.home)
-        .stdin(std::process::Stdio::null())
-        .args(args);
+    let mut c = common::npm::offline_claude(bin, &w.home, args);
     if cfg {
         c.env("CLAUDE_CONFIG_DIR", &w.config);
     }

@@ -225,19 +225,7 @@ const FAKE_CREDENTIALS: &str = r#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-
 /// that could reach the network (auto-updater, telemetry, error reports, nonessential traffic)
 /// is on, and `run` kills it after `RUN_TIMEOUT`.
 fn claude(bin: &Path, w: &World, config_dir: Option<&Path>, args: &[&str]) -> Run {
-    let mut c = Command::new(bin);
-    c.env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", &w.home)
-        .env("LANG", "C.UTF-8")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("DISABLE_TELEMETRY", "1")
-        .env("DISABLE_ERROR_REPORTING", "1")
-        .env("NO_COLOR", "1")
-        .current_dir(&w.home)
-        .stdin(Stdio::null())
-        .args(args);
+    let mut c = common::npm::offline_claude(bin, &w.home, args);
     if let Some(d) = config_dir {
         c.env("CLAUDE_CONFIG_DIR", d);
     }

@@ -903,12 +903,7 @@ fn container_on_one_filesystem_is_named_and_follows_the_move() {
     assert_eq!(fs::read(&inside).unwrap(), settings, "the container's view");
     let (code, doc) = run_json(w.cmd().args(["--dry-run", "--json"]));
     assert_eq!(code, 0, "{doc:#}");
-    let mv = doc["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "move-config")
-        .unwrap();
+    let mv = plan_step(&doc, "move-config");
     let detail = mv["detail"].as_str().unwrap_or_default();
     assert!(
         detail.contains(&format!("pid {} (sleep)", ctr.pid()))
@@ -1033,17 +1028,7 @@ fn wait_leaves_no_lock_file_of_its_own() {
 
     let (code, doc) = run_json(w.cmd().args(["--yes", "--wait", "--json"]));
     assert_eq!(code, 0, "{doc:#}");
-    let mut config = manifest(&w.config);
-    config.remove(&b".claude.json"[..]).unwrap();
-    assert_same_except(
-        &claude_before,
-        &config,
-        Ignore {
-            root: true,
-            ..Default::default()
-        },
-        "config dir vs the old ~/.claude",
-    );
+    let config = assert_config_holds(&claude_before, &w.config, "after the retry");
     assert_eq!(
         config[&b"."[..]].mtime,
         claude_before[&b"."[..]].mtime,
@@ -1121,12 +1106,7 @@ fn across_filesystems_the_copy_runs_under_the_lock() {
     write_bashrc(&w.profile);
     let (code, doc) = run_json(w.cmd().args(["--dry-run", "--wait", "--json"]));
     assert_eq!(code, 0, "{doc:#}");
-    let mv = doc["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "move-config")
-        .unwrap();
+    let mv = plan_step(&doc, "move-config");
     let detail = mv["detail"].as_str().unwrap_or_default();
     assert!(
         detail.contains("agents wait while it copies") && detail.contains(" s for "),

@@ -116,3 +116,24 @@ fn installed_version(dir: &Path) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v.get("version")?.as_str().map(str::to_owned)
 }
+
+/// The real `claude` at `bin` as the tests run it: in `home` with a clean environment that keeps
+/// it offline and quiet (no auto-update, telemetry, error reports or other non-essential
+/// traffic; no colour), stdin closed. `homes` and `real_clients` both drive it this way; the
+/// caller adds `CLAUDE_CONFIG_DIR` when it wants one, and runs it.
+pub fn offline_claude(bin: &Path, home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin);
+    c.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", home)
+        .env("LANG", "C.UTF-8")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("DISABLE_ERROR_REPORTING", "1")
+        .env("NO_COLOR", "1")
+        .current_dir(home)
+        .stdin(std::process::Stdio::null())
+        .args(args);
+    c
+}

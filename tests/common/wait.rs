@@ -472,3 +472,13 @@ impl Drop for Output {
         }
     }
 }
+
+/// The step `id` in a `--json` document's `steps`; panics, showing the document, when the plan
+/// has no such step. The `--wait` tests read the move's `detail` this way.
+#[track_caller]
+pub fn plan_step<'a>(doc: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    doc["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["id"] == id))
+        .unwrap_or_else(|| panic!("no step {id} in {doc:#}"))
+}
