@@ -105,34 +105,44 @@ fn dotenvy_reader_child() {
     }
 }
 
-/// dotenvy 0.15 on each file, in a clean environment; None where it reports an error.
-fn dotenvy_reads(files: &[PathBuf]) -> Vec<Option<BTreeMap<String, String>>> {
+/// The list of `files` the dotenvy and python-dotenv readers take (one path a line), written in
+/// a temp dir that lives as long as the returned guard.
+fn file_list(files: &[PathBuf]) -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().unwrap();
     let list = t.path().join("list");
-    let mut text = String::new();
-    for f in files {
-        text.push_str(f.to_str().unwrap());
-        text.push('\n');
-    }
+    let text: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
     fs::write(&list, text).unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "dotenvy_reader_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env_clear()
-        .env(DOTENVY_CHILD, &list)
-        .output()
-        .unwrap();
+    (t, list)
+}
+
+/// Run a reference reader to the end; its stdout, after it succeeded (else fail, with its
+/// stderr). The dotenvy and python-dotenv readers both run this way.
+#[track_caller]
+fn reader_stdout(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let docs: Vec<_> = String::from_utf8(out.stdout)
-        .unwrap()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// dotenvy 0.15 on each file, in a clean environment; None where it reports an error.
+fn dotenvy_reads(files: &[PathBuf]) -> Vec<Option<BTreeMap<String, String>>> {
+    let (_t, list) = file_list(files);
+    let out = reader_stdout(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "dotenvy_reader_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env_clear()
+            .env(DOTENVY_CHILD, &list),
+    );
+    let docs: Vec<_> = out
         .lines()
         // libtest may print its "test ... " prefix on the same line.
         .filter_map(|l| l.split_once("DCI-DOTENVY ").map(|(_, j)| j))
@@ -204,25 +214,16 @@ for path in open(sys.argv[1]).read().splitlines():
 /// without a value).
 fn python_reads(files: &[PathBuf]) -> Vec<BTreeMap<String, Option<String>>> {
     let python = python_dotenv();
-    let t = tempfile::tempdir().unwrap();
-    let list = t.path().join("list");
-    let text: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
-    fs::write(&list, text).unwrap();
-    let out = Command::new(python)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .arg("-c")
-        .arg(PY_READER)
-        .arg(&list)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (_t, list) = file_list(files);
+    let out = reader_stdout(
+        Command::new(python)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .arg("-c")
+            .arg(PY_READER)
+            .arg(&list),
     );
-    let docs: Vec<_> = String::from_utf8(out.stdout)
-        .unwrap()
+    let docs: Vec<_> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
