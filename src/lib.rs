@@ -25,7 +25,7 @@ pub(crate) mod pathser;
 pub(crate) mod plan;
 pub(crate) mod preflight;
 // pub for tests/env_readers.rs (`apply_block`, `later_overrides` on generated rc files);
-// `remove_block` and `later_overrides` have no caller in the crate yet.
+// `remove_block` has no caller in the crate yet.
 pub mod profile;
 pub mod report;
 pub(crate) mod settings;

@@ -39,6 +39,28 @@ pub fn line_changes(old: &[u8], new: &[u8]) -> String {
     .join("\n")
 }
 
+/// The plan's note naming every line of `rc` (as the run will leave it) that comes after the
+/// managed block and sets, exports or unsets `CLAUDE_CONFIG_DIR`; None when there is none.
+/// The file is read, never executed (see `profile::later_overrides`).
+pub fn override_note(path: &std::path::Path, rc: &[u8]) -> Option<String> {
+    let found = profile::later_overrides(rc);
+    if found.is_empty() {
+        return None;
+    }
+    let mut n = String::from(
+        "note: these later lines override the block (new shells get their value; verify will report profile-overridden, exit 5; delete or change them):",
+    );
+    for o in &found {
+        n.push_str(&format!(
+            "\n  {}:{}: {}",
+            crate::pathser::show(path),
+            o.line,
+            String::from_utf8_lossy(&o.text)
+        ));
+    }
+    Some(n)
+}
+
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub steps: Vec<Planned>,
@@ -249,11 +271,25 @@ pub fn build(layout: Layout, f: &Facts, s: &Settings) -> Plan {
             fish,
         });
         let block = profile::render_block(s.shell, &s.config_dir);
+        // Lines after the block that override it, in the file as `apply_block` leaves it: the
+        // run cannot fix the user's own line, so the plan says so before it starts.
+        let note = |after: &[u8]| override_note(&p.path, after);
         match p.bytes.as_deref().map(|b| profile::apply_block(b, &block)) {
-            Some(None) => steps.push(skip(step, "already holds the export block")),
+            Some(None) => {
+                let why = "already holds the export block";
+                match note(p.bytes.as_deref().unwrap_or_default()) {
+                    Some(n) => steps.push(skip(step, &format!("{why}\n{n}"))),
+                    None => steps.push(skip(step, why)),
+                }
+            }
             Some(Some(new)) => {
                 let old = p.bytes.as_deref().unwrap_or_default();
-                steps.push(run_with(step, line_changes(old, &new)))
+                let mut detail = line_changes(old, &new);
+                if let Some(n) = note(&new) {
+                    detail.push('\n');
+                    detail.push_str(&n);
+                }
+                steps.push(run_with(step, detail))
             }
             None => steps.push(run_with(
                 step,

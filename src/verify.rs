@@ -218,19 +218,24 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
         link_warnings(s, &mut f.warnings);
     }
 
-    // The env file says so.
+    // The env file says so, the way `migrate` judges it: healthy exactly when its edit would
+    // change nothing (a CRLF entry dotenvy reads right but bash reads with a carriage return is
+    // stale, though the values compare equal).
     if let Some(env) = &s.env_file {
-        match std::fs::read(env)
-            .map_err(|e| e.to_string())
-            .and_then(|b| envfile::read_values(&b).map_err(|e| e.to_string()))
-        {
-            Ok(v) => {
+        match std::fs::read(env).map_err(|e| e.to_string()).and_then(|b| {
+            envfile::read_values(&b)
+                .map(|v| (b, v))
+                .map_err(|e| e.to_string())
+        }) {
+            Ok((bytes, v)) => {
+                let mut wrong_value = false;
                 for (k, want) in [
                     ("CLAUDE_SHARED_DIR", &s.shared_dir),
                     ("CLAUDE_CONFIG_DIR", config),
                 ] {
                     let got = v.get(k).map(PathBuf::from);
                     if got.as_ref() != Some(want) {
+                        wrong_value = true;
                         problem(
                             "env-file-stale",
                             format!(
@@ -243,6 +248,27 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
                         );
                     }
                 }
+                let entries = crate::settings::env_entries(s);
+                let refs: Vec<(&str, &std::ffi::OsStr)> =
+                    entries.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+                match envfile::edit(&bytes, &refs) {
+                    Ok(None) => {}
+                    Ok(Some(_)) if wrong_value => {} // already reported, value by value
+                    Ok(Some(new)) => problem(
+                        "env-file-stale",
+                        format!(
+                            "The env file '{}' gives the right values to dotenvy, but not every reader (bash, docker compose) reads them alike (a carriage return, quoting or a reference); migrate would rewrite:\n{}",
+                            show(env),
+                            env_changes(&bytes, &new)
+                        ),
+                        format!("disinto-claude-init --yes --env-file '{}'", show(env)),
+                    ),
+                    Err(e) => problem(
+                        "env-file-unreadable",
+                        format!("The env file '{}' cannot be rewritten by migrate: {e}", show(env)),
+                        format!("check it: ls -l '{}'", show(env)),
+                    ),
+                }
             }
             Err(e) => problem(
                 "env-file-unreadable",
@@ -252,10 +278,31 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
         }
     }
     if let Some(p) = &s.profile {
-        let has = std::fs::read(p).ok().is_some_and(|b| {
+        let bytes = std::fs::read(p).ok();
+        let has = bytes.as_deref().is_some_and(|b| {
             let block = profile::render_block(s.shell, config);
-            profile::apply_block(&b, &block).is_none()
+            profile::apply_block(b, &block).is_none()
         });
+        // A later line that sets CLAUDE_CONFIG_DIR wins over the block: the user's own, or an
+        // old block's leftover. Read, never executed; the tool does not edit the user's lines.
+        for o in profile::later_overrides(bytes.as_deref().unwrap_or_default()) {
+            let text = String::from_utf8_lossy(&o.text);
+            problem(
+                "profile-overridden",
+                format!(
+                    "'{}' line {} ({text}) comes after the block that exports CLAUDE_CONFIG_DIR={cfg} and overrides it: new shells get its value instead.",
+                    show(p),
+                    o.line
+                ),
+                format!(
+                    "delete or change line {} of '{}' ({}:{}: {text}), then run: disinto-claude-init verify",
+                    o.line,
+                    show(p),
+                    show(p),
+                    o.line
+                ),
+            );
+        }
         if !has {
             // A problem, not a warning: `migrate` would add the block, and a healthy layout is
             // exactly one `migrate` leaves as it is (pass `--no-modify-profile` to leave it out).
@@ -345,6 +392,19 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
     f.warnings.extend(warnings);
     f.agents = Some(scan);
     f
+}
+
+/// The lines `migrate` would remove (`-`) and add (`+`) in the env file, a carriage return shown
+/// as `\r` (the difference bash sees and dotenvy does not). Only lines `edit` rewrites (ours)
+/// differ, so nothing secret is shown.
+fn env_changes(old: &[u8], new: &[u8]) -> String {
+    let lines = |b: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(b)
+            .split('\n')
+            .map(|l| l.replace('\r', "\\r"))
+            .collect()
+    };
+    crate::step::changed_lines(&lines(old), &lines(new), |c, l| format!("  {c} {l}")).join("\n")
 }
 
 /// Whether `uid` can read and write (and, for a directory, enter) what `m` describes, by its
