@@ -63,6 +63,12 @@ pub fn run(cli: &Cli, io: &Io) -> Report {
     let res = (|| -> Result<()> {
         let s = settings::resolve(&Requested::from(&cli.opts), &ProcessEnv::from_process())?;
         report.set_settings(&s);
+        if matches!(cmd, Command::Migrate | Command::Undo) {
+            settings::refuse_shared_dir_in_foreign_home(&s)?;
+        }
+        if matches!(cmd, Command::Migrate) {
+            settings::check_existing_dirs(&s)?;
+        }
         match cmd {
             Command::Migrate => migrate(&s, &cli.opts, io, &mut report),
             Command::Status => status(&s, &mut report),
@@ -309,16 +315,7 @@ fn expect_credentials(s: &Settings, layout: Layout) -> bool {
 
 fn migrate(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
     let _lock = RunLock::acquire(&s.home, &s.shared_dir)?;
-    let existing = Journal::load(&s.state_dir).map_err(|e| {
-        Error::refused(
-            "journal-unreadable",
-            format!("The journal cannot be read: {e}"),
-        )
-        .with_fix(format!(
-            "look at it; move it aside only if you are sure: mv '{}' ~/journal.bak",
-            show(&Journal::path(&s.state_dir))
-        ))
-    })?;
+    let existing = crate::trust::load(s, true)?;
     if let Some(j) = existing.as_ref().filter(|j| j.interrupted()) {
         return resume(s, j.clone(), opts, io, report);
     }
@@ -545,8 +542,7 @@ fn resume(s: &Settings, j: Journal, opts: &Opts, io: &Io, report: &mut Report) -
 }
 
 fn status(s: &Settings, report: &mut Report) -> Result<()> {
-    let j = Journal::load(&s.state_dir)
-        .map_err(|e| Error::refused("journal-unreadable", e.to_string()))?;
+    let j = crate::trust::load(s, false)?;
     if let Some(j) = j.filter(|j| j.interrupted()) {
         let s2 = j.recorded.settings(s);
         report.set_settings(&s2);
@@ -699,8 +695,7 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
 
 /// The journal to undo, or `None` (with a note) when there is nothing to undo.
 fn undo_load(s: &Settings, opts: &Opts, report: &mut Report) -> Result<Option<Journal>> {
-    let j = Journal::load(&s.state_dir)
-        .map_err(|e| Error::refused("journal-unreadable", e.to_string()))?;
+    let j = crate::trust::load(s, true)?;
     if j.is_some() {
         return Ok(j);
     }

@@ -21,7 +21,6 @@ use crate::settings::Settings;
 use crate::step::{Step, Wire};
 use serde::{Deserialize, Serialize};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub const JOURNAL_FILE: &str = "journal.json";
@@ -155,7 +154,18 @@ impl Journal {
 
     pub fn save(&self, state_dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        atomic::write_file_atomic(&Self::path(state_dir), &bytes, 0o600, owner)
+        // The journal stays its writer's (root's, for a root run): the home's owner must not be
+        // able to rewrite what root will act on, nor read previous bytes of root's files
+        // (issue 10 findings 1, 7). And it is written through the state dir opened from the
+        // home without following a link on the way, so a state dir swapped for a link cannot
+        // send it elsewhere.
+        let _ = owner;
+        open_below_home(&self.recorded.home, state_dir)?.write_atomic(
+            std::ffi::OsStr::new(JOURNAL_FILE),
+            &bytes,
+            0o600,
+            None,
+        )
     }
 
     /// Whether a run or an undo stopped half way.
@@ -192,6 +202,16 @@ impl Journal {
     }
 }
 
+/// `dir` opened from `home`, component by component without following a link, when it is
+/// inside the home (whose owner controls every directory there); else by its path
+/// (`$XDG_STATE_HOME` of a user's own run, which is theirs).
+fn open_below_home(home: &Path, dir: &Path) -> std::io::Result<crate::safefs::Dir> {
+    match dir.strip_prefix(home) {
+        Ok(rel) => crate::safefs::Dir::open(home)?.walk(rel),
+        Err(_) => crate::safefs::Dir::open(dir),
+    }
+}
+
 const STAGING_TAG: &str = ".dci-state-";
 
 /// `<parent>/.<name>.dci-state-<pid>`: where the missing state directories are built, with the
@@ -216,6 +236,7 @@ pub fn create_with_journal(
     owner: Option<(u32, u32)>,
     journal: &mut Journal,
 ) -> std::io::Result<()> {
+    use std::ffi::OsStr;
     let missing = crate::fsops::missing_dirs(state_dir);
     journal.created_state_dirs = missing.clone();
     let Some(top) = missing.first() else {
@@ -223,41 +244,36 @@ pub fn create_with_journal(
     };
     let staging = staging_for(top, std::process::id())
         .ok_or_else(|| std::io::Error::other("the state directory has no parent"))?;
-    if std::fs::symlink_metadata(&staging).is_ok() {
+    let (Some(parent), Some(top_name), Some(staging_name)) =
+        (top.parent(), top.file_name(), staging.file_name())
+    else {
+        return Err(std::io::Error::other("the state directory has no parent"));
+    };
+    // The directory the state dirs appear in, opened without following a link below the home
+    // (`~/.local/state` a link into root's tree is refused here, not written through).
+    let base = open_below_home(&journal.recorded.home, parent)?;
+    if base.lstat(staging_name)?.is_some() {
         std::fs::remove_dir_all(&staging)?; // ours (same pid), from a run that died
     }
     let build = || -> std::io::Result<()> {
-        for dir in &missing {
-            let rel = dir.strip_prefix(top).map_err(std::io::Error::other)?;
-            let d = if rel.as_os_str().is_empty() {
-                staging.clone()
-            } else {
-                staging.join(rel)
-            };
-            std::fs::DirBuilder::new().mode(0o700).create(&d)?;
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
-            if let Some((u, g)) = owner {
-                nix::unistd::chown(&d, Some(u.into()), Some(g.into()))
-                    .map_err(std::io::Error::from)?;
-            }
-        }
-        let staged_state =
-            staging.join(state_dir.strip_prefix(top).map_err(std::io::Error::other)?);
-        journal.save(&staged_state, owner)?;
+        crate::failpoint::hook("state-dir");
+        let rel = Path::new(staging_name)
+            .join(state_dir.strip_prefix(top).map_err(std::io::Error::other)?);
+        // Every directory created 0700 through its own descriptor, given to the home's owner.
+        let (inner, _) = base.walk_create(&rel, 0o700, owner)?;
+        let bytes = serde_json::to_vec_pretty(&*journal).map_err(std::io::Error::other)?;
+        inner.write_atomic(OsStr::new(JOURNAL_FILE), &bytes, 0o600, None)?;
         crate::failpoint::failpoint("journal-staged")?;
         // rename(2) onto a name that appeared meanwhile fails (EEXIST/ENOTEMPTY for a
         // non-empty directory, and we check for an empty one): never merge into it.
-        if std::fs::symlink_metadata(top).is_ok() {
+        if base.lstat(top_name)?.is_some() {
             return Err(std::io::Error::new(
                 ErrorKind::AlreadyExists,
                 format!("{} appeared meanwhile", top.display()),
             ));
         }
-        std::fs::rename(&staging, top)?;
-        if let Some(parent) = top.parent() {
-            atomic::sync_dir(parent)?;
-        }
-        Ok(())
+        base.rename_to(staging_name, &base, top_name)?;
+        base.sync()
     };
     build().inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&staging);

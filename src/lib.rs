@@ -28,8 +28,10 @@ pub(crate) mod preflight;
 // `remove_block` has no caller in the crate yet.
 pub mod profile;
 pub mod report;
+pub(crate) mod safefs;
 pub(crate) mod settings;
 pub(crate) mod step;
+pub(crate) mod trust;
 pub(crate) mod txn;
 pub(crate) mod verify;
 pub mod waiter;

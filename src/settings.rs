@@ -212,6 +212,7 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
         )
         .with_fix("pass an existing home directory with --home DIR"));
     }
+    refuse_system_home(&home, &meta)?;
     let pw = User::from_uid(Uid::from_raw(meta.uid())).ok().flatten();
     let owner = Owner {
         uid: meta.uid(),
@@ -243,8 +244,11 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
         }
     };
     let file_values = match &env_file {
-        Some(f) => match std::fs::read(f) {
-            Ok(bytes) => envfile::read_values(&bytes).map_err(|e| {
+        Some(f) => match check_length("env file", "--env-file", f)
+            .and_then(|()| check_file_authority("env file", "--env-file", f, meta.uid(), true))
+            .and_then(|()| read_small_file("env file", "--env-file", f))?
+        {
+            Some(bytes) => envfile::read_values(&bytes).map_err(|e| {
                 Error::refused(
                     "env-file-unreadable",
                     format!("The env file '{}' cannot be parsed: {e}.", show(f)),
@@ -254,14 +258,7 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
                     show(f)
                 ))
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
-            Err(e) => {
-                return Err(Error::refused(
-                    "env-file-unreadable",
-                    format!("The env file '{}' cannot be read: {e}.", show(f)),
-                )
-                .with_fix("re-run with sudo, or pass --no-env-file"))
-            }
+            None => Default::default(),
         },
         None => Default::default(),
     };
@@ -346,6 +343,12 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
         (Some(profile::default_profile(kind, &home, zdotdir)), kind)
     };
 
+    if let Some(p) = &profile {
+        check_length("profile", "--profile", p)?;
+        check_file_authority("profile", "--profile", p, owner.uid, false)?;
+        read_small_file("profile", "--profile", p)?;
+    }
+
     // $XDG_STATE_HOME is the home owner's only when we run as them, in their own environment.
     let own_env = env.euid == owner.uid && env.home.as_deref() == Some(home.as_path());
     let state_base = match &env.xdg_state_home {
@@ -381,6 +384,20 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
         }
     }
 
+    let state_dir = state_base.join("disinto").join("claude-init");
+    for (what, flag, p) in [
+        ("home", "--home", Some(&home)),
+        ("shared dir", "--shared-dir", Some(&shared_dir)),
+        ("config dir", "--config-dir", Some(&config_dir)),
+        ("env file", "--env-file", env_file.as_ref()),
+        ("profile", "--profile", profile.as_ref()),
+        ("journal's state dir", "--home", Some(&state_dir)),
+    ] {
+        if let Some(p) = p {
+            check_length(what, flag, p)?;
+        }
+    }
+
     Ok(Settings {
         home,
         owner,
@@ -390,11 +407,447 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
         env_file_note,
         profile,
         shell,
-        state_dir: state_base.join("disinto").join("claude-init"),
+        state_dir,
         agent_uid,
         agent_uid_given: given.is_some(),
         euid: env.euid,
     })
+}
+
+/// The most the tool reads of an env file or an rc file. Both are a few KiB; anything this big
+/// is not one (or is `/dev/zero` behind a link), and reading it whole would exhaust memory.
+pub const MAX_EDITABLE_FILE: u64 = 1 << 20;
+
+/// Read an env or rc file the tool may edit, refusing before reading anything what it must not
+/// read: a fifo (the read would block forever), a device, a socket or a directory, and a file
+/// larger than [`MAX_EDITABLE_FILE`]. A symlink is followed (dotfile managers link these
+/// files); the type and size checked are those of the file actually opened (`fstat` on the
+/// descriptor, opened non-blocking so a fifo cannot hang the open either). `None`: no such file.
+pub fn read_small_file(what: &str, flag: &str, path: &Path) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let unreadable = |e: std::io::Error| {
+        Error::refused(
+            if flag == "--env-file" {
+                "env-file-unreadable"
+            } else {
+                "profile-unreadable"
+            },
+            format!("The {what} '{}' cannot be read: {e}.", show(path)),
+        )
+        .with_fix(format!("re-run with sudo, or pass {}", no_flag(flag)))
+    };
+    // Look before opening: opening some devices has effects of its own.
+    match std::fs::metadata(path) {
+        Ok(m) => refuse_unusual_file(what, flag, path, &m)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(unreadable(e)),
+    }
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(unreadable(e)),
+    };
+    let meta = file.metadata().map_err(unreadable)?;
+    refuse_unusual_file(what, flag, path, &meta)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_EDITABLE_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_EDITABLE_FILE {
+        return Err(too_large(what, flag, path, bytes.len() as u64));
+    }
+    Ok(Some(bytes))
+}
+
+/// Whether a directory is root's alone: owned by root, and nobody else may add, rename or
+/// remove entries in it (not group/other-writable, or sticky, where only an entry's owner may).
+fn root_controlled_dir(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = m.permissions().mode();
+    m.uid() == 0 && (mode & 0o022 == 0 || mode & 0o1000 != 0)
+}
+
+/// Who decides what an env or rc file holds, through any symlinks (issue 10, guarantee 4): the
+/// file the tool would edit (the end of the link chain; when it does not exist yet, its
+/// directory) must belong to the home's owner, or, for the env file only, be root's and reached
+/// only through links and directories root alone controls. Otherwise the home's owner could
+/// make root rewrite (or copy the bytes of) a file they could not touch themselves. Exit 3.
+pub fn check_file_authority(
+    what: &str,
+    flag: &str,
+    path: &Path,
+    owner_uid: u32,
+    root_may_own: bool,
+) -> Result<()> {
+    let mut cur = path.to_path_buf();
+    let mut root_chain = true;
+    for _ in 0..40 {
+        let (Some(parent), Some(name)) = (cur.parent(), cur.file_name()) else {
+            return Ok(()); // `/`: nothing to edit; the read will say so
+        };
+        let Ok(dir) = std::fs::canonicalize(parent) else {
+            return Ok(()); // a missing directory is refused later, with its own message
+        };
+        let Ok(dmeta) = std::fs::metadata(&dir) else {
+            return Ok(());
+        };
+        let entry = dir.join(name);
+        let (decider, uid) = match std::fs::symlink_metadata(&entry) {
+            Ok(m) if m.file_type().is_symlink() => {
+                root_chain &= m.uid() == 0 && root_controlled_dir(&dmeta);
+                let Ok(t) = std::fs::read_link(&entry) else {
+                    return Ok(());
+                };
+                cur = if t.is_absolute() { t } else { dir.join(t) };
+                continue;
+            }
+            Ok(m) => {
+                root_chain &= root_controlled_dir(&dmeta) || dmeta.uid() == m.uid();
+                (entry, m.uid())
+            }
+            Err(_) => {
+                root_chain &= root_controlled_dir(&dmeta);
+                (dir, dmeta.uid())
+            }
+        };
+        if uid == owner_uid || (root_may_own && uid == 0 && root_chain) {
+            return Ok(());
+        }
+        let through = if decider.starts_with(path) || path == decider {
+            String::new()
+        } else {
+            format!(" (through its symlink, '{}')", show(&decider))
+        };
+        let why = if uid == 0 && root_may_own {
+            "root's, but reached through a link or a directory the home's owner controls, who \
+             could point it at any file of root's"
+                .to_string()
+        } else {
+            format!("owned by uid {uid}")
+        };
+        return Err(Error::refused(
+            "foreign-file",
+            format!(
+                "The {what} '{}'{through} is {why}, not the home's owner's (uid {owner_uid}): \
+                 editing it would change a file the home's owner cannot, and its previous bytes \
+                 would go into the journal.",
+                show(path)
+            ),
+        )
+        .with_fix(format!(
+            "point {flag} at a file of the home's owner (or make it theirs: sudo chown {owner_uid} '{}'), or pass {}",
+            show(&decider),
+            no_flag(flag)
+        )));
+    }
+    Err(Error::refused(
+        "foreign-file",
+        format!("The {what} '{}' is a loop of symlinks.", show(path)),
+    )
+    .with_fix(format!(
+        "point {flag} at a regular file, or pass {}",
+        no_flag(flag)
+    )))
+}
+
+fn no_flag(flag: &str) -> &'static str {
+    if flag == "--env-file" {
+        "--no-env-file"
+    } else {
+        "--no-modify-profile"
+    }
+}
+
+fn too_large(what: &str, flag: &str, path: &Path, len: u64) -> Error {
+    Error::refused(
+        "file-too-large",
+        format!(
+            "The {what} '{}' holds more than {} bytes ({len} or more): that is not a {what} \
+             this tool should rewrite, and it will not read it into memory.",
+            show(path),
+            MAX_EDITABLE_FILE
+        ),
+    )
+    .with_fix(format!(
+        "point {flag} at the right file, or pass {}",
+        no_flag(flag)
+    ))
+}
+
+/// A fifo, device, socket or directory where a regular file belongs: refused (exit 3) before
+/// anything reads or replaces it.
+pub fn refuse_unusual_file(
+    what: &str,
+    flag: &str,
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        if meta.len() > MAX_EDITABLE_FILE {
+            return Err(too_large(what, flag, path, meta.len()));
+        }
+        return Ok(());
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a fifo (named pipe): reading it would wait forever for a writer"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    Err(Error::refused(
+        "not-a-regular-file",
+        format!(
+            "The {what} '{}' is {kind}. The tool edits only regular files (through a symlink \
+             is fine), and replacing this one by a file would destroy what it is.",
+            show(path)
+        ),
+    )
+    .with_fix(format!(
+        "point {flag} at the regular file, or pass {}",
+        no_flag(flag)
+    )))
+}
+
+/// For the commands that change things (`migrate`, `undo`): acting for someone else (root
+/// for U), a shared or config dir inside U's home would have its parents in U's hands while
+/// the tool creates and hands over the directories below them. Usage error (exit 2). A user's
+/// own run (or root's for a root-owned home) crosses no such line and may keep the shared dir
+/// where it likes; `status` and `verify` only read.
+pub fn refuse_shared_dir_in_foreign_home(s: &Settings) -> Result<()> {
+    if s.euid != s.owner.uid
+        && (s.shared_dir.starts_with(&s.home) || s.config_dir.starts_with(&s.home))
+    {
+        let (what, p) = if s.shared_dir.starts_with(&s.home) {
+            ("shared dir", &s.shared_dir)
+        } else {
+            ("config dir", &s.config_dir)
+        };
+        return Err(Error::usage(
+            "home-contains-shared-dir",
+            format!(
+                "The {what} '{}' is inside the home '{}', which belongs to someone else (uid \
+                 {}): its owner could move or replace the directories above it while the tool \
+                 creates and hands over directories there as uid {}.",
+                show(p),
+                show(&s.home),
+                s.owner.uid,
+                s.euid
+            ),
+        )
+        .with_fix(format!(
+            "keep the shared dir outside every home, e.g. the default: --shared-dir {DEFAULT_SHARED_DIR}"
+        )));
+    }
+    Ok(())
+}
+
+/// Existing directories on the way to the config dir, checked before any change (issue 10,
+/// guarantee 5), for `migrate`: every existing directory from `/` down to the config dir (as
+/// named, and where it resolves) must belong to root or to the home's owner and be writable by
+/// no one else (a root-owned sticky directory such as `/tmp` is fine: only an entry's owner may
+/// rename it there). Otherwise that other user could swap the config dir the tool hands over,
+/// or be handed it. And an existing config dir that is not empty must already be the home's
+/// owner's: one user is never given another's files (root's empty one may be adopted). Exit 3.
+pub fn check_existing_dirs(s: &Settings) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let u = s.owner.uid;
+    let mut chain: Vec<PathBuf> = s.config_dir.ancestors().map(Path::to_path_buf).collect();
+    chain.reverse();
+    if let Ok(real) = std::fs::canonicalize(crate::fsops::nearest_existing(&s.config_dir)) {
+        chain.extend(real.ancestors().map(Path::to_path_buf));
+    }
+    for d in &chain {
+        let Ok(m) = std::fs::symlink_metadata(d) else {
+            continue;
+        };
+        if m.file_type().is_symlink() || !m.is_dir() {
+            continue; // links are followed into `real`; a file in the way is the layout's refusal
+        }
+        let mode = m.permissions().mode();
+        if m.uid() != 0 && m.uid() != u {
+            return Err(Error::refused(
+                "foreign-dir",
+                format!(
+                    "'{}' belongs to uid {}, neither root nor the home's owner (uid {u}): that \
+                     user could replace the config dir this migration hands over, or be handed \
+                     another user's.",
+                    show(d),
+                    m.uid()
+                ),
+            )
+            .with_fix(format!(
+                "make it root's if it is meant to be shared (sudo chown root:root '{}'), or pass another --shared-dir",
+                show(d)
+            )));
+        }
+        let sticky_root = m.uid() == 0 && mode & 0o1000 != 0;
+        if mode & 0o022 != 0 && !sticky_root {
+            return Err(Error::refused(
+                "open-dir",
+                format!(
+                    "'{}' is writable by {} (mode {:04o}): anyone who can write it could \
+                     replace the config dir this migration hands over.",
+                    show(d),
+                    if mode & 0o002 != 0 {
+                        "everyone"
+                    } else {
+                        "its group"
+                    },
+                    mode & 0o7777
+                ),
+            )
+            .with_fix(format!("sudo chmod go-w '{}'", show(d))));
+        }
+    }
+    if let Ok(m) = std::fs::metadata(&s.config_dir) {
+        let empty = std::fs::read_dir(&s.config_dir)
+            .map(|mut r| r.next().is_none())
+            .unwrap_or(false);
+        if m.is_dir() && m.uid() != u && !empty {
+            return Err(Error::refused(
+                "config-dir-not-owned",
+                format!(
+                    "The config dir '{}' already holds files and belongs to uid {}, not to the \
+                     home's owner (uid {u}): adopting it would hand them over.",
+                    show(&s.config_dir),
+                    m.uid()
+                ),
+            )
+            .with_fix(format!(
+                "if these files are the home owner's: sudo chown -R {u} '{}'; else pass another --config-dir",
+                show(&s.config_dir)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Directories that are never a home: the root, the system's own trees, and the parents of homes.
+/// Everything beneath the first list is refused too (nobody's `~/.claude` lives in `/proc` or
+/// `/usr/lib`); `/var`, `/srv`, `/opt` and `/home` are refused only themselves, since service
+/// accounts keep real homes below them (`/var/lib/jenkins`). `/root` is root's own home and
+/// stays allowed.
+const SYSTEM_TREES: &[&str] = &[
+    "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev",
+    "/proc", "/sys", "/run",
+];
+const SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/var",
+    "/var/lib",
+    "/var/cache",
+    "/var/log",
+    "/var/spool",
+    "/var/tmp",
+    "/var/mail",
+    "/srv",
+    "/opt",
+    "/home",
+    "/tmp",
+    "/mnt",
+    "/media",
+];
+
+fn is_system_dir(p: &Path) -> bool {
+    SYSTEM_DIRS.iter().any(|d| p == Path::new(d)) || SYSTEM_TREES.iter().any(|d| p.starts_with(d))
+}
+
+/// `--home /`, `--home /etc` and the like: the tool would treat a system directory as someone's
+/// home, hand what it creates there to its owner and edit its "dotfiles". Checked on the path
+/// as given and on where it resolves (`/home/x -> /etc`).
+fn refuse_system_home(home: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    let real = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
+    for p in [home, real.as_path()] {
+        if is_system_dir(p) {
+            let shown = if p == home {
+                format!("'{}'", show(home))
+            } else {
+                format!("'{}' (which resolves to '{}')", show(home), show(p))
+            };
+            return Err(Error::usage(
+                "system-dir-home",
+                format!(
+                    "The home {shown} is a system directory (owned by uid {}), not a user's home: \
+                     the migration would treat its files as someone's dotfiles and hand what it \
+                     creates there to that owner.",
+                    meta.uid()
+                ),
+            )
+            .with_fix("pass the user's own home: --home /home/USER (or run as that user)"));
+        }
+    }
+    Ok(())
+}
+
+/// Room left for the names the tool derives from a path: `<config>.dci-incoming`,
+/// `.<name>.dci-tmp-<pid>`, `.<name>.symlink-<pid>-<n>`, `.<state>.dci-state-<pid>`.
+const DERIVED_NAME_ROOM: usize = 40;
+
+/// A path the filesystem cannot hold (longer than `PATH_MAX`, or a component longer than the
+/// filesystem's name limit, counting the suffixes the tool adds) is a usage error up front,
+/// not a failure half way through the run.
+fn check_length(what: &str, flag: &str, p: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let too_long = |why: String| {
+        Error::usage(
+            "path-too-long",
+            format!(
+                "The {what} '{}' is too long: {why}, so the migration could not create the \
+                 names it needs next to it.",
+                show(p)
+            ),
+        )
+        .with_fix(format!("choose a shorter path: {flag} DIR"))
+    };
+    let path_max = nix::libc::PATH_MAX as usize;
+    if p.as_os_str().len() + DERIVED_NAME_ROOM >= path_max {
+        return Err(too_long(format!(
+            "{} bytes, and paths on this system must stay below {path_max} (with room for \
+             the {DERIVED_NAME_ROOM} bytes the tool appends)",
+            p.as_os_str().len()
+        )));
+    }
+    let name_max = nix::sys::statvfs::statvfs(&crate::fsops::nearest_existing(p))
+        .map(|v| v.name_max() as usize)
+        .unwrap_or(255);
+    let last = p.file_name();
+    if let Some(c) = p.components().map(|c| c.as_os_str()).find(|c| {
+        let room = if Some(*c) == last {
+            DERIVED_NAME_ROOM
+        } else {
+            0
+        };
+        c.len() + room > name_max
+    }) {
+        let room = if Some(c) == last {
+            format!(
+                " (less the {DERIVED_NAME_ROOM} bytes the tool appends to the last name for its \
+                 temporary and staging names)"
+            )
+        } else {
+            String::new()
+        };
+        return Err(too_long(format!(
+            "its component '{}' has {} bytes, and names on that filesystem hold at most \
+             {name_max}{room}",
+            show(Path::new(c)),
+            c.as_bytes().len()
+        )));
+    }
+    Ok(())
 }
 
 /// `OsString` helper for the env entries.
@@ -467,6 +920,58 @@ mod tests {
             resolve(&req, &env_for(t.path())).unwrap_err().kind,
             "overlapping-paths"
         );
+    }
+
+    #[test]
+    fn system_directories_are_not_homes_but_service_homes_and_root_s_are() {
+        for p in [
+            "/",
+            "/etc",
+            "/etc/ssh",
+            "/usr",
+            "/usr/games",
+            "/var",
+            "/var/lib",
+            "/proc/1",
+            "/sys",
+            "/run/sshd",
+            "/lib64",
+            "/home",
+        ] {
+            assert!(is_system_dir(Path::new(p)), "{p}");
+        }
+        for p in [
+            "/root",
+            "/home/alice",
+            "/var/lib/jenkins",
+            "/srv/factory",
+            "/opt/disinto/home",
+            "/etcetera",
+            "/usr2",
+        ] {
+            assert!(!is_system_dir(Path::new(p)), "{p}");
+        }
+    }
+
+    #[test]
+    fn lengths_leave_room_for_the_derived_names() {
+        let ok = Path::new("/tmp").join("a".repeat(200));
+        assert!(check_length("shared dir", "--shared-dir", &ok).is_ok());
+        let tight = Path::new("/tmp").join("a".repeat(230));
+        assert_eq!(
+            check_length("shared dir", "--shared-dir", &tight)
+                .unwrap_err()
+                .kind,
+            "path-too-long"
+        );
+        // A long name is fine above the last component (nothing is appended to it)...
+        let mid = Path::new("/tmp").join("b".repeat(250)).join("c");
+        assert!(check_length("shared dir", "--shared-dir", &mid).is_ok());
+        // ...but not beyond the filesystem's limit.
+        let over = Path::new("/tmp").join("b".repeat(256)).join("c");
+        assert!(check_length("shared dir", "--shared-dir", &over).is_err());
+        let deep = Path::new("/").join(["d"; 2100].join("/"));
+        assert!(check_length("shared dir", "--shared-dir", &deep).is_err());
     }
 
     #[test]

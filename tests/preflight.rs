@@ -725,10 +725,16 @@ fn root_for_another_user(cross: bool) {
         ".local/state",
         ".local/state/disinto",
         ".local/state/disinto/claude-init",
-        ".local/state/disinto/claude-init/journal.json",
     ] {
         assert_eq!(owner_of(&w.home.join(d)), o, "{what}: {d}");
     }
+    // The journal of a root run stays root's (issue 10): the home's owner must not be able to
+    // rewrite what root will act on, nor read the previous bytes of root's env file.
+    assert_eq!(
+        owner_of(&state_dir(&w).join("journal.json")),
+        (0, 0),
+        "{what}: journal"
+    );
     assert_eq!(mode_of(&state_dir(&w)), 0o700, "{what}");
     assert_eq!(
         mode_of(&state_dir(&w).join("journal.json")),

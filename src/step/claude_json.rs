@@ -3,10 +3,9 @@
 //! config dir's mtime is put back after the move, so its manifest stays the old `~/.claude`'s.
 
 use super::{
-    copy_options, exists, io, is_real_dir, meta_of, rename, staging, sync_dir, Ctx, Method, Record,
-    Res, Save, StepError, StepKind, Wire, RESTORE,
+    anchor, copy_options, dir_meta, exists, io, is_real_dir, rename, staging, sync_dir, Ctx,
+    Method, Record, Res, Save, StepError, StepKind, Wire, RESTORE,
 };
-use crate::atomic::set_mtime;
 use crate::fsops;
 use crate::pathser::{self, show};
 use serde::{Deserialize, Serialize};
@@ -92,7 +91,18 @@ impl StepKind for MoveClaudeJson {
     }
 
     fn apply(&self, u: &mut R, ctx: &Ctx, save: &mut Save<R>) -> Res {
-        let (from, to) = (self.from.as_path(), self.to.as_path());
+        let from = self.from.as_path();
+        // Everything inside the config dir through the opened directory (issue 10 finding 9):
+        // `to` below names it by its descriptor, whatever is put in place of its name.
+        let (Some(to_dir), Some(to_name)) = (self.to.parent(), self.to.file_name()) else {
+            return Err(StepError::new(format!(
+                "'{}' has no parent",
+                show(&self.to)
+            )));
+        };
+        let (cdir, anchored) = anchor(to_dir)?;
+        let to_buf = anchored.join(to_name);
+        let to = to_buf.as_path();
         let from_is_file = std::fs::symlink_metadata(from)
             .map(|m| m.is_file())
             .unwrap_or(false);
@@ -100,12 +110,12 @@ impl StepKind for MoveClaudeJson {
             if exists(to) {
                 return Err(StepError::new(format!(
                     "'{}' appeared since planning; it will not be overwritten",
-                    show(to)
+                    show(&self.to)
                 )));
             }
             u.recorded = true;
             u.phase = Some(Phase::Copying);
-            u.parent_mtime = to.parent().and_then(|p| meta_of(p).ok()).map(|m| m.mtime);
+            u.parent_mtime = Some(dir_meta(&cdir)?.mtime);
             save(u)?;
         }
         if !from_is_file {
@@ -132,17 +142,35 @@ impl StepKind for MoveClaudeJson {
                 std::fs::remove_file(from).map_err(|e| io("cannot remove", from, e))?;
             }
         }
-        if let Some(p) = to.parent() {
-            if let Some(t) = u.parent_mtime {
-                set_mtime(p, t).map_err(|e| io("cannot set the mtime of", p, e))?;
-            }
-            sync_dir(p)?;
+        crate::failpoint::failpoint("restore-mtime")?;
+        if let Some(t) = u.parent_mtime {
+            cdir.set_mtime(t)
+                .map_err(|e| io("cannot set the mtime of", to_dir, e))?;
         }
+        cdir.sync().map_err(|e| io("cannot sync", to_dir, e))?;
         sync_dir(ctx.home)
     }
 
     fn undo(&self, u: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
-        let (from, to) = (self.from.as_path(), self.to.as_path());
+        let from = self.from.as_path();
+        // Inside the config dir only through the opened directory (issue 10 finding 9); a
+        // config dir that is gone (or a link now) holds nothing of ours to take back.
+        let (Some(to_dir), Some(to_name)) = (self.to.parent(), self.to.file_name()) else {
+            return Err(StepError::new(format!(
+                "'{}' has no parent",
+                show(&self.to)
+            )));
+        };
+        let anchored = if is_real_dir(to_dir) {
+            Some(anchor(to_dir)?)
+        } else {
+            None
+        };
+        let to_buf = anchored
+            .as_ref()
+            .map(|(_, p)| p.join(to_name))
+            .unwrap_or_default(); // "": exists nowhere
+        let to = to_buf.as_path();
         let from_is_file = std::fs::symlink_metadata(from)
             .map(|m| m.is_file())
             .unwrap_or(false);
@@ -171,10 +199,9 @@ impl StepKind for MoveClaudeJson {
                 }
             }
         }
-        if let (Some(p), Some(t)) = (to.parent(), u.parent_mtime) {
-            if is_real_dir(p) {
-                set_mtime(p, t).map_err(|e| io("cannot set the mtime of", p, e))?;
-            }
+        if let (Some((d, _)), Some(t)) = (&anchored, u.parent_mtime) {
+            d.set_mtime(t)
+                .map_err(|e| io("cannot set the mtime of", to_dir, e))?;
         }
         sync_dir(ctx.home)
     }

@@ -5,14 +5,13 @@
 //! re-moded.
 
 use super::{
-    chown, exists, io, is_real_dir, meta_of, mkdir, restore_meta, Ctx, Meta, Record, Res, Save,
-    StepError, StepKind, Wire,
+    anchor, dir_meta, exists, io, is_real_dir, meta_of, mkdir, restore_meta, Ctx, Meta, Record,
+    Res, Save, StepError, StepKind, Wire,
 };
 use crate::fsops::nearest_existing;
 use crate::pathser::{self, show};
 use serde::{Deserialize, Serialize};
 use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// This family's undo record.
@@ -241,20 +240,29 @@ impl StepKind for SecureConfigDir {
     }
     fn apply(&self, r: &mut R, _: &Ctx, save: &mut Save<R>) -> Res {
         let path = &self.path;
-        record_meta(path, r, save)?;
-        if self.chown {
-            chown(path, Some((self.uid, self.gid)))?;
+        // On the opened directory, never through a link put in its place (issue 10 finding 9).
+        let (d, _) = anchor(path)?;
+        if !r.recorded {
+            r.dir_meta = Some(dir_meta(&d)?);
+            r.recorded = true;
+            save(r)?;
         }
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        if self.chown {
+            d.set_owner(self.uid, self.gid)
+                .map_err(|e| io("cannot give to the home's owner", path, e))?;
+        }
+        d.set_mode(0o700)
             .map_err(|e| io("cannot chmod 0700", path, e))
     }
     fn undo(&self, r: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
         let path = &self.path;
         if let (Some(m), true) = (&r.dir_meta, is_real_dir(path)) {
+            let (d, _) = anchor(path)?;
             if ctx.owner.is_some() {
-                chown(path, Some((m.uid, m.gid)))?;
+                d.set_owner(m.uid, m.gid)
+                    .map_err(|e| io("cannot give back", path, e))?;
             }
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.mode))
+            d.set_mode(m.mode)
                 .map_err(|e| io("cannot chmod", path, e))?;
         }
         Ok(())

@@ -314,6 +314,29 @@ fn io(what: impl std::fmt::Display, path: &Path, e: impl std::fmt::Display) -> S
     StepError::new(format!("{what} '{}': {e}", show(path)))
 }
 
+/// A directory the home's owner may swap for a link (the config dir, in a shared dir handed to
+/// them) opened without following a link at its name, and a path that names that opened
+/// directory whatever happens to its name meanwhile (`/proc/self/fd/N/.`), for the path-based
+/// operations inside it (issue 10 finding 9: the config dir swapped for a link right after the
+/// rename).
+fn anchor(dir: &Path) -> Result<(crate::safefs::Dir, PathBuf), StepError> {
+    let d = crate::safefs::Dir::open_nofollow(dir).map_err(|e| io("cannot open", dir, e))?;
+    let p = PathBuf::from(format!("/proc/self/fd/{}/.", d.raw()));
+    Ok((d, p))
+}
+
+/// Mode, owner and mtime of an opened directory.
+fn dir_meta(d: &crate::safefs::Dir) -> Result<Meta, StepError> {
+    let st = d.stat().map_err(|e| io("cannot stat", d.path(), e))?;
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    Ok(Meta {
+        mode: (st.st_mode & 0o7777) as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+    })
+}
+
 fn meta_of(path: &Path) -> std::io::Result<Meta> {
     let m = std::fs::symlink_metadata(path)?;
     Ok(Meta {
@@ -408,14 +431,6 @@ fn sync_dir(dir: &Path) -> Result<(), StepError> {
 
 fn hash(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
-}
-
-fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, StepError> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io("cannot read", path, e)),
-    }
 }
 
 /// `12.3 MiB` style sizes for summaries.

@@ -275,6 +275,7 @@ impl StepKind for MoveConfig {
                     u.undo_phase = Some(UndoPhase::Restored);
                     save(u)?;
                 }
+                failpoint("undo-remove-config")?;
                 if is_real_dir(to) {
                     fsops::remove_tree(to)?;
                 }

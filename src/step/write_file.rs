@@ -3,18 +3,15 @@
 //! block), keeping its mode and owner. The record keeps the old bytes and metadata and the hash
 //! of what was written, so undo puts the file back and refuses to clobber an edit made since.
 
-use super::{
-    exists, hash, io, meta_of, mkdir, read_opt, Ctx, Meta, Record, Res, Save, StepError, StepKind,
-    Wire,
-};
-use crate::atomic::{self, remove_stale_temps, set_mtime};
+use super::{exists, hash, io, mkdir, Ctx, Meta, Record, Res, Save, StepError, StepKind, Wire};
+use crate::atomic::remove_stale_temps;
 use crate::envfile;
 use crate::fsops::{self, nearest_existing};
 use crate::pathser::{self, show};
 use crate::profile::{self, ShellKind};
+use crate::safefs::{resolve_links, Target};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 /// This family's undo record.
@@ -81,28 +78,70 @@ impl Record for WriteRecord {
 /// Computes a file's new bytes from its current ones (None: already as wanted).
 type Edit<'e> = dyn FnMut(&[u8]) -> Result<Option<Vec<u8>>, StepError> + 'e;
 
+/// The file an env or rc step edits: `path` through its symlinks (issue 10, guarantee 4), after
+/// checking, now, that it is a file the home's owner decides (for the env file, `root_may_own`:
+/// or root's reached only through root's directories). The link itself is never replaced.
+fn edited_target(path: &Path, root_may_own: bool, ctx: &Ctx) -> Result<Target, StepError> {
+    let (what, flag) = if root_may_own {
+        ("env file", "--env-file")
+    } else {
+        ("profile", "--profile")
+    };
+    let owner_uid = ctx
+        .owner
+        .map(|(u, _)| u)
+        .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    crate::settings::check_file_authority(what, flag, path, owner_uid, root_may_own)
+        .map_err(|e| StepError::new(e.to_string()))?;
+    Target::resolve(path).map_err(|e| io("cannot open the directory of", path, e))
+}
+
+/// An edited file's current bytes and metadata (bounded; a fifo or device refused).
+fn read_target(tg: &Target) -> Result<Option<(Vec<u8>, Meta)>, StepError> {
+    let r = tg
+        .read(crate::settings::MAX_EDITABLE_FILE)
+        .map_err(|e| io("cannot read", &tg.path(), e))?;
+    Ok(r.map(|(b, st)| {
+        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+        let m = Meta {
+            mode: (st.st_mode & 0o7777) as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+        };
+        (b, m)
+    }))
+}
+
+/// The current bytes of `path`, through its links, for the undo check (read only).
+fn read_through(path: &Path) -> Result<Option<Vec<u8>>, StepError> {
+    let tg = Target::resolve(path).map_err(|e| io("cannot open the directory of", path, e))?;
+    Ok(read_target(&tg)?.map(|(b, _)| b))
+}
+
 /// Rewrite a small file atomically, keeping its mode and owner, recording its old bytes first.
+/// A symlinked file (GNU stow, chezmoi, yadm) is edited through its link: the target, in its
+/// own directory, gets the new bytes with its own mode and owner, and the link stays.
+#[allow(clippy::too_many_arguments)]
 fn write_file(
     path: &Path,
+    root_may_own: bool,
     u: &mut WriteRecord,
     ctx: &Ctx,
     save: &mut Save<WriteRecord>,
     new_mode: u32,
     edit: &mut Edit,
 ) -> Result<(), StepError> {
-    remove_stale_temps(path);
-    let cur = read_opt(path)?;
-    let Some(new) = edit(cur.as_deref().unwrap_or_default())? else {
+    let tg = edited_target(path, root_may_own, ctx)?;
+    remove_stale_temps(&tg.path());
+    let cur = read_target(&tg)?;
+    let Some(new) = edit(cur.as_ref().map(|(b, _)| &b[..]).unwrap_or_default())? else {
         return Ok(()); // already as wanted (or a resumed step that had finished)
     };
     if !u.recorded || u.after_hash.is_none() {
         u.existed = cur.is_some();
-        u.prev_bytes = cur.clone();
-        u.file_meta = if cur.is_some() {
-            Some(meta_of(path).map_err(|e| io("cannot stat", path, e))?)
-        } else {
-            None
-        };
+        u.prev_bytes = cur.as_ref().map(|(b, _)| b.clone());
+        u.file_meta = cur.as_ref().map(|(_, m)| *m);
         u.recorded = true;
     }
     u.after_hash = Some(hash(&new));
@@ -111,34 +150,43 @@ fn write_file(
         Some(m) => (m.mode, Some((m.uid, m.gid)).filter(|_| ctx.owner.is_some())),
         None => (new_mode, ctx.owner),
     };
-    atomic::write_file_atomic(path, &new, mode, owner).map_err(|e| io("cannot write", path, e))
+    tg.write(&new, mode, owner)
+        .map_err(|e| io("cannot write", &tg.path(), e))
 }
 
-/// Undo a file write: put the old bytes (or no file) back, unless superseded-checks refuse.
-fn undo_write(path: &Path, u: &WriteRecord, ctx: &Ctx) -> Result<(), StepError> {
+/// Undo a file write: put the old bytes (or no file) back, through the link as it was
+/// written (the target gets its bytes back, the link stays), unless superseded-checks refuse.
+fn undo_write(
+    path: &Path,
+    root_may_own: bool,
+    u: &WriteRecord,
+    ctx: &Ctx,
+) -> Result<(), StepError> {
     if !u.superseded {
         precheck(path, u)?;
     }
-    remove_stale_temps(path);
-    let cur = read_opt(path)?;
+    let tg = edited_target(path, root_may_own, ctx)?;
+    remove_stale_temps(&tg.path());
+    let cur = read_target(&tg)?.map(|(b, _)| b);
     if u.after_hash.is_none() {
         // Never written (see `precheck`): leave the file alone.
     } else if cur != u.prev_bytes {
         match (&u.prev_bytes, &u.file_meta) {
             (Some(b), Some(m)) => {
                 let owner = Some((m.uid, m.gid)).filter(|_| ctx.owner.is_some());
-                atomic::write_file_atomic(path, b, m.mode, owner)
-                    .map_err(|e| io("cannot restore", path, e))?;
-                set_mtime(path, m.mtime).map_err(|e| io("cannot set the mtime of", path, e))?;
+                tg.write(b, m.mode, owner)
+                    .map_err(|e| io("cannot restore", &tg.path(), e))?;
+                tg.dir
+                    .set_mtime_at(&tg.name, m.mtime)
+                    .map_err(|e| io("cannot set the mtime of", &tg.path(), e))?;
             }
-            _ => match std::fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(io("cannot remove", path, e)),
-            },
+            _ => tg
+                .dir
+                .unlink(&tg.name)
+                .map_err(|e| io("cannot remove", &tg.path(), e))?,
         }
     } else if let Some(m) = &u.file_meta {
-        let _ = set_mtime(path, m.mtime);
+        let _ = tg.dir.set_mtime_at(&tg.name, m.mtime);
     }
     for d in u.created_dirs.iter().rev() {
         let _ = std::fs::remove_dir(d);
@@ -153,7 +201,7 @@ fn precheck(path: &Path, u: &WriteRecord) -> Result<(), StepError> {
         // happens after `after_hash` is journaled. Nothing of ours to undo.
         return Ok(());
     }
-    let cur = read_opt(path)?;
+    let cur = read_through(path)?;
     let cur_hash = cur.as_deref().map(hash);
     if cur_hash.is_some() && cur_hash == u.after_hash {
         return Ok(());
@@ -206,9 +254,9 @@ fn diff_hint(before: Option<&[u8]>, now: Option<&[u8]>) -> String {
 
 /// What both file steps do alike, given their `path`: undo, its check, the directories.
 macro_rules! file_write_methods {
-    () => {
+    ($root_may_own:literal) => {
         fn undo(&self, u: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
-            undo_write(&self.path, u, ctx)
+            undo_write(&self.path, $root_may_own, u, ctx)
         }
         fn precheck_undo(&self, u: &R) -> Res {
             precheck(&self.path, u)
@@ -226,14 +274,15 @@ macro_rules! file_write_methods {
 }
 
 fn write_need(path: &Path) -> Option<(PathBuf, &'static str)> {
-    Some((
-        nearest_existing(path.parent().unwrap_or(path)),
-        "rewrite the file atomically",
-    ))
+    Some((touched_dir(path)?, "rewrite the file atomically"))
 }
 
+/// The directory the file is written in: its symlink's target's, when it is a link.
 fn touched_dir(path: &Path) -> Option<PathBuf> {
-    Some(nearest_existing(path.parent().unwrap_or(path)))
+    match resolve_links(path) {
+        Ok((dir, _)) => Some(dir),
+        Err(_) => Some(nearest_existing(path.parent().unwrap_or(path))),
+    }
 }
 
 impl StepKind for WriteEnvFile {
@@ -253,12 +302,12 @@ impl StepKind for WriteEnvFile {
             ("CLAUDE_CONFIG_DIR", ctx.config_dir),
         ];
         let refs: Vec<(&str, &OsStr)> = entries.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-        write_file(path, u, ctx, save, 0o600, &mut |cur| {
+        write_file(path, true, u, ctx, save, 0o600, &mut |cur| {
             envfile::edit(cur, &refs).map_err(|e| io("cannot edit", path, e))
         })
     }
 
-    file_write_methods!();
+    file_write_methods!(true);
 }
 
 impl StepKind for WriteProfile {
@@ -290,10 +339,10 @@ impl StepKind for WriteProfile {
                 mkdir(&d, 0o755, ctx.owner)?;
             }
         }
-        write_file(path, u, ctx, save, 0o644, &mut |cur| {
+        write_file(path, false, u, ctx, save, 0o644, &mut |cur| {
             Ok(profile::apply_block(cur, &block))
         })
     }
 
-    file_write_methods!();
+    file_write_methods!(false);
 }

@@ -1,0 +1,569 @@
+//! Descriptor-relative file operations for trees another user controls (issue 10,
+//! docs/security.md).
+//!
+//! Run as root for a home owned by U, every directory U can write may be swapped for a symlink
+//! between two of our system calls. A full path resolved twice can therefore name two different
+//! files. Here a tree is entered once, from a trusted base, one component at a time with
+//! `O_NOFOLLOW | O_DIRECTORY`, and everything after that is done relative to the opened
+//! descriptor (`openat`, `mkdirat`, `renameat`, `unlinkat`, `fstat`, `fchown`, `fchmod`): what we
+//! checked is what we change.
+
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode};
+use std::ffi::{CString, OsStr, OsString};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
+
+const DIR: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_CLOEXEC);
+
+fn cstr(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a file name holds a NUL byte"))
+}
+
+fn single(name: &OsStr) -> io::Result<CString> {
+    if name.is_empty()
+        || name.as_bytes().contains(&b'/')
+        || name == OsStr::new(".")
+        || name == OsStr::new("..")
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("'{}' is not a single file name", name.to_string_lossy()),
+        ));
+    }
+    cstr(name)
+}
+
+/// An open directory, and the path it was reached by (for messages only: never resolved again).
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Dir {
+    fn from_raw(fd: RawFd, path: PathBuf) -> Dir {
+        // SAFETY: `fd` was just returned by open/openat and nothing else owns it.
+        Dir {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            path,
+        }
+    }
+
+    /// Open a trusted base (the home, the shared dir's root-owned parent) by its path. Symlinks
+    /// on the way are followed: the base is named by root, or resolved by root at settings time.
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        let fd = nix::fcntl::open(path, DIR, Mode::empty())?;
+        Ok(Dir::from_raw(fd, path.to_path_buf()))
+    }
+
+    /// Open `path` as a directory without following a symlink at its last component.
+    pub fn open_nofollow(path: &Path) -> io::Result<Dir> {
+        let fd = nix::fcntl::open(path, DIR | OFlag::O_NOFOLLOW, Mode::empty())?;
+        Ok(Dir::from_raw(fd, path.to_path_buf()))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The subdirectory `name`, never through a symlink (ELOOP / ENOTDIR if it is one).
+    pub fn sub(&self, name: &OsStr) -> io::Result<Dir> {
+        let c = single(name)?;
+        let fd = nix::fcntl::openat(
+            Some(self.raw()),
+            c.as_c_str(),
+            DIR | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )?;
+        Ok(Dir::from_raw(fd, self.path.join(name)))
+    }
+
+    /// `rel` below this directory, each component opened relative to the last with
+    /// `O_NOFOLLOW`: no symlink anywhere on the way is followed. `rel` must be relative and
+    /// hold no `..`.
+    pub fn walk(&self, rel: &Path) -> io::Result<Dir> {
+        let mut cur = self.sub_self()?;
+        for c in normal_components(rel)? {
+            cur = cur.sub(c)?;
+        }
+        Ok(cur)
+    }
+
+    /// Like [`walk`](Self::walk), creating the missing directories (mode `mode`, then given to
+    /// `owner` through their own descriptor). Returns the directory and the paths created,
+    /// outermost first. A component that appears meanwhile is used if it is a real directory.
+    pub fn walk_create(
+        &self,
+        rel: &Path,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> io::Result<(Dir, Vec<PathBuf>)> {
+        let mut cur = self.sub_self()?;
+        let mut created = Vec::new();
+        for c in normal_components(rel)? {
+            let name = single(c)?;
+            match nix::sys::stat::mkdirat(
+                Some(cur.raw()),
+                name.as_c_str(),
+                Mode::from_bits_truncate(mode as _),
+            ) {
+                Ok(()) => {
+                    let d = cur.sub(c)?;
+                    d.set_mode(mode)?;
+                    if let Some((u, g)) = owner {
+                        d.set_owner(u, g)?;
+                    }
+                    created.push(d.path.clone());
+                    cur = d;
+                }
+                Err(nix::errno::Errno::EEXIST) => cur = cur.sub(c)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((cur, created))
+    }
+
+    fn sub_self(&self) -> io::Result<Dir> {
+        let fd = nix::fcntl::openat(Some(self.raw()), ".", DIR, Mode::empty())?;
+        Ok(Dir::from_raw(fd, self.path.clone()))
+    }
+
+    /// `fstat` of the directory itself.
+    pub fn stat(&self) -> io::Result<FileStat> {
+        Ok(nix::sys::stat::fstat(self.raw())?)
+    }
+
+    /// `lstat` of `name` in this directory; None when there is no such entry.
+    pub fn lstat(&self, name: &OsStr) -> io::Result<Option<FileStat>> {
+        let c = single(name)?;
+        match nix::sys::stat::fstatat(Some(self.raw()), c.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+        {
+            Ok(st) => Ok(Some(st)),
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `fchmod` of the directory itself.
+    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        Ok(nix::sys::stat::fchmod(
+            self.raw(),
+            Mode::from_bits_truncate(mode as _),
+        )?)
+    }
+
+    /// `fchown` of the directory itself.
+    pub fn set_owner(&self, uid: u32, gid: u32) -> io::Result<()> {
+        Ok(nix::unistd::fchown(
+            self.raw(),
+            Some(uid.into()),
+            Some(gid.into()),
+        )?)
+    }
+
+    /// Read the regular file `name` (never through a symlink at `name`), refusing a fifo,
+    /// device, socket or directory (`InvalidData`) and anything over `max` bytes
+    /// (`FileTooLarge`), before reading a byte. None: no such file.
+    pub fn read_file(&self, name: &OsStr, max: u64) -> io::Result<Option<(Vec<u8>, FileStat)>> {
+        let c = single(name)?;
+        let fd = match nix::fcntl::openat(
+            Some(self.raw()),
+            c.as_c_str(),
+            OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY
+                | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // SAFETY: just opened, owned here.
+        let file = unsafe { std::fs::File::from_raw_fd(fd) };
+        let st = nix::sys::stat::fstat(file.as_raw_fd())?;
+        check_regular(&st, max, &self.path.join(name))?;
+        let mut bytes = Vec::with_capacity(st.st_size as usize);
+        file.take(max + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > max {
+            return Err(too_large(&self.path.join(name), max));
+        }
+        Ok(Some((bytes, st)))
+    }
+
+    /// Replace (or create) `name` in this directory atomically: a temp file
+    /// `.<name>.dci-tmp-<pid>` created `O_EXCL` 0600 here, written, given `owner` and `mode`
+    /// through its descriptor, synced, `renameat` over `name`, the directory synced. Nothing is
+    /// resolved by path, so a swap of this directory or its parents cannot redirect the write.
+    pub fn write_atomic(
+        &self,
+        name: &OsStr,
+        bytes: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> io::Result<()> {
+        let target = single(name)?;
+        let mut tmp = OsString::from(".");
+        tmp.push(name);
+        tmp.push(format!(".dci-tmp-{}", std::process::id()));
+        let tmp_c = single(&tmp)?;
+        let create = || {
+            nix::fcntl::openat(
+                Some(self.raw()),
+                tmp_c.as_c_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+        };
+        let fd = match create() {
+            Err(nix::errno::Errno::EEXIST) => {
+                // Ours (same pid) from a run that died: never a directory, never followed.
+                nix::unistd::unlinkat(
+                    Some(self.raw()),
+                    tmp_c.as_c_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                )?;
+                create()?
+            }
+            r => r?,
+        };
+        // SAFETY: just opened, owned here.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        let res = (|| -> io::Result<()> {
+            file.write_all(bytes)?;
+            if let Some((u, g)) = owner {
+                nix::unistd::fchown(file.as_raw_fd(), Some(u.into()), Some(g.into()))?;
+            }
+            nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode as _))?;
+            file.sync_all()?;
+            nix::fcntl::renameat(
+                Some(self.raw()),
+                tmp_c.as_c_str(),
+                Some(self.raw()),
+                target.as_c_str(),
+            )?;
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let _ = nix::unistd::unlinkat(
+                Some(self.raw()),
+                tmp_c.as_c_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+            return Err(e);
+        }
+        self.sync()
+    }
+
+    /// `unlinkat` of a non-directory; Ok when it is already gone.
+    pub fn unlink(&self, name: &OsStr) -> io::Result<()> {
+        let c = single(name)?;
+        match nix::unistd::unlinkat(
+            Some(self.raw()),
+            c.as_c_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `fsync` the directory.
+    pub fn sync(&self) -> io::Result<()> {
+        Ok(nix::unistd::fsync(self.raw())?)
+    }
+
+    /// `renameat(self/from, to/to_name)`.
+    pub fn rename_to(&self, from: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
+        let (a, b) = (single(from)?, single(to_name)?);
+        Ok(nix::fcntl::renameat(
+            Some(self.raw()),
+            a.as_c_str(),
+            Some(to.raw()),
+            b.as_c_str(),
+        )?)
+    }
+
+    /// `utimensat(name, AT_SYMLINK_NOFOLLOW)`: atime and mtime of the entry itself.
+    pub fn set_times_at(
+        &self,
+        name: &OsStr,
+        atime: (i64, i64),
+        mtime: (i64, i64),
+    ) -> io::Result<()> {
+        let c = single(name)?;
+        Ok(nix::sys::stat::utimensat(
+            Some(self.raw()),
+            c.as_c_str(),
+            &ts(atime),
+            &ts(mtime),
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )?)
+    }
+
+    /// The mtime of the entry `name` itself (atime left as it is; a symlink is not followed).
+    pub fn set_mtime_at(&self, name: &OsStr, mtime: (i64, i64)) -> io::Result<()> {
+        self.set_times_at(name, (0, UTIME_OMIT), mtime)
+    }
+
+    /// `futimens` of the directory itself: its mtime (atime left as it is).
+    pub fn set_mtime(&self, mtime: (i64, i64)) -> io::Result<()> {
+        let omit = nix::sys::time::TimeSpec::new(0, UTIME_OMIT);
+        Ok(nix::sys::stat::futimens(self.raw(), &omit, &ts(mtime))?)
+    }
+}
+
+/// UTIME_OMIT: leave that time as it is.
+const UTIME_OMIT: i64 = (1i64 << 30) - 2;
+
+fn ts(t: (i64, i64)) -> nix::sys::time::TimeSpec {
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    nix::sys::time::TimeSpec::new(t.0 as _, t.1 as _)
+}
+
+/// A file the tool edits (env file, rc file), reached through its symlinks: the directory that
+/// really holds it, opened, and its name there.
+#[derive(Debug)]
+pub struct Target {
+    pub dir: Dir,
+    pub name: OsString,
+}
+
+impl Target {
+    /// Resolve `path`'s links ([`resolve_links`]) and open the directory that holds the file.
+    pub fn resolve(path: &Path) -> io::Result<Target> {
+        let (dir, name) = resolve_links(path)?;
+        Ok(Target {
+            dir: Dir::open(&dir)?,
+            name,
+        })
+    }
+
+    /// The file's full path (for messages and the journal).
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join(&self.name)
+    }
+
+    /// Its bytes ([`Dir::read_file`]).
+    pub fn read(&self, max: u64) -> io::Result<Option<(Vec<u8>, FileStat)>> {
+        self.dir.read_file(&self.name, max)
+    }
+
+    /// Replace it atomically in its own directory ([`Dir::write_atomic`]).
+    pub fn write(&self, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
+        self.dir.write_atomic(&self.name, bytes, mode, owner)
+    }
+}
+
+fn normal_components(rel: &Path) -> io::Result<Vec<&OsStr>> {
+    rel.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .map(|c| match c {
+            Component::Normal(n) => Ok(n),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("'{}' must be a relative path without '..'", rel.display()),
+            )),
+        })
+        .collect()
+}
+
+/// Refuse what is not a regular file, or is larger than `max`: before reading it.
+pub fn check_regular(st: &FileStat, max: u64, path: &Path) -> io::Result<()> {
+    let kind = match st.st_mode & nix::libc::S_IFMT {
+        nix::libc::S_IFREG => {
+            if st.st_size as u64 > max {
+                return Err(too_large(path, max));
+            }
+            return Ok(());
+        }
+        nix::libc::S_IFDIR => "a directory",
+        nix::libc::S_IFIFO => "a fifo",
+        nix::libc::S_IFCHR => "a character device",
+        nix::libc::S_IFBLK => "a block device",
+        nix::libc::S_IFSOCK => "a socket",
+        nix::libc::S_IFLNK => "a symlink",
+        _ => "not a regular file",
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("'{}' is {kind}, not a regular file", path.display()),
+    ))
+}
+
+fn too_large(path: &Path, max: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!("'{}' holds more than {max} bytes", path.display()),
+    )
+}
+
+/// Where a file named through symlinks really is: its directory and name after following
+/// every link (relative or absolute, chained; at most 40, as the kernel allows). The directory
+/// is canonical. `path` itself need not be a link; the final file need not exist.
+pub fn resolve_links(path: &Path) -> io::Result<(PathBuf, OsString)> {
+    let mut cur = path.to_path_buf();
+    for _ in 0..40 {
+        let (parent, name) = split(&cur)?;
+        let dir = std::fs::canonicalize(&parent)?;
+        match std::fs::symlink_metadata(dir.join(&name)) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let t = std::fs::read_link(dir.join(&name))?;
+                cur = if t.is_absolute() { t } else { dir.join(t) };
+            }
+            Ok(_) => return Ok((dir, name)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((dir, name)),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("'{}': too many levels of symbolic links", path.display()),
+    ))
+}
+
+fn split(p: &Path) -> io::Result<(PathBuf, OsString)> {
+    match (p.parent(), p.file_name()) {
+        (Some(d), Some(n)) => Ok((
+            if d.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                d.to_path_buf()
+            },
+            OsString::from_vec(n.as_bytes().to_vec()),
+        )),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("'{}' does not name a file", p.display()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn walk_never_follows_a_link_on_the_way() {
+        let t = tempfile::tempdir().unwrap();
+        let base = Dir::open(t.path()).unwrap();
+        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
+        std::fs::create_dir(t.path().join("elsewhere")).unwrap();
+        symlink(t.path().join("elsewhere"), t.path().join("link")).unwrap();
+        assert!(base.walk(Path::new("a/b")).is_ok());
+        for rel in ["link", "link/x", "a/../link", "/etc"] {
+            assert!(base.walk(Path::new(rel)).is_err(), "{rel}");
+        }
+        // walk_create refuses too, creating nothing through the link.
+        assert!(base
+            .walk_create(Path::new("link/new"), 0o700, None)
+            .is_err());
+        assert!(!t.path().join("elsewhere/new").exists());
+        let (d, made) = base.walk_create(Path::new("a/b/c/d"), 0o700, None).unwrap();
+        assert_eq!(made, vec![t.path().join("a/b/c"), t.path().join("a/b/c/d")]);
+        assert_eq!(d.path(), t.path().join("a/b/c/d"));
+        assert_eq!(d.stat().unwrap().st_mode & 0o7777, 0o700);
+    }
+
+    #[test]
+    fn write_atomic_lands_in_the_opened_directory_even_after_a_swap() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        std::fs::create_dir(t.path().join("victim")).unwrap();
+        let d = Dir::open(t.path()).unwrap().walk(Path::new("d")).unwrap();
+        // The directory is renamed away and a link to `victim` put in its place.
+        std::fs::rename(t.path().join("d"), t.path().join("d.moved")).unwrap();
+        symlink(t.path().join("victim"), t.path().join("d")).unwrap();
+        d.write_atomic(OsStr::new("f"), b"hello", 0o640, None)
+            .unwrap();
+        assert_eq!(std::fs::read(t.path().join("d.moved/f")).unwrap(), b"hello");
+        assert!(!t.path().join("victim/f").exists());
+        let (bytes, st) = d.read_file(OsStr::new("f"), 100).unwrap().unwrap();
+        assert_eq!(bytes, b"hello");
+        assert_eq!(st.st_mode & 0o7777, 0o640);
+        assert_eq!(
+            d.read_file(OsStr::new("f"), 3).unwrap_err().kind(),
+            io::ErrorKind::FileTooLarge
+        );
+        assert!(d.read_file(OsStr::new("nothing"), 3).unwrap().is_none());
+    }
+
+    #[test]
+    fn read_file_refuses_fifos_and_links_without_blocking() {
+        let t = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&t.path().join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::write(t.path().join("real"), b"x").unwrap();
+        symlink("real", t.path().join("link")).unwrap();
+        let d = Dir::open(t.path()).unwrap();
+        assert_eq!(
+            d.read_file(OsStr::new("fifo"), 10).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert!(d.read_file(OsStr::new("link"), 10).is_err());
+        assert!(d.read_file(OsStr::new("../x"), 10).is_err());
+    }
+
+    #[test]
+    fn a_target_is_edited_in_its_own_directory_and_the_link_stays() {
+        let t = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(t.path()).unwrap();
+        std::fs::create_dir(root.join("dotfiles")).unwrap();
+        std::fs::write(root.join("dotfiles/bashrc"), b"old\n").unwrap();
+        symlink("dotfiles/bashrc", root.join(".bashrc")).unwrap();
+        let tg = Target::resolve(&root.join(".bashrc")).unwrap();
+        assert_eq!(tg.path(), root.join("dotfiles/bashrc"));
+        let (old, st) = tg.read(100).unwrap().unwrap();
+        assert_eq!(old, b"old\n");
+        tg.write(b"new\n", st.st_mode & 0o7777, None).unwrap();
+        assert_eq!(
+            std::fs::read_link(root.join(".bashrc")).unwrap(),
+            Path::new("dotfiles/bashrc")
+        );
+        assert_eq!(
+            std::fs::read(root.join("dotfiles/bashrc")).unwrap(),
+            b"new\n"
+        );
+    }
+
+    #[test]
+    fn resolve_links_follows_relative_and_chained_links() {
+        let t = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(t.path()).unwrap();
+        std::fs::create_dir_all(root.join("dotfiles/shell")).unwrap();
+        std::fs::write(root.join("dotfiles/shell/bashrc"), b"x").unwrap();
+        symlink("shell/bashrc", root.join("dotfiles/bashrc")).unwrap();
+        symlink("dotfiles/bashrc", root.join(".bashrc")).unwrap();
+        assert_eq!(
+            resolve_links(&root.join(".bashrc")).unwrap(),
+            (root.join("dotfiles/shell"), OsString::from("bashrc"))
+        );
+        assert_eq!(
+            resolve_links(&root.join("plain")).unwrap(),
+            (root.clone(), OsString::from("plain"))
+        );
+        symlink("loop", root.join("loop")).unwrap();
+        assert!(resolve_links(&root.join("loop")).is_err());
+    }
+}
