@@ -259,6 +259,13 @@ pub fn copy_tree_verified(
         .mode(0o700)
         .create(dst)
         .map_err(io_err(dst, "mkdir"))?;
+    // Everything below `dst` is created and given its metadata through the directory we just
+    // made, opened once (`/proc/self/fd/N/.`), never through its name again: its parent may
+    // belong to the home's owner, who could otherwise swap it for a link to a directory of
+    // root's between two of our system calls (issue 10 findings 2 and 3).
+    let (staged, anchor) = anchor_new_dir(dst)?;
+    let dst_name = dst;
+    let dst: &Path = &anchor;
 
     // Directories, symlinks and special files first (in order, so parents exist). Of each
     // hard-linked inode the first path is copied, the others are linked to it afterwards.
@@ -290,6 +297,8 @@ pub fn copy_tree_verified(
     let chunks = t.file_chunks(|i| !second.contains(&i));
     drop(second);
 
+    // Directories exist, no file data yet (the race of issue 10 findings 2 and 3).
+    crate::failpoint::hook("copy-data");
     let prog = Progress {
         cb: progress,
         files: AtomicU64::new(0),
@@ -301,7 +310,15 @@ pub fn copy_tree_verified(
     par_for(chunks.len(), &|c| {
         let (d, files) = &chunks[c];
         let (sp, dp) = (t.path_in(src, *d), t.path_in(dst, *d));
-        let sdir = open_dir(None, &sp, &sp)?;
+        // The source directory must be the one scanned: a parent swapped for a link since
+        // would have root read files the home's owner cannot (finding 3).
+        let sid = if *d == NONE {
+            (top.dev, top.ino)
+        } else {
+            let r = &t.recs[*d as usize];
+            (r.dev, r.ino)
+        };
+        let sdir = open_dir_as(&sp, sid)?;
         let ddir = open_dir(None, &dp, &dp)?;
         let mut buf = chunk_buf(&t, files);
         for &i in files {
@@ -334,6 +351,7 @@ pub fn copy_tree_verified(
     prog.finish();
     stats.bytes = prog.bytes.load(Ordering::Relaxed);
 
+    crate::failpoint::hook("copy-meta");
     // Directory metadata last and deepest first: creating entries inside a directory bumps its
     // mtime, and a read-only directory mode would stop us creating them.
     for i in (0..t.recs.len() as u32).rev() {
@@ -342,7 +360,8 @@ pub fn copy_tree_verified(
             apply_meta(&t.path_in(dst, i), r, opts)?;
         }
     }
-    apply_meta(dst, &top, opts)?;
+    apply_meta_fd(&staged, dst_name, &top, opts)?;
+    let dst = dst_name;
 
     sync_tree(dst)?;
 
@@ -353,6 +372,40 @@ pub fn copy_tree_verified(
     // Compare the top directories themselves too: mode and mtime of `dst` must be `src`'s.
     check_top(src, dst, &top, opts.preserve_owner)?;
     Ok(stats)
+}
+
+/// Open a directory this process has just created (no link at its name) and check it is ours
+/// (owned by our euid, so not one someone else put in its place): the directory, and a path
+/// that names it whatever happens to its name (`/proc/self/fd/N/.`: the last component is `.`,
+/// which `O_NOFOLLOW` opens, not the magic link).
+fn anchor_new_dir(dst: &Path) -> Result<(Dir, PathBuf), FsError> {
+    let d = open_dir(None, dst, dst)?;
+    let st = nix::sys::stat::fstat(d.as_raw_fd()).map_err(nix_err(dst, "stat"))?;
+    if st.st_uid != nix::unistd::geteuid().as_raw() {
+        return Err(FsError::Io {
+            path: dst.to_path_buf(),
+            op: "open directory",
+            source: io::Error::other(
+                "it was replaced right after it was created; stopping rather than writing into \
+                 someone else's directory",
+            ),
+        });
+    }
+    let p = PathBuf::from(format!("/proc/self/fd/{}/.", d.as_raw_fd()));
+    Ok((d, p))
+}
+
+/// [`apply_meta`] for a directory we hold open: owner, mode, times on its descriptor.
+fn apply_meta_fd(d: &Dir, shown: &Path, r: &Rec, opts: &CopyOptions) -> Result<(), FsError> {
+    let fd = d.as_raw_fd();
+    if opts.preserve_owner {
+        nix::unistd::fchown(fd, Some(r.uid.into()), Some(r.gid.into()))
+            .map_err(nix_err(shown, "chown"))?;
+    }
+    nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(r.mode as _))
+        .map_err(nix_err(shown, "chmod"))?;
+    nix::sys::stat::futimens(fd, &ts(r.atime()), &ts(r.mtime()))
+        .map_err(nix_err(shown, "set times"))
 }
 
 /// Walk the source again (lstat only, streaming) and require every entry to be as scanned.

@@ -36,7 +36,7 @@ pub fn tree_stats(root: &Path) -> Result<TreeStats, FsError> {
             match entry_kind(fd, &e, &shown)? {
                 Kind::Dir => {
                     st.dirs += 1;
-                    subs.push(shown());
+                    subs.push((shown(), sub_dir_id(fd, name, &shown)?));
                 }
                 Kind::Symlink => st.symlinks += 1,
                 Kind::File => {

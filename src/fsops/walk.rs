@@ -294,9 +294,46 @@ pub(super) fn par_for<T: Send>(
     Ok(results.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// What [`par_walk`] calls for each directory: returns the subdirectories to visit.
+/// What [`par_walk`] calls for each directory: returns the subdirectories to visit, each with
+/// its identity as seen from the directory that listed it ([`sub_dir_id`]).
 pub(super) type DirVisitor<'a> =
-    dyn Fn(&Path, &mut Dir) -> Result<Vec<PathBuf>, FsError> + Sync + 'a;
+    dyn Fn(&Path, &mut Dir) -> Result<Vec<(PathBuf, DirId)>, FsError> + Sync + 'a;
+
+/// A directory's `(st_dev, st_ino)`: which directory a path named when it was listed.
+pub(super) type DirId = (u64, u64);
+
+/// `fstatat(dir, name)` (no follow): the identity of a subdirectory, as listed.
+pub(super) fn sub_dir_id(
+    dir: RawFd,
+    name: &CStr,
+    shown: &dyn Fn() -> PathBuf,
+) -> Result<DirId, FsError> {
+    let st = nix::sys::stat::fstatat(Some(dir), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|e| nix_err(&shown(), "lstat")(e))?;
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// Open `path` (no symlink at its last component) and require it to be the directory `id`:
+/// a path re-resolved later may go through a parent swapped for a link by someone who owns it
+/// (issue 10 findings 3, 4). Checked on the opened descriptor, which is what is then used.
+pub(super) fn open_dir_as(path: &Path, id: DirId) -> Result<Dir, FsError> {
+    let d = open_dir(None, path, path)?;
+    let st = nix::sys::stat::fstat(d.as_raw_fd()).map_err(nix_err(path, "stat"))?;
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    if (st.st_dev as u64, st.st_ino as u64) != id {
+        return Err(FsError::Io {
+            path: path.to_path_buf(),
+            op: "open directory",
+            source: io::Error::other(
+                "it is no longer the directory that was listed there (it, or a directory above \
+                 it, was swapped, perhaps for a link); stopping rather than acting on what it \
+                 points to now",
+            ),
+        });
+    }
+    Ok(d)
+}
 
 /// Visit every directory under `root` (root included) on a pool of `threads` threads: `visit`
 /// gets each directory's path and open descriptor and returns the paths of the
@@ -305,11 +342,11 @@ pub(super) type DirVisitor<'a> =
 /// followed.
 pub(super) fn par_walk(root: &Path, threads: usize, visit: &DirVisitor) -> Result<(), FsError> {
     struct Queue {
-        dirs: Vec<PathBuf>,
+        dirs: Vec<(PathBuf, Option<DirId>)>,
         busy: usize,
     }
     let q = Mutex::new(Queue {
-        dirs: vec![root.to_path_buf()],
+        dirs: vec![(root.to_path_buf(), None)],
         busy: 0,
     });
     let cv = std::sync::Condvar::new();
@@ -336,11 +373,16 @@ pub(super) fn par_walk(root: &Path, threads: usize, visit: &DirVisitor) -> Resul
                         g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
                     }
                 };
-                let r = open_dir(None, &dir, &dir).and_then(|mut d| visit(&dir, &mut d));
+                let (dir, id) = dir;
+                let opened = match id {
+                    Some(id) => open_dir_as(&dir, id),
+                    None => open_dir(None, &dir, &dir),
+                };
+                let r = opened.and_then(|mut d| visit(&dir, &mut d));
                 let mut g = lock();
                 g.busy -= 1;
                 match r {
-                    Ok(subs) => g.dirs.extend(subs),
+                    Ok(subs) => g.dirs.extend(subs.into_iter().map(|(p, i)| (p, Some(i)))),
                     Err(e) => {
                         failed.store(true, Ordering::Relaxed);
                         first_err
