@@ -1173,3 +1173,6 @@ pub fn load_fixture(name: &str) -> World {
     w
 }
 pub mod homes;
+
+/// The adversarial harness of issue 10 (tests/security.rs).
+pub mod attacker;
