@@ -168,17 +168,11 @@ pub struct FileFacts {
 
 impl FileFacts {
     fn read(path: &Path) -> std::io::Result<FileFacts> {
-        match std::fs::read(path) {
-            Ok(b) => Ok(FileFacts {
-                path: path.into(),
-                bytes: Some(b),
-            }),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(FileFacts {
-                path: path.into(),
-                bytes: None,
-            }),
-            Err(e) => Err(e),
-        }
+        // Bounded, and never a fifo or device (issue 10): a file the home's owner can swap.
+        Ok(FileFacts {
+            path: path.into(),
+            bytes: crate::safefs::read_small(path, crate::settings::MAX_EDITABLE_FILE)?,
+        })
     }
 }
 

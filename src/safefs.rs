@@ -419,6 +419,18 @@ fn too_large(path: &Path, max: u64) -> io::Error {
     )
 }
 
+/// The bytes of an env or rc file named by `path`, through its links, bounded by `max` and
+/// refusing a fifo, device, socket or directory before reading (see [`Dir::read_file`]): the
+/// one way every reader of those files reads them. None: no such file.
+pub fn read_small(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
+    let tg = match Target::resolve(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(tg.read(max)?.map(|(b, _)| b))
+}
+
 /// Where a file named through symlinks really is: its directory and name after following
 /// every link (relative or absolute, chained; at most 40, as the kernel allows). The directory
 /// is canonical. `path` itself need not be a link; the final file need not exist.

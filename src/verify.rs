@@ -222,11 +222,14 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
     // change nothing (a CRLF entry dotenvy reads right but bash reads with a carriage return is
     // stale, though the values compare equal).
     if let Some(env) = &s.env_file {
-        match std::fs::read(env).map_err(|e| e.to_string()).and_then(|b| {
-            envfile::read_values(&b)
-                .map(|v| (b, v))
-                .map_err(|e| e.to_string())
-        }) {
+        match crate::safefs::read_small(env, crate::settings::MAX_EDITABLE_FILE)
+            .and_then(|b| b.ok_or_else(|| std::io::ErrorKind::NotFound.into()))
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                envfile::read_values(&b)
+                    .map(|v| (b, v))
+                    .map_err(|e| e.to_string())
+            }) {
             Ok((bytes, v)) => {
                 let mut wrong_value = false;
                 for (k, want) in [
@@ -278,7 +281,9 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
         }
     }
     if let Some(p) = &s.profile {
-        let bytes = std::fs::read(p).ok();
+        let bytes = crate::safefs::read_small(p, crate::settings::MAX_EDITABLE_FILE)
+            .ok()
+            .flatten();
         let has = bytes.as_deref().is_some_and(|b| {
             let block = profile::render_block(s.shell, config);
             profile::apply_block(b, &block).is_none()

@@ -44,14 +44,14 @@ pub(crate) use write_file::{changed_lines, WriteEnvFile, WriteProfile};
 
 pub use wire::{Meta, Wire};
 
-use crate::atomic::{self, set_mtime};
+use crate::atomic;
 use crate::failpoint::failpoint;
 use crate::fsops::{self, CopyOptions};
 use crate::pathser::show;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// How a tree or file crosses to the config dir.
@@ -357,33 +357,35 @@ fn is_real_dir(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<(), StepError> {
-    if let Some((u, g)) = owner {
-        std::os::unix::fs::lchown(path, Some(u), Some(g))
-            .map_err(|e| io("cannot give to the home's owner", path, e))?;
-    }
-    Ok(())
-}
-
 fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), StepError> {
     match std::fs::DirBuilder::new().mode(mode).create(path) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists && is_real_dir(path) => {}
         Err(e) => return Err(io("cannot create", path, e)),
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| io("cannot chmod", path, e))?;
-    chown(path, owner)
+    // Mode and owner on the opened directory: the name may be in a directory the home's owner
+    // controls, who could swap it for a link between the mkdir and the chmod (issue 10).
+    let (d, _) = anchor(path)?;
+    d.set_mode(mode).map_err(|e| io("cannot chmod", path, e))?;
+    if let Some((u, g)) = owner {
+        d.set_owner(u, g)
+            .map_err(|e| io("cannot give to the home's owner", path, e))?;
+    }
+    Ok(())
 }
 
-/// Put a directory's mode, owner and mtime back.
+/// Put a directory's mode, owner and mtime back, on the opened directory (never through a link
+/// put in its place).
 fn restore_meta(path: &Path, m: &Meta, chown_it: bool) -> Result<(), StepError> {
+    let (d, _) = anchor(path)?;
     if chown_it {
-        chown(path, Some((m.uid, m.gid)))?;
+        d.set_owner(m.uid, m.gid)
+            .map_err(|e| io("cannot give back", path, e))?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.mode))
+    d.set_mode(m.mode)
         .map_err(|e| io("cannot chmod", path, e))?;
-    set_mtime(path, m.mtime).map_err(|e| io("cannot set the mtime of", path, e))
+    d.set_mtime(m.mtime)
+        .map_err(|e| io("cannot set the mtime of", path, e))
 }
 
 /// `<to><suffix>`: where a copy is staged before one rename puts it in place.

@@ -5,6 +5,7 @@
 //! another directory fails the comparison.
 
 use super::*;
+use crate::atomic::set_mtime;
 use crate::fsops::{diff, manifest};
 use std::os::unix::fs::{symlink, PermissionsExt};
 
