@@ -818,3 +818,83 @@ fn low_a_path_longer_than_the_filesystem_allows_is_a_usage_error() {
         assert_same(&before, &b.w.manifest(), "a usage error changes nothing");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Runs by the home's owner themselves
+// ---------------------------------------------------------------------------------------------
+
+/// The binary run as U, for U's own home (`HOME` set to it), with the world's path options.
+fn as_owner(b: &Box, sub: &str) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        format!("--reuid={}", b.u.uid),
+        format!("--regid={}", b.u.gid),
+        "--clear-groups".into(),
+    ])
+    .arg(BIN)
+    .arg(sub)
+    .args(b.w.path_args())
+    .args(["--yes", "--no-env-file"])
+    .env_clear()
+    .env("PATH", "/usr/bin:/bin")
+    .env("HOME", &b.w.home)
+    .env("LANG", "C.UTF-8")
+    .stdin(std::process::Stdio::null());
+    c
+}
+
+/// U may keep its shared dir: made for them, 0755, so U's own run can create the config dir.
+fn owner_shared_dir(b: &Box) {
+    mkdir(&b.w.shared, 0o755);
+    b.u.give(&b.w.shared);
+}
+
+#[test]
+fn a_journal_the_owner_wrote_is_undone_by_the_owner_not_by_root() {
+    let Some(b) = setup(false) else { return };
+    owner_shared_dir(&b);
+    let before = b.w.manifest();
+    ok(&run(&mut as_owner(&b, "migrate")), "migrate as the owner");
+    let j = std::fs::symlink_metadata(b.journal()).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&j), b.u.uid);
+    // Root does not act on it (U could have written anything there)...
+    let after = b.w.manifest();
+    let r = run(&mut b.undo());
+    untrusted(&r);
+    assert!(
+        r.stderr.contains("run the same command as that user"),
+        "{}",
+        r.stderr
+    );
+    assert_same(&after, &b.w.manifest(), "a refusal changes nothing");
+    // ...but shows it, and U undoes their own migration.
+    let mut st = b.w.cmd_sub("status");
+    st.arg("--no-env-file");
+    ok(&run(&mut st), "status as root");
+    ok(&run(&mut as_owner(&b, "undo")), "undo as the owner");
+    assert_same(&before, &b.w.manifest(), "the world after the owner's undo");
+    b.check();
+}
+
+#[test]
+fn a_stow_style_home_migrated_by_its_owner_keeps_its_links() {
+    let Some(b) = setup(false) else { return };
+    owner_shared_dir(&b);
+    let target = stow_bashrc(&b);
+    let before = b.w.manifest();
+    ok(&run(&mut as_owner(&b, "migrate")), "migrate as the owner");
+    assert_link(&b.w.profile, Path::new("dotfiles/bashrc"));
+    assert_eq!(mode_of(&target), 0o644);
+    assert!(std::fs::read_to_string(&target)
+        .unwrap()
+        .contains("# >>> disinto-claude-init >>>"));
+    let ww: Vec<String> =
+        b.w.roots
+            .iter()
+            .flat_map(|(_, r)| world_writable(r))
+            .collect();
+    assert!(ww.is_empty(), "world-writable after the migration: {ww:#?}");
+    ok(&run(&mut as_owner(&b, "undo")), "undo as the owner");
+    assert_same(&before, &b.w.manifest(), "the world after undo");
+    b.check();
+}
