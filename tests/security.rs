@@ -898,3 +898,97 @@ fn a_stow_style_home_migrated_by_its_owner_keeps_its_links() {
     assert_same(&before, &b.w.manifest(), "the world after undo");
     b.check();
 }
+
+// ---------------------------------------------------------------------------------------------
+// undo's copy back and removal, across filesystems
+// ---------------------------------------------------------------------------------------------
+
+/// A cross-device world migrated by root, with `~/.claude/a/b/...` and `~/.claude/nest/sub/token`
+/// (U's file, the size of `$R/nest/sub/token`) in the config dir afterwards.
+fn migrated_cross_device() -> Option<Box> {
+    let b = setup(true)?;
+    for i in 0..5 {
+        write_file(&b.w.claude().join(format!("a/b/f{i}")), b"mine\n", 0o644);
+    }
+    let size = std::fs::metadata(b.r.path("nest/sub/token")).unwrap().len() as usize;
+    write_file(
+        &b.w.claude().join("nest/sub/token"),
+        &vec![b'u'; size],
+        0o644,
+    );
+    b.u.give(&b.w.claude());
+    ok(&run(&mut b.migrate()), "migrate");
+    Some(b)
+}
+
+fn restore_staging(b: &Box) -> PathBuf {
+    let mut s = b.w.claude().into_os_string();
+    s.push(".dci-restore");
+    s.into()
+}
+
+#[test]
+fn undo_copy_back_with_its_staging_and_source_swapped() {
+    let Some(b) = migrated_cross_device() else {
+        return;
+    };
+    let points = ["copy-data", "copy-meta"];
+    let mut p = spawn_paused(&mut b.undo(), &points);
+    assert!(p.reached("copy-data"), "undo never copied back");
+    // The copy back goes into ~/.claude.dci-restore, in U's home: U puts its own tree there,
+    // and points `nest` of the config dir (theirs) at $R/nest.
+    b.u.must(&format!(
+        "mv {rs} {home}/restore.stash
+         mkdir {rs}
+         cd {config} && find . -type d -exec mkdir -p {rs}/{{}} \\;
+         mv {config}/nest {home}/nest.orig && ln -s {rnest} {config}/nest",
+        rs = q(&restore_staging(&b)),
+        home = q(&b.w.home),
+        config = q(&b.w.config),
+        rnest = q(&b.r.path("nest")),
+    ));
+    p.release("copy-data");
+    if p.reached("copy-meta") {
+        b.u.sh(&format!(
+            "cat {rs}/nest/sub/token > {home}/loot",
+            rs = q(&restore_staging(&b)),
+            home = q(&b.w.home)
+        ));
+        // And the staging dir itself for a link into root's tree before the metadata fixes.
+        b.u.sh(&format!(
+            "mv {rs} {home}/restore.stash2 && ln -s {etc} {rs}",
+            rs = q(&restore_staging(&b)),
+            home = q(&b.w.home),
+            etc = q(&b.r.path("etc")),
+        ));
+    }
+    let r = p.finish(&points);
+    ended(&r);
+    b.check();
+}
+
+#[test]
+fn undo_removal_of_the_config_dir_does_not_follow_a_swapped_directory() {
+    let Some(b) = migrated_cross_device() else {
+        return;
+    };
+    // Depth 1 of the config dir's removal: `config/a` listed, `config/a/b` not opened yet.
+    let point = "remove-tree-listed-1";
+    let mut p = spawn_paused(&mut b.undo(), &[point]);
+    assert!(p.reached(point), "undo never removed the config dir");
+    b.u.must(&format!(
+        "mv {config}/a {shared}/a.orig && ln -s {victim} {config}/a",
+        config = q(&b.w.config),
+        shared = q(&b.w.shared),
+        victim = q(&b.r.path("victim")),
+    ));
+    let r = p.finish(&[point]);
+    ended(&r);
+    assert!(
+        r.stderr.contains("no longer the directory that was listed"),
+        "exit {}\n{}",
+        r.code,
+        r.stderr
+    );
+    b.check();
+}
