@@ -7,9 +7,9 @@
 //! so readers see either the old file or the complete new one, never a mix.
 
 use std::ffi::OsString;
-use std::fs::OpenOptions;
-use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -29,9 +29,6 @@ use nix::fcntl::OFlag;
 ///
 /// If `path` is a symlink, the link itself is replaced by a regular file (rename does not follow
 /// links); callers that want to write through a link must resolve it first.
-// Every production write goes through `safefs::Dir::write_atomic` on a directory opened once
-// (the journal, the env and rc files); this path form is what the tests below drive it by.
-#[cfg(test)]
 pub fn write_file_atomic(
     path: &Path,
     bytes: &[u8],
@@ -51,9 +48,62 @@ pub fn write_file_atomic(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    // The directory is opened once and everything happens relative to it (issue 10): see
-    // `safefs::Dir::write_atomic` for the temp file, its metadata, the rename and the syncs.
-    crate::safefs::Dir::open(dir)?.write_atomic(file_name, bytes, mode, owner)
+
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!("{TMP_TAG}{}", std::process::id()));
+    let tmp_path = dir.join(&tmp_name);
+
+    let file = create_exclusive(&tmp_path)?;
+    // From here on, any early return removes the temp file.
+    let mut guard = TempGuard(Some(tmp_path.clone()));
+
+    fill(file, bytes, mode, owner)?;
+    std::fs::rename(&tmp_path, path)?;
+    guard.0 = None; // renamed: nothing left to clean up
+
+    sync_dir(dir)
+}
+
+/// Create the temp file with `O_CREAT | O_EXCL` (which never follows a symlink planted at that
+/// name). A leftover of the same name can only come from an earlier run that had our pid and
+/// died before cleaning up: remove it once and retry, rather than fail forever on that path.
+fn create_exclusive(tmp_path: &Path) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(tmp_path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(tmp_path)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+fn fill(mut file: File, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
+    file.write_all(bytes)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+    }
+    file.set_permissions(Permissions::from_mode(mode))?;
+    file.sync_all()
+}
+
+/// Removes the temp file on drop unless disarmed (set to `None`) after a successful rename.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            // Best effort: the original error is the one worth reporting.
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// `fsync` a directory, so that entries created, renamed or removed in it are durable.

@@ -160,12 +160,13 @@ impl Journal {
         // home without following a link on the way, so a state dir swapped for a link cannot
         // send it elsewhere.
         let _ = owner;
-        open_below_home(&self.recorded.home, state_dir)?.write_atomic(
-            std::ffi::OsStr::new(JOURNAL_FILE),
-            &bytes,
-            0o600,
-            None,
-        )
+        match state_dir.strip_prefix(&self.recorded.home) {
+            Ok(rel) => crate::safefs::Dir::open(&self.recorded.home)?
+                .walk(rel)?
+                .write_atomic(std::ffi::OsStr::new(JOURNAL_FILE), &bytes, 0o600, None),
+            // `$XDG_STATE_HOME` of a user's own run: theirs, by its path.
+            Err(_) => atomic::write_file_atomic(&Self::path(state_dir), &bytes, 0o600, None),
+        }
     }
 
     /// Whether a run or an undo stopped half way.

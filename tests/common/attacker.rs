@@ -12,7 +12,8 @@
 //! - [`Paused`]: the binary started with `DCI_FAILPOINTS=<point>=pause`; it stops at the point
 //!   until the test has done its swap (see `src/failpoint.rs`), so every race is deterministic.
 //!
-//! Root only: without root these helpers return None and the test says why it skips.
+//! Root only: without root these helpers return None and record the skip (`skipped`: a failure
+//! under `CI=true`).
 
 use super::*;
 use std::process::{Child, Output};
@@ -44,7 +45,7 @@ fn free_id(from: u32) -> u32 {
 /// and `setpriv` works.
 pub fn users() -> Option<(User, User)> {
     if !is_root() {
-        eprintln!("skip: the adversarial tests need root (they run the tool as root against an unprivileged user)");
+        skipped("the adversarial tests need root (they run the tool as root against an unprivileged user)");
         return None;
     }
     let a = free_id(61_000);
@@ -62,7 +63,7 @@ pub fn users() -> Option<(User, User)> {
     {
         Ok(s) if s.success() => Some((u, v)),
         other => {
-            eprintln!("skip: setpriv does not work here: {other:?}");
+            skipped(&format!("setpriv does not work here: {other:?}"));
             None
         }
     }
