@@ -207,10 +207,7 @@ impl Journal {
 /// inside the home (whose owner controls every directory there); else by its path
 /// (`$XDG_STATE_HOME` of a user's own run, which is theirs).
 fn open_below_home(home: &Path, dir: &Path) -> std::io::Result<crate::safefs::Dir> {
-    match dir.strip_prefix(home) {
-        Ok(rel) => crate::safefs::Dir::open(home)?.walk(rel),
-        Err(_) => crate::safefs::Dir::open(dir),
-    }
+    crate::safefs::open_beneath(home, dir)
 }
 
 const STAGING_TAG: &str = ".dci-state-";
@@ -336,23 +333,25 @@ pub fn clear_stale_staging(state_dir: &Path) -> bool {
 
 /// Remove the journal and the state directories created for it (innermost first; a directory
 /// that something else has since put files in is left alone).
-pub fn remove(state_dir: &Path, created: &[PathBuf]) -> std::io::Result<()> {
+pub fn remove(home: &Path, state_dir: &Path, created: &[PathBuf]) -> std::io::Result<()> {
     // The temp file of a journal write that a SIGKILL interrupted would keep the directory.
     atomic::remove_stale_temps(&Journal::path(state_dir));
-    match std::fs::remove_file(Journal::path(state_dir)) {
-        Ok(()) => {}
+    // Through the state dir and its parents opened from the home without following a link
+    // (issue 10): a directory swapped for a link cannot point these removals elsewhere.
+    match open_below_home(home, state_dir) {
+        Ok(d) => d.unlink(std::ffi::OsStr::new(JOURNAL_FILE))?,
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     if let Some(parent) = state_dir.parent() {
         let _ = atomic::sync_dir(parent);
     }
-    remove_dirs(created);
-    Ok(())
-}
-
-fn remove_dirs(created: &[PathBuf]) {
     for d in created.iter().rev() {
-        let _ = std::fs::remove_dir(d);
+        if let (Some(parent), Some(name)) = (d.parent(), d.file_name()) {
+            if let Ok(p) = open_below_home(home, parent) {
+                let _ = p.rmdir(name);
+            }
+        }
     }
+    Ok(())
 }

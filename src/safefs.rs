@@ -289,6 +289,19 @@ impl Dir {
         }
     }
 
+    /// `unlinkat(AT_REMOVEDIR)` of an empty directory; Ok when it is already gone.
+    pub fn rmdir(&self, name: &OsStr) -> io::Result<()> {
+        let c = single(name)?;
+        match nix::unistd::unlinkat(
+            Some(self.raw()),
+            c.as_c_str(),
+            nix::unistd::UnlinkatFlags::RemoveDir,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// `fsync` the directory.
     pub fn sync(&self) -> io::Result<()> {
         Ok(nix::unistd::fsync(self.raw())?)
@@ -417,6 +430,28 @@ fn too_large(path: &Path, max: u64) -> io::Error {
         io::ErrorKind::FileTooLarge,
         format!("'{}' holds more than {max} bytes", path.display()),
     )
+}
+
+/// `dir` opened from `home`, component by component without following a link, when it is
+/// inside the home (whose owner controls every directory there); else by its path.
+pub fn open_beneath(home: &Path, dir: &Path) -> io::Result<Dir> {
+    match dir.strip_prefix(home) {
+        Ok(rel) => Dir::open(home)?.walk(rel),
+        Err(_) => Dir::open(dir),
+    }
+}
+
+/// Set the mtime of the directory entry `path` itself (atime kept, a link not followed),
+/// reaching it from `home` without following a link when it is inside the home, so a directory
+/// the home's owner swapped for a link on the way cannot redirect it (issue 10).
+pub fn set_mtime_beneath(home: &Path, path: &Path, mtime: (i64, i64)) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Dir::open_nofollow(path)?.set_mtime(mtime);
+    };
+    if path == home || !path.starts_with(home) {
+        return Dir::open(parent)?.set_mtime_at(name, mtime);
+    }
+    open_beneath(home, parent)?.set_mtime_at(name, mtime)
 }
 
 /// The bytes of an env or rc file named by `path`, through its links, bounded by `max` and

@@ -345,18 +345,22 @@ impl Txn {
         self.journal.entries.retain(|e| e.state != State::Undone);
         if runs_left.is_empty() {
             let times = std::mem::take(&mut self.journal.dir_times);
-            journal::remove(&self.state_dir, &self.journal.created_state_dirs).map_err(|e| {
-                (
-                    0,
-                    StepError::new(format!(
-                        "cannot remove the journal '{}': {e}",
-                        show(&self.journal_path())
-                    )),
-                )
-            })?;
+            let home = self.journal.recorded.home.clone();
+            journal::remove(&home, &self.state_dir, &self.journal.created_state_dirs).map_err(
+                |e| {
+                    (
+                        0,
+                        StepError::new(format!(
+                            "cannot remove the journal '{}': {e}",
+                            show(&self.journal_path())
+                        )),
+                    )
+                },
+            )?;
             // Oldest record wins: restore newest first so the original time is written last.
+            // Reached from the home without following a link (issue 10).
             for t in times.iter().rev() {
-                let _ = crate::atomic::set_mtime(&t.path, t.mtime);
+                let _ = crate::safefs::set_mtime_beneath(&home, &t.path, t.mtime);
             }
         } else {
             self.journal.undoing = false;
