@@ -163,7 +163,7 @@ fn undo_write(
     ctx: &Ctx,
 ) -> Result<(), StepError> {
     if !u.superseded {
-        precheck(path, u)?;
+        precheck(path, root_may_own, u)?;
     }
     let tg = edited_target(path, root_may_own, ctx)?;
     remove_stale_temps(&tg.path());
@@ -195,7 +195,9 @@ fn undo_write(
 }
 
 /// Refuse to undo a write when the file was edited since.
-fn precheck(path: &Path, u: &WriteRecord) -> Result<(), StepError> {
+/// For the env file (`secret`), the difference shows keys, and only the tool's own values: the
+/// other values may be tokens, and stderr goes to logs (issue 10, guarantee 2).
+fn precheck(path: &Path, secret: bool, u: &WriteRecord) -> Result<(), StepError> {
     if u.after_hash.is_none() {
         // Never written: the step stopped (or failed) before its atomic write, which only
         // happens after `after_hash` is journaled. Nothing of ours to undo.
@@ -212,8 +214,27 @@ fn precheck(path: &Path, u: &WriteRecord) -> Result<(), StepError> {
     Err(StepError::new(format!(
         "'{}' was changed after the migration wrote it; undo will not overwrite that edit.\n{}",
         show(path),
-        diff_hint(u.prev_bytes.as_deref(), cur.as_deref()).trim_end()
+        diff_hint(u.prev_bytes.as_deref(), cur.as_deref(), secret).trim_end()
     )))
+}
+
+/// `KEY=value` with the value hidden, unless the key is one the tool writes.
+fn redact(line: &str) -> String {
+    let body = line.trim_start();
+    let body = body.strip_prefix("export ").unwrap_or(body);
+    match body.split_once('=') {
+        Some((k, _)) if matches!(k.trim(), "CLAUDE_SHARED_DIR" | "CLAUDE_CONFIG_DIR") => {
+            line.to_string()
+        }
+        Some((k, _)) if !line.trim_start().starts_with('#') => {
+            format!(
+                "{}=(value not shown)",
+                &line[..line.len() - body.len() + k.len()]
+            )
+        }
+        _ if line.trim_start().starts_with('#') || line.trim().is_empty() => line.to_string(),
+        _ => "(a line not shown)".to_string(),
+    }
 }
 
 /// The lines of `a` not in `b`, and those of `b` not in `a`, each mapped by `line`.
@@ -232,12 +253,12 @@ pub(crate) fn changed_lines(
 }
 
 /// A short unified-style difference of two small text files, for the refusal message.
-fn diff_hint(before: Option<&[u8]>, now: Option<&[u8]>) -> String {
+fn diff_hint(before: Option<&[u8]>, now: Option<&[u8]>, secret: bool) -> String {
     let lines = |b: Option<&[u8]>| -> Vec<String> {
         b.map(|b| {
             String::from_utf8_lossy(b)
                 .lines()
-                .map(str::to_owned)
+                .map(|l| if secret { redact(l) } else { l.to_owned() })
                 .collect()
         })
         .unwrap_or_default()
@@ -259,7 +280,7 @@ macro_rules! file_write_methods {
             undo_write(&self.path, $root_may_own, u, ctx)
         }
         fn precheck_undo(&self, u: &R) -> Res {
-            precheck(&self.path, u)
+            precheck(&self.path, $root_may_own, u)
         }
         fn touched_dir(&self) -> Option<PathBuf> {
             touched_dir(&self.path)
@@ -345,4 +366,21 @@ impl StepKind for WriteProfile {
     }
 
     file_write_methods!(false);
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn env_values_are_hidden_but_the_tool_s_own_and_comments() {
+        assert_eq!(redact("API_KEY=sk-123"), "API_KEY=(value not shown)");
+        assert_eq!(
+            redact("export FORGE_TOKEN=\"abc\""),
+            "export FORGE_TOKEN=(value not shown)"
+        );
+        assert_eq!(redact("CLAUDE_CONFIG_DIR=/x"), "CLAUDE_CONFIG_DIR=/x");
+        assert_eq!(redact("# a comment=1"), "# a comment=1");
+        assert_eq!(redact("garbage"), "(a line not shown)");
+    }
 }
