@@ -243,6 +243,42 @@ pub fn check_paths(j: &Journal, s: &Settings) -> Result<(), String> {
                     }
                 }
             }
+            Step::RemoveEmptyClaudeJsonDir(st) => {
+                if st.path != claude_json {
+                    return bad(id, &st.path);
+                }
+            }
+            Step::CreateClaudeJson(st) => {
+                if st.path != config_json {
+                    return bad(id, &st.path);
+                }
+            }
+            Step::SecureCredentials(st) => {
+                if st.path != config.join(".credentials.json") {
+                    return bad(id, &st.path);
+                }
+                if st.uid != j.recorded.owner_uid {
+                    return Err(format!(
+                        "the journal's step {id} hands the credentials to uid {}, not to the \
+                         home's owner (uid {})",
+                        st.uid, j.recorded.owner_uid
+                    ));
+                }
+            }
+            Step::RewriteLinks(st) => {
+                if &st.dir != config {
+                    return bad(id, &st.dir);
+                }
+                for l in &st.links {
+                    let inside = l
+                        .path
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                    if !inside {
+                        return bad(id, &l.path);
+                    }
+                }
+            }
             Step::WriteEnvFile(_) | Step::Verify(_) => {}
         }
     }
@@ -276,6 +312,7 @@ mod tests {
             shell: crate::profile::ShellKind::Posix,
             state_dir: "/home/u/.local/state/disinto/claude-init".into(),
             agent_uid: 1000,
+            agent_uid_given: false,
             euid: 0,
         }
     }
