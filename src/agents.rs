@@ -240,10 +240,31 @@ pub fn pids() -> Vec<u32> {
     let mut out: Vec<u32> = rd
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me && is_claude_pid(pid))
+        .filter(|&pid| pid != me && is_claude_pid(pid) && in_test_world(pid))
         .collect();
     out.sort_unstable();
     out
+}
+
+/// Test builds only (the `failpoints` feature): with `DCI_TEST_WORLD=<token>` in our
+/// environment, only processes whose `/proc/PID/environ` holds exactly that entry are scanned
+/// (one whose environment cannot be read is left out), so that a test sees its own world's
+/// agents and no other Claude Code on the machine.
+#[cfg(feature = "failpoints")]
+fn in_test_world(pid: u32) -> bool {
+    let Some(token) = std::env::var_os("DCI_TEST_WORLD") else {
+        return true;
+    };
+    let mut want = b"DCI_TEST_WORLD=".to_vec();
+    want.extend_from_slice(token.as_bytes());
+    fs::read(proc_path(pid, "environ"))
+        .is_ok_and(|environ| environ.split(|&b| b == 0).any(|kv| kv == want.as_slice()))
+}
+
+/// Release builds: every process is scanned.
+#[cfg(not(feature = "failpoints"))]
+fn in_test_world(_pid: u32) -> bool {
+    true
 }
 
 fn proc_path(pid: u32, what: &str) -> PathBuf {

@@ -140,6 +140,7 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
 
     // a) the whole shared dir at the same path, CLAUDE_CONFIG_DIR set.
     let a = start_container(
+        &w,
         &bin,
         AGENT_UID,
         &[(&w.shared, &w.shared)],
@@ -155,6 +156,7 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
     }
     // b) the old layout: only the config dir, at /home/agent/.claude, no CLAUDE_CONFIG_DIR.
     let b = start_container(
+        &w,
         &bin,
         AGENT_UID,
         &[(&w.config, home_claude)],
@@ -163,6 +165,7 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
     );
     // c) an unrelated directory as its ~/.claude.
     let c = start_container(
+        &w,
         &bin,
         AGENT_UID,
         &[(other.path(), home_claude)],
@@ -170,7 +173,7 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
         &[path_env, home_env],
     );
     // d) on the host, through ~/.claude (a link to the config dir), without the variable.
-    let d = start_host(&bin, &[path_env, ("HOME", w.home.as_os_str())]);
+    let d = start_host(&w, &bin, &[path_env, ("HOME", w.home.as_os_str())]);
 
     let before = w.manifest();
     let inside_b = manifest(&PathBuf::from(format!("/proc/{}/root/home/agent", b.pid)));
@@ -282,6 +285,7 @@ fn links_resolve_inside_the_container_and_identity_decides() {
     // e) ~/.claude -> the host's config dir path, which in this container is a local directory
     //    (the shared dir is mounted elsewhere): followed on the host's side it would "share".
     let e = start_container(
+        &w,
         &bin,
         AGENT_UID,
         &[(&w.shared, Path::new("/mnt/shared"))],
@@ -293,6 +297,7 @@ fn links_resolve_inside_the_container_and_identity_decides() {
     // f) ~/.claude -> /mnt/shared/config, the shared dir mounted at another path: another
     //    spelling, but the same directory in the same parent, so the same lock directory.
     let f = start_container(
+        &w,
         &bin,
         AGENT_UID,
         &[(&w.shared, Path::new("/mnt/shared"))],
@@ -305,6 +310,7 @@ fn links_resolve_inside_the_container_and_identity_decides() {
     mkdir(&alias, 0o700);
     chown(&alias, AGENT_UID);
     let g = start_container(
+        &w,
         &bin,
         AGENT_UID,
         &[(&w.shared, &w.shared), (&w.config, &alias)],
@@ -349,6 +355,7 @@ fn the_probe_runs_as_the_agent_and_fails_where_it_could_not_lock() {
     // The shared dir belongs to root now, 0755: root could make the lock, uid 1000 cannot.
     chown(&w.shared, 0);
     let a = start_container(
+        &w,
         &bin,
         AGENT_UID,
         &[(&w.shared, &w.shared)],
@@ -385,6 +392,7 @@ fn the_probe_runs_as_the_agent_and_fails_where_it_could_not_lock() {
     chown(&w.shared, AGENT_UID);
     let shared = w.shared.to_str().unwrap();
     let r = start_container(
+        &w,
         &bin,
         AGENT_UID,
         &[(&w.shared, &w.shared)],
@@ -441,6 +449,7 @@ fn agents_that_exit_are_not_listed() {
     let (bin, _serial) = real_agents!("needs root");
     let w = migrated_world();
     let d = start_host(
+        &w,
         &bin,
         &[
             ("PATH", OsStr::new("/usr/bin:/bin")),
@@ -598,8 +607,9 @@ fn verify_and_status_report_the_agents() {
         ("HOME", OsStr::new("/home/agent")),
         ("CLAUDE_CONFIG_DIR", w.config.as_os_str()),
     ];
-    let a = start_container(&bin, AGENT_UID, &[(&w.shared, &w.shared)], "", &env_a);
+    let a = start_container(&w, &bin, AGENT_UID, &[(&w.shared, &w.shared)], "", &env_a);
     let d = start_host(
+        &w,
         &bin,
         &[
             ("PATH", OsStr::new("/usr/bin:/bin")),
@@ -648,12 +658,26 @@ fn verify_and_status_report_the_agents() {
         .unwrap();
     chown(other.path(), AGENT_UID);
     let home_claude = Path::new("/home/agent/.claude");
-    let b = start_container(&bin, AGENT_UID, &[(&w.config, home_claude)], "", &home_env);
+    let b = start_container(
+        &w,
+        &bin,
+        AGENT_UID,
+        &[(&w.config, home_claude)],
+        "",
+        &home_env,
+    );
     // c is the factory's (started with its CLAUDE_SHARED_DIR, as from the factory's .env) but
     // mounts an unrelated directory as ~/.claude.
     let mut c_env = home_env.to_vec();
     c_env.push(("CLAUDE_SHARED_DIR", w.shared.as_os_str()));
-    let c = start_container(&bin, AGENT_UID, &[(other.path(), home_claude)], "", &c_env);
+    let c = start_container(
+        &w,
+        &bin,
+        AGENT_UID,
+        &[(other.path(), home_claude)],
+        "",
+        &c_env,
+    );
     // h: someone else's Claude with its own config dir (no container, none of the factory's
     // variables, not this home): listed and warned about, not a problem.
     let h_home = tempfile::Builder::new()
@@ -661,6 +685,7 @@ fn verify_and_status_report_the_agents() {
         .tempdir_in("/tmp")
         .unwrap();
     let h = start_host(
+        &w,
         &bin,
         &[
             ("PATH", OsStr::new("/usr/bin:/bin")),
@@ -746,6 +771,7 @@ fn not_root_own_agents_are_judged_others_are_a_warning() {
     let (bin, _serial) = real_agents!("needs root (to start agents as two users)");
     let w = really_migrated_world();
     let a = start_container(
+        &w,
         &bin,
         AGENT_UID,
         &[(&w.shared, &w.shared)],
@@ -757,6 +783,7 @@ fn not_root_own_agents_are_judged_others_are_a_warning() {
         ],
     );
     let d = start_host(
+        &w,
         &bin,
         &[
             ("PATH", OsStr::new("/usr/bin:/bin")),
@@ -783,6 +810,8 @@ fn not_root_own_agents_are_judged_others_are_a_warning() {
         .args(w.cmd_sub("verify").get_args())
         // The world's env file is root's (0600); a later option wins.
         .args(["--no-env-file", "--json"])
+        // No DCI_TEST_WORLD: as uid 1000 it cannot read root's environ, so the token's filter
+        // would leave out `d`, which must be listed as cannot-read.
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", &w.home);
@@ -842,4 +871,84 @@ fn not_root_own_agents_are_judged_others_are_a_warning() {
         assert_eq!(a_doc["verdict"], "shares-lock", "{doc:#}");
         assert!(a_doc["lock_probe"].is_null(), "{doc:#}");
     }
+}
+
+/// The suite's isolation from the machine (test builds only, `DCI_TEST_WORLD`): while world A's
+/// container Claude runs (an unrelated dir as its `~/.claude`: "another config dir" for A),
+/// world B migrates and verifies with exit 0 and no agent listed; A's own verify still judges
+/// its agent (exit 5); and B's verify without the token (the scan of the whole machine, as in
+/// release builds) does see it, so B's clean result comes from the token, not from luck.
+#[test]
+fn a_world_sees_only_its_own_agents() {
+    let (bin, _serial) = real_agents!("needs root (mount namespaces, chroot, other users' /proc)");
+    let a_world = really_migrated_world();
+    let other = tempfile::Builder::new()
+        .prefix("dci-other-config.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    chown(other.path(), AGENT_UID);
+    let env = [
+        ("PATH", OsStr::new("/usr/bin:/bin")),
+        ("HOME", OsStr::new("/home/agent")),
+        ("CLAUDE_SHARED_DIR", a_world.shared.as_os_str()),
+    ];
+    let a = start_container(
+        &a_world,
+        &bin,
+        AGENT_UID,
+        &[(other.path(), Path::new("/home/agent/.claude"))],
+        "",
+        &env,
+    );
+    // The token really reaches claude's own environment (through unshare, chroot and env -i).
+    let mut entry = b"DCI_TEST_WORLD=".to_vec();
+    entry.extend_from_slice(a_world.token().as_encoded_bytes());
+    let environ = fs::read(format!("/proc/{}/environ", a.pid)).unwrap();
+    assert!(
+        environ.split(|&b| b == 0).any(|kv| kv == entry.as_slice()),
+        "pid {}'s environ lacks {}: {}",
+        a.pid,
+        String::from_utf8_lossy(&entry),
+        String::from_utf8_lossy(&environ)
+    );
+
+    // World B: migrate and verify while A's agent runs.
+    let b_world = World::realistic();
+    let out = std::process::Command::new("chown")
+        .args(["-R", "--no-dereference", "1000:1000"])
+        .arg(&b_world.home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chown -R: {out:?}");
+    let r = run(b_world.cmd().arg("--yes"));
+    assert_eq!(r.code, 0, "B: migrate: {}\n{}", r.stdout, r.stderr);
+    let before = b_world.manifest();
+    let (code, doc) = run_json(b_world.cmd_sub("verify").arg("--json"));
+    assert_eq!(
+        (code, &doc["agents"]),
+        (0, &serde_json::json!([])),
+        "B: verify: {doc:#}"
+    );
+    assert_same(&before, &b_world.manifest(), "B: verify");
+
+    // World A: its own agent is judged.
+    let (code, doc) = run_json(a_world.cmd_sub("verify").arg("--json"));
+    assert_eq!(code, 5, "A: verify: {doc:#}");
+    assert_eq!(
+        pids_in(&doc),
+        vec![(u64::from(a.pid), "other-config-dir".to_string())],
+        "A: verify: {doc:#}"
+    );
+
+    // Control: B's verify without the token sees A's agent.
+    let (_, doc) = run_json(
+        b_world
+            .cmd_sub("verify")
+            .arg("--json")
+            .env_remove("DCI_TEST_WORLD"),
+    );
+    assert!(
+        pids_in(&doc).iter().any(|(p, _)| *p == u64::from(a.pid)),
+        "B without DCI_TEST_WORLD: {doc:#}"
+    );
 }

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::World;
+
 /// The Claude Code release the tests run (the npm package `@anthropic-ai/claude-code`).
 pub const CLAUDE_CODE_VERSION: &str = "2.1.197";
 
@@ -113,14 +115,16 @@ fn log_dir() -> (TempDir, PathBuf) {
     (d, p)
 }
 
-/// `claude mcp serve` on the host, as root, with exactly `env` as its environment.
-pub fn start_host(bin: &Path, env: &[(&str, &OsStr)]) -> Agent {
+/// `claude mcp serve` on the host, as root, with exactly `env` plus `DCI_TEST_WORLD=<w's
+/// token>` as its environment (only `w`'s runs of the binary see it).
+pub fn start_host(w: &World, bin: &Path, env: &[(&str, &OsStr)]) -> Agent {
     let (logd, log) = log_dir();
     let mut c = Command::new(bin);
     c.args(["mcp", "serve"]).env_clear();
     for (k, v) in env {
         c.env(k, v);
     }
+    c.env("DCI_TEST_WORLD", w.token());
     let mut child = c
         .stdin(Stdio::piped())
         .stdout(fs::File::create(&log).unwrap())
@@ -143,8 +147,10 @@ pub fn start_host(bin: &Path, env: &[(&str, &OsStr)]) -> Agent {
 /// merged-usr links), `/etc`, `/dev`, `/proc`, the binary at `/opt/claude/`, an empty `/tmp`,
 /// `/home/agent` (owned by `uid`), and each `(host dir, path inside)` of `binds` bind-mounted;
 /// then `setup` (shell code, `$root` is the new root as the host sees it, `$uid` the uid), and
-/// `claude` run as `uid:uid` with exactly `env`.
+/// `claude` run as `uid:uid` with exactly `env` plus `DCI_TEST_WORLD=<w's token>` (only `w`'s
+/// runs of the binary see it).
 pub fn start_container(
+    w: &World,
     bin: &Path,
     uid: u32,
     binds: &[(&Path, &Path)],
@@ -209,6 +215,9 @@ exec chroot --userspec="$uid:$uid" "$root" env -i "$@"
         kv.push(v);
         c.arg(kv);
     }
+    let mut kv = OsString::from("DCI_TEST_WORLD=");
+    kv.push(w.token());
+    c.arg(kv);
     c.arg(Path::new("/opt/claude").join(bin.file_name().unwrap()))
         .args(["mcp", "serve"])
         .env_clear()

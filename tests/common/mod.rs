@@ -4,6 +4,14 @@
 //! decides "did anything change?" must not share bugs with the thing under test.
 //!
 //! Only std, `tempfile`, `blake3`, `serde_json` and `nix` are used.
+//!
+//! Isolation from the machine: every run of the binary in a `World` gets
+//! `DCI_TEST_WORLD=<the world's token>` (`World::token`, its temp root's path), and the Claude
+//! stand-ins of `agents::start_host`/`start_container` get the same entry in their environment.
+//! In test builds (the `failpoints` feature) the binary's agent scan then looks only at
+//! processes whose `/proc/PID/environ` holds exactly that entry, so other Claude Code processes
+//! on the machine (a developer's agents, another test's containers) are never judged. Release
+//! builds ignore the variable.
 #![allow(dead_code)]
 
 pub mod agents;
@@ -571,8 +579,13 @@ impl World {
         self.home.join(".claude.json")
     }
 
-    /// The binary with a cleared environment (only PATH, HOME=<home>, LANG=C.UTF-8), stdin null,
-    /// no arguments.
+    /// This world's `DCI_TEST_WORLD` token (its temp root's path): unique among live worlds.
+    pub fn token(&self) -> &OsStr {
+        self.root.as_os_str()
+    }
+
+    /// The binary with a cleared environment (only PATH, HOME=<home>, LANG=C.UTF-8 and
+    /// DCI_TEST_WORLD=<token>), stdin null, no arguments.
     pub fn cmd_bare(&self) -> Command {
         let mut c = Command::new(BIN);
         c.env_clear()
@@ -582,6 +595,7 @@ impl World {
             )
             .env("HOME", &self.home)
             .env("LANG", "C.UTF-8")
+            .env("DCI_TEST_WORLD", self.token())
             .stdin(Stdio::null());
         c
     }
