@@ -334,8 +334,9 @@ fn cmd_runs_the_binary_with_a_clean_environment() {
         .map(|(k, v)| (k.to_str().unwrap().to_string(), v.map(|v| v.to_owned())))
         .collect();
     let names: Vec<_> = envs.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(names, ["HOME", "LANG", "PATH"]);
-    assert_eq!(envs[0].1.as_deref(), Some(w.home.as_os_str()));
+    assert_eq!(names, ["DCI_TEST_WORLD", "HOME", "LANG", "PATH"]);
+    assert_eq!(envs[0].1.as_deref(), Some(w.token()));
+    assert_eq!(envs[1].1.as_deref(), Some(w.home.as_os_str()));
     // The environment really is cleared (only what was set reaches the child).
     // cargo runs tests with CARGO_MANIFEST_DIR etc. set: none of it may reach the child.
     assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
