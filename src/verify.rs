@@ -13,6 +13,8 @@ use serde::Serialize;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
+mod agents;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
     pub kind: &'static str,
@@ -392,7 +394,7 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
     // Every running Claude Code, on the host and in each container, must take the same lock.
     let host = crate::agents::Host::for_factory(config, &s.shared_dir, &s.home);
     let scan = crate::agents::scan(&host, true);
-    let (problems, warnings) = crate::agents::findings(&scan, &host, &s.shared_dir, s.euid);
+    let (problems, warnings) = agents::findings(&scan, &host, &s.shared_dir, s.euid);
     f.problems.extend(problems);
     f.warnings.extend(warnings);
     f.agents = Some(scan);
