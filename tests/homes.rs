@@ -18,26 +18,7 @@ use common::*;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
-fn migrate(w: &World) -> Run {
-    run(w.cmd().arg("--yes"))
-}
-
-fn verify(w: &World) -> Run {
-    run(&mut w.cmd_sub("verify"))
-}
-
-fn undo(w: &World) -> Run {
-    run(w.cmd_sub("undo").arg("--yes"))
-}
-
-#[track_caller]
-fn expect(r: &Run, code: i32, what: &str) {
-    assert_eq!(
-        r.code, code,
-        "{what}: exit {}\nstdout:\n{}\nstderr:\n{}",
-        r.code, r.stdout, r.stderr
-    );
-}
+use common::homes::{expect, migrate, undo, verify};
 
 /// The absolute text a leaving link gets: the home's physical path, then what follows the
 /// `..` that leaves `~/.claude`, byte for byte.

@@ -13,26 +13,7 @@ use common::*;
 use disinto_claude_init::profile;
 use std::path::Path;
 
-fn migrate(w: &World) -> Run {
-    run(w.cmd().arg("--yes"))
-}
-
-fn verify(w: &World) -> Run {
-    run(&mut w.cmd_sub("verify"))
-}
-
-fn undo(w: &World) -> Run {
-    run(w.cmd_sub("undo").arg("--yes"))
-}
-
-#[track_caller]
-fn expect(r: &Run, code: i32, what: &str) {
-    assert_eq!(
-        r.code, code,
-        "{what}: exit {}\nstdout:\n{}\nstderr:\n{}",
-        r.code, r.stdout, r.stderr
-    );
-}
+use common::homes::{expect, migrate, undo, verify};
 
 /// The problems' kinds in `verify --json`.
 fn problem_kinds(w: &World) -> (i32, Vec<String>, serde_json::Value) {

@@ -129,3 +129,28 @@ pub fn oauth_lock(dir: &Path, age_secs: i64, pid: Option<u32>) {
         .as_secs() as i64;
     set_mtime(&l, now - age_secs, 0);
 }
+
+/// `migrate --yes` in the world.
+pub fn migrate(w: &World) -> Run {
+    run(w.cmd().arg("--yes"))
+}
+
+/// `verify` in the world.
+pub fn verify(w: &World) -> Run {
+    run(&mut w.cmd_sub("verify"))
+}
+
+/// `undo --yes` in the world.
+pub fn undo(w: &World) -> Run {
+    run(w.cmd_sub("undo").arg("--yes"))
+}
+
+/// The run exited with `code`, else fail showing its output.
+#[track_caller]
+pub fn expect(r: &Run, code: i32, what: &str) {
+    assert_eq!(
+        r.code, code,
+        "{what}: exit {}\nstdout:\n{}\nstderr:\n{}",
+        r.code, r.stdout, r.stderr
+    );
+}
