@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod agents;
+pub mod crash;
 pub mod npm;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
