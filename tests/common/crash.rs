@@ -61,6 +61,12 @@ pub const TRACED: &[&str] = &[
     "pwrite64",
     "copy_file_range",
     "sendfile",
+    "setxattr",
+    "lsetxattr",
+    "fsetxattr",
+    "removexattr",
+    "lremovexattr",
+    "fremovexattr",
     "fsync",
     "fdatasync",
     "syncfs",
@@ -680,13 +686,14 @@ impl Call {
     fn match_slots(&self) -> (&'static [usize], &'static [usize]) {
         match self.name.as_str() {
             "open" | "creat" | "mkdir" | "rmdir" | "unlink" | "rename" | "link" | "chmod"
-            | "chown" | "lchown" | "truncate" | "utimes" => (&[0], &[]),
+            | "chown" | "lchown" | "truncate" | "utimes" | "setxattr" | "lsetxattr"
+            | "removexattr" | "lremovexattr" => (&[0], &[]),
             "symlink" => (&[1], &[]),
             "symlinkat" => (&[2], &[1]),
             "openat" | "mkdirat" | "unlinkat" | "renameat" | "renameat2" | "linkat"
             | "fchmodat" | "fchownat" | "utimensat" | "futimesat" => (&[1], &[0]),
             "fchmod" | "fchown" | "ftruncate" | "fallocate" | "write" | "pwrite64" | "fsync"
-            | "fdatasync" | "syncfs" => (&[], &[0]),
+            | "fdatasync" | "syncfs" | "fsetxattr" | "fremovexattr" => (&[], &[0]),
             "copy_file_range" | "sendfile" => (&[], &[0, 2]),
             _ => (&[], &[]),
         }
@@ -749,7 +756,8 @@ impl Call {
         };
         match self.name.as_str() {
             "open" | "creat" | "mkdir" | "rmdir" | "unlink" | "rename" | "link" | "chmod"
-            | "chown" | "lchown" | "truncate" | "utimes" => self.str_at(0).map(<[u8]>::to_vec),
+            | "chown" | "lchown" | "truncate" | "utimes" | "setxattr" | "lsetxattr"
+            | "removexattr" | "lremovexattr" => self.str_at(0).map(<[u8]>::to_vec),
             "symlink" => self.str_at(1).map(<[u8]>::to_vec),
             "symlinkat" => joined(1, 2),
             "openat" | "mkdirat" | "unlinkat" | "renameat" | "renameat2" | "linkat"
@@ -1124,6 +1132,39 @@ pub fn leftovers(m: &Manifest) -> Vec<String> {
         })
         .map(|k| esc(k))
         .collect()
+}
+
+/// Extended attributes of the tool's own (`user.disinto-claude-init.*`) anywhere in the world:
+/// leftovers a manifest does not show.
+pub fn xattr_leftovers(w: &World) -> Vec<String> {
+    let mut out = Vec::new();
+    for (label, root) in &w.roots {
+        for k in manifest(root).keys() {
+            let p = if k == b"." {
+                root.clone()
+            } else {
+                root.join(bpath(k))
+            };
+            let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+                continue;
+            };
+            let mut buf = vec![0u8; 4096];
+            // SAFETY: a NUL-terminated path and a buffer whose length is given.
+            let n =
+                unsafe { nix::libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+            let Ok(n) = usize::try_from(n) else { continue };
+            for name in buf[..n].split(|&b| b == 0) {
+                if name.starts_with(b"user.disinto-claude-init") {
+                    out.push(format!(
+                        "xattr   {label}/{}: {}",
+                        esc(k),
+                        String::from_utf8_lossy(name)
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `diff` lines reduced to what they say about which path, for grouping failures: the slot's
