@@ -331,6 +331,7 @@ fn migrate(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()
     if !plan.changes() {
         report.notes.push("Nothing to do: already migrated.".into());
         if !opts.dry_run {
+            clear_leftovers(s, existing.as_ref());
             run_verify(s, false, report);
         }
         return Ok(());
@@ -362,8 +363,23 @@ fn migrate(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()
         Some(limit) => crate::live::acquire(&plan, Some((layout, &facts)), s, limit, opts.quiet)?,
         None => None,
     };
+    clear_leftovers(s, existing.as_ref());
     let (txn, run) = Txn::begin(s, existing, &steps, &disturbed_dirs(s, &steps))?;
     execute(s, txn, run, io, report, had_creds, guard)
+}
+
+/// What a killed run of the tool can leave that no journal entry undoes: the temp files of a
+/// journal write (`.journal.json.dci-tmp-<pid>`) and `verify`'s probe (`<config>.dci-probe-<pid>`),
+/// of processes that are gone. Every `migrate` and `undo` that changes something removes them
+/// first.
+fn clear_leftovers(s: &Settings, j: Option<&Journal>) {
+    crate::atomic::remove_stale_temps(&Journal::path(&s.state_dir));
+    crate::verify::clear_stale_probes(&s.config_dir);
+    if let Some(js) = j.map(|j| j.recorded.settings(s)) {
+        if js.config_dir != s.config_dir {
+            crate::verify::clear_stale_probes(&js.config_dir);
+        }
+    }
 }
 
 /// Dotenv cannot hold a path that is not UTF-8: say so before planning.
@@ -536,6 +552,7 @@ fn resume(s: &Settings, j: Journal, opts: &Opts, io: &Io, report: &mut Report) -
         Some(limit) => crate::live::acquire(&plan, None, &s, limit, opts.quiet)?,
         None => None,
     };
+    clear_leftovers(&s, Some(&j));
     let txn = Txn::resume(j, &s.state_dir, s.owner_ids());
     let run = txn.last_run();
     execute(&s, txn, run, io, report, false, guard)
@@ -678,6 +695,7 @@ fn undo(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()> {
         "Undo the migration?",
         "re-run with --yes to undo: disinto-claude-init undo --yes",
     )?;
+    clear_leftovers(&s, Some(&j));
     let steps: Vec<Step> = todo.iter().map(|e| e.step.clone()).collect();
     let guard = match wait {
         Some(limit) => crate::live::acquire_undo(&s, limit, opts.quiet)?,
@@ -699,9 +717,12 @@ fn undo_load(s: &Settings, opts: &Opts, report: &mut Report) -> Result<Option<Jo
     if j.is_some() {
         return Ok(j);
     }
+    if !opts.dry_run {
+        clear_leftovers(s, None);
+    }
     if !opts.dry_run && crate::journal::clear_stale_staging(&s.state_dir) {
         report.notes.push(
-            "Removed the unfinished state directory of a run killed before it changed anything."
+            "Finished the cleanup of a run that was killed before its first journal or at the end of an undo: removed its state directory and put back the directory times it recorded."
                 .into(),
         );
     }

@@ -345,10 +345,12 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
     }
 
     // The atomic mkdir proper-lockfile relies on must work next to the config dir, for the owner.
+    // The probe's name (`<config>.dci-probe-<pid>`) is one `migrate` and `undo` know: a kill
+    // between its mkdir and rmdir strands it, and they remove it (`clear_stale_probes`).
     // (Only when the directory exists: a missing one is already reported above.)
     if let Some(parent) = config.parent().filter(|p| p.is_dir()) {
         let mut probe = config.clone().into_os_string();
-        probe.push(format!(".dci-probe-{}", std::process::id()));
+        probe.push(format!("{PROBE_TAG}{}", std::process::id()));
         let probe = PathBuf::from(probe);
         // The probe must leave no trace, the parent's mtime included (a verify changes nothing).
         let before = std::fs::symlink_metadata(parent)
@@ -519,4 +521,45 @@ fn link_warnings(s: &Settings, warnings: &mut Vec<String>) {
             outside.len() - LINKS_NAMED
         ));
     }
+}
+
+const PROBE_TAG: &str = ".dci-probe-";
+
+/// Remove the probes (`<config>.dci-probe-<pid>`, empty directories) that `verify` runs of
+/// processes that are gone left next to the config dir: a kill between the probe's mkdir and its
+/// rmdir strands one, and it would keep `undo` from removing a shared dir it created. Returns how
+/// many were removed. Best effort: a probe that is not an empty directory is left alone.
+pub fn clear_stale_probes(config: &std::path::Path) -> usize {
+    use std::os::unix::ffi::OsStrExt;
+    let (Some(parent), Some(name)) = (config.parent(), config.file_name()) else {
+        return 0;
+    };
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    let mut prefix = name.as_bytes().to_vec();
+    prefix.extend_from_slice(PROBE_TAG.as_bytes());
+    let mut n = 0;
+    for e in rd.flatten() {
+        let file_name = e.file_name();
+        let Some(pid) = file_name
+            .as_bytes()
+            .strip_prefix(&prefix[..])
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .filter(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id() as i32
+            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+            || std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && std::fs::remove_dir(parent.join(&file_name)).is_ok() {
+            n += 1;
+        }
+    }
+    if n > 0 {
+        let _ = crate::atomic::sync_dir(parent);
+    }
+    n
 }
