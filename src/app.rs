@@ -720,7 +720,7 @@ fn undo_load(s: &Settings, opts: &Opts, report: &mut Report) -> Result<Option<Jo
     if !opts.dry_run {
         clear_leftovers(s, None);
     }
-    if !opts.dry_run && crate::journal::clear_stale_staging(&s.state_dir) {
+    if !opts.dry_run && crate::journal::clear_stale_staging(&s.home, &s.state_dir) {
         report.notes.push(
             "Finished the cleanup of a run that was killed before its first journal or at the end of an undo: removed its state directory and put back the directory times it recorded."
                 .into(),

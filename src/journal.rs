@@ -134,24 +134,6 @@ impl Journal {
         state_dir.join(JOURNAL_FILE)
     }
 
-    /// The journal, if there is one. A journal that cannot be parsed is an error, never
-    /// silently ignored: it may be the only record of where someone's files went.
-    pub fn load(state_dir: &Path) -> std::io::Result<Option<Journal>> {
-        match std::fs::read(Self::path(state_dir)) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-                std::io::Error::new(
-                    ErrorKind::InvalidData,
-                    format!(
-                        "{} is not a journal this version can read: {e}",
-                        Self::path(state_dir).display()
-                    ),
-                )
-            }),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     pub fn save(&self, state_dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         // The journal stays its writer's (root's, for a root run): the home's owner must not be
@@ -212,14 +194,58 @@ fn open_below_home(home: &Path, dir: &Path) -> std::io::Result<crate::safefs::Di
 
 const STAGING_TAG: &str = ".dci-state-";
 
-/// `<parent>/.<name>.dci-state-<pid>`: where the missing state directories are built, with the
-/// first journal inside, before one rename puts them in place.
-fn staging_for(top: &Path, pid: u32) -> Option<PathBuf> {
+/// The largest staged journal read back by [`clear_stale_staging`] (as trust.rs's bound).
+const MAX_STAGED_JOURNAL: u64 = 64 << 20;
+
+/// `<parent>/.<name>.dci-state-<pid>[@<sec>.<nsec>]`: where the missing state directories are
+/// built, with the first journal inside, before one rename puts them in place; and where they go,
+/// journal and all, when an undo removes them. The optional suffix is the mtime the parent had
+/// before the tool disturbed it: recorded in the same system call that disturbs it, so that a
+/// kill at any later instant leaves the value to put back.
+fn staging_for(top: &Path, pid: u32, parent_mtime: Option<(i64, i64)>) -> Option<PathBuf> {
     let parent = top.parent()?;
     let mut name = std::ffi::OsString::from(".");
     name.push(top.file_name()?);
     name.push(format!("{STAGING_TAG}{pid}"));
+    if let Some((sec, nsec)) = parent_mtime {
+        name.push(format!("@{sec}.{nsec}"));
+    }
     Some(parent.join(name))
+}
+
+/// The pid and parent mtime in a staging directory's name, if `name` is one for `top_name`.
+fn parse_staging(name: &[u8], top_name: &[u8]) -> Option<(i32, Option<(i64, i64)>)> {
+    let mut prefix = b".".to_vec();
+    prefix.extend_from_slice(top_name);
+    prefix.extend_from_slice(STAGING_TAG.as_bytes());
+    let rest = std::str::from_utf8(name.strip_prefix(&prefix[..])?).ok()?;
+    let (pid, time) = match rest.split_once('@') {
+        Some((p, t)) => (p, Some(t)),
+        None => (rest, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    if !digits(pid) {
+        return None;
+    }
+    let mtime = match time {
+        None => None,
+        Some(t) => {
+            let (a, b) = t.split_once('.')?;
+            let sec = a.parse::<i64>().ok()?;
+            if !digits(b) {
+                return None;
+            }
+            Some((sec, b.parse::<i64>().ok()?))
+        }
+    };
+    Some((pid.parse().ok()?, mtime))
+}
+
+fn mtime_of(p: &Path) -> Option<(i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p)
+        .ok()
+        .map(|m| (m.mtime(), m.mtime_nsec()))
 }
 
 /// Create the journal's missing directories and write `journal` into them as one atomic
@@ -240,7 +266,8 @@ pub fn create_with_journal(
     let Some(top) = missing.first() else {
         return journal.save(state_dir, owner);
     };
-    let staging = staging_for(top, std::process::id())
+    let parent_mtime = top.parent().and_then(mtime_of);
+    let staging = staging_for(top, std::process::id(), parent_mtime)
         .ok_or_else(|| std::io::Error::other("the state directory has no parent"))?;
     let (Some(parent), Some(top_name), Some(staging_name)) =
         (top.parent(), top.file_name(), staging.file_name())
@@ -251,16 +278,25 @@ pub fn create_with_journal(
     // (`~/.local/state` a link into root's tree is refused here, not written through).
     let base = open_below_home(&journal.recorded.home, parent)?;
     if base.lstat(staging_name)?.is_some() {
-        std::fs::remove_dir_all(&staging)?; // ours (same pid), from a run that died
+        base.remove_tree_at(staging_name)?; // ours (same pid), from a run that died
     }
     let build = || -> std::io::Result<()> {
         crate::failpoint::hook("state-dir");
-        let rel = Path::new(staging_name)
-            .join(state_dir.strip_prefix(top).map_err(std::io::Error::other)?);
+        let inner_rel = state_dir.strip_prefix(top).map_err(std::io::Error::other)?;
+        let rel = Path::new(staging_name).join(inner_rel);
         // Every directory created 0700 through its own descriptor, given to the home's owner.
         let (inner, _) = base.walk_create(&rel, 0o700, owner)?;
         let bytes = serde_json::to_vec_pretty(&*journal).map_err(std::io::Error::other)?;
         inner.write_atomic(OsStr::new(JOURNAL_FILE), &bytes, 0o600, None)?;
+        // The chain of directories (their entries, modes and owners) reaches the disk before
+        // the rename makes it the journal's: a power cut cannot keep the rename and lose them.
+        // Each synced through its descriptor, reached from `base` without following a link.
+        let mut d = base.sub(staging_name)?;
+        d.sync()?;
+        for c in inner_rel.components() {
+            d = d.sub(c.as_os_str())?;
+            d.sync()?;
+        }
         crate::failpoint::failpoint("journal-staged")?;
         // rename(2) onto a name that appeared meanwhile fails (EEXIST/ENOTEMPTY for a
         // non-empty directory, and we check for an empty one): never merge into it.
@@ -274,16 +310,19 @@ pub fn create_with_journal(
         base.sync()
     };
     build().inspect_err(|_| {
-        let _ = std::fs::remove_dir_all(&staging);
+        let _ = base.remove_tree_at(staging_name);
     })
 }
 
 /// Remove the staging directory of a run that was killed before its first journal was in
-/// place (see [`create_with_journal`]), and put back the mtime of the directory it was made
-/// in, as that journal recorded it. Only staging directories of processes that are gone are
-/// touched. Returns whether one was removed.
-pub fn clear_stale_staging(state_dir: &Path) -> bool {
+/// place, or of an `undo` killed while it removed the state directories (see
+/// [`create_with_journal`], [`finish`]), and put back the mtimes that journal recorded (every
+/// one: such a run changed nothing else, or had undone everything), then the parent's, from the
+/// staging directory's name. Only staging directories of processes that are gone are touched.
+/// Returns whether one was removed.
+pub fn clear_stale_staging(home: &Path, state_dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
+    let marked = finish_marked_mtime(home, state_dir);
     let missing = crate::fsops::missing_dirs(state_dir);
     let Some(top) = missing.first() else {
         return false;
@@ -291,44 +330,155 @@ pub fn clear_stale_staging(state_dir: &Path) -> bool {
     let (Some(parent), Some(top_name)) = (top.parent(), top.file_name()) else {
         return false;
     };
-    let Ok(rd) = std::fs::read_dir(parent) else {
-        return false;
+    // The parent opened from the home without following a link (issue 10): everything below
+    // is done through its descriptor.
+    let Ok(base) = open_below_home(home, parent) else {
+        return marked;
     };
-    let mut prefix = b".".to_vec();
-    prefix.extend_from_slice(top_name.as_bytes());
-    prefix.extend_from_slice(STAGING_TAG.as_bytes());
+    let Ok(names) = base.names() else {
+        return marked;
+    };
+    let staged = |name: &std::ffi::OsStr| parent.join(name).join(JOURNAL_FILE);
     let mut removed = false;
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .as_bytes()
-            .strip_prefix(&prefix[..])
-            .and_then(atomic::parse_pid)
-        else {
+    for name in names {
+        let Some((pid, parent_mtime)) = parse_staging(name.as_bytes(), top_name.as_bytes()) else {
             continue;
         };
         if atomic::pid_alive(pid) {
             continue;
         }
-        let staging = parent.join(&name);
-        let staged_state = match state_dir.strip_prefix(top) {
-            Ok(rel) => staging.join(rel),
+        let times = match state_dir.strip_prefix(top) {
+            Ok(rel) => base
+                .sub(&name)
+                .and_then(|d| d.walk(rel))
+                .ok()
+                .and_then(|d| {
+                    d.read_file(std::ffi::OsStr::new(JOURNAL_FILE), MAX_STAGED_JOURNAL)
+                        .ok()
+                })
+                .flatten()
+                // Only a journal this tool wrote (ours, not writable by others) is acted on:
+                // the home's owner controls the staging directory (issue 10).
+                .filter(|(_, st)| {
+                    crate::trust::check_file(st, nix::unistd::geteuid().as_raw(), &staged(&name))
+                        .is_ok()
+                })
+                .and_then(|(bytes, _)| serde_json::from_slice::<Journal>(&bytes).ok())
+                .map(|j| j.dir_times)
+                .unwrap_or_default(),
             Err(_) => continue,
         };
-        let times = Journal::load(&staged_state)
-            .ok()
-            .flatten()
-            .map(|j| j.dir_times)
-            .unwrap_or_default();
-        if std::fs::remove_dir_all(&staging).is_ok() {
+        if base.remove_tree_at(&name).is_ok() {
             removed = true;
-            let _ = atomic::sync_dir(parent);
-            if let Some(t) = times.iter().find(|t| t.path == parent) {
-                let _ = atomic::set_mtime(parent, t.mtime);
+            let _ = base.sync();
+            restore_times(home, &times, None);
+            if let Some(t) = parent_mtime {
+                let _ = base.set_mtime(t);
             }
         }
     }
-    removed
+    removed || marked
+}
+
+/// Put back recorded mtimes (all but `skip`): newest record first, so that where a directory
+/// was recorded twice its oldest time is written last.
+fn restore_times(home: &Path, times: &[DirTime], skip: Option<&Path>) {
+    for t in times.iter().rev() {
+        if Some(t.path.as_path()) != skip {
+            // Reached from the home without following a link (issue 10).
+            let _ = crate::safefs::set_mtime_beneath(home, &t.path, t.mtime);
+        }
+    }
+}
+
+/// The end of a full undo: remove the journal and the state directories made for it, and put
+/// back every recorded mtime — in an order a kill cannot spoil. The state directories (journal
+/// inside, with its mtimes) are first renamed to a staging name that also records the parent's
+/// old mtime; the other mtimes are put back; then the staging directory goes and the parent's
+/// mtime comes back. Killed at any point, the next run (`undo` or `migrate`) finds the journal or
+/// the staging directory, and finishes (see [`clear_stale_staging`]).
+pub fn finish(
+    home: &Path,
+    state_dir: &Path,
+    journal: &Journal,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    atomic::remove_stale_temps(&Journal::path(state_dir));
+    let times = &journal.dir_times;
+    let Some(top) = journal.created_state_dirs.first() else {
+        // The state directory was there before: only the journal is ours.
+        remove(home, state_dir, &[])?;
+        restore_times(home, times, None);
+        return Ok(());
+    };
+    let parent = top.parent().unwrap_or(Path::new("/"));
+    let top_name = top
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the state directory has no name"))?;
+    let parent_mtime = times.iter().find(|t| t.path == parent).map(|t| t.mtime);
+    let staging = staging_for(top, std::process::id(), parent_mtime)
+        .ok_or_else(|| std::io::Error::other("the state directory has no parent"))?;
+    let staging_name = staging
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the state directory has no parent"))?;
+    journal.save(state_dir, owner)?;
+    // Everything below through the parent's descriptor, opened from the home without following
+    // a link (issue 10): a directory swapped for a link cannot redirect the rename or removal.
+    let base = open_below_home(home, parent)?;
+    base.rename_to(top_name, &base, staging_name)?;
+    base.sync()?;
+    restore_times(home, times, Some(parent));
+    // Removing the staging directory disturbs the parent once more, and then nothing of ours is
+    // left in it to say what its mtime was: an extended attribute on the parent does (setting
+    // one changes no mtime), until the mtime is back.
+    let marked = parent_mtime.is_some_and(|t| mark_mtime(&base, t));
+    base.remove_tree_at(staging_name)?;
+    base.sync()?;
+    if let Some(t) = parent_mtime {
+        let _ = base.set_mtime(t);
+    }
+    if marked {
+        base.remove_xattr(MTIME_XATTR);
+    }
+    Ok(())
+}
+
+/// The extended attribute that holds a directory's mtime while the tool removes the last thing
+/// it made in it (see [`finish`]): `<seconds>.<nanoseconds>`.
+const MTIME_XATTR: &std::ffi::CStr = c"user.disinto-claude-init.mtime";
+
+/// Record `t` on `dir` (false where the file system has no user extended attributes).
+fn mark_mtime(dir: &crate::safefs::Dir, t: (i64, i64)) -> bool {
+    dir.set_xattr(MTIME_XATTR, format!("{}.{}", t.0, t.1).as_bytes())
+}
+
+/// The mtime an `undo` killed at its very end recorded on `dir`, if any.
+fn marked_mtime(dir: &crate::safefs::Dir) -> Option<(i64, i64)> {
+    let v = dir.get_xattr(MTIME_XATTR)?;
+    let (a, b) = std::str::from_utf8(&v).ok()?.split_once('.')?;
+    if b.is_empty() || !b.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Put back the mtime an `undo` killed right after removing its last directory had recorded
+/// on that directory's parent (see [`finish`]), reached from the home without following a
+/// link. Returns whether there was one.
+pub fn finish_marked_mtime(home: &Path, state_dir: &Path) -> bool {
+    let missing = crate::fsops::missing_dirs(state_dir);
+    let Some(parent) = missing.first().and_then(|t| t.parent()) else {
+        return false;
+    };
+    let Ok(dir) = open_below_home(home, parent) else {
+        return false;
+    };
+    let Some(t) = marked_mtime(&dir) else {
+        return false;
+    };
+    let _ = dir.set_mtime(t);
+    dir.remove_xattr(MTIME_XATTR);
+    true
 }
 
 /// Remove the journal and the state directories created for it (innermost first; a directory

@@ -302,6 +302,74 @@ impl Dir {
         }
     }
 
+    /// The names in this directory (without `.` and `..`), read through its descriptor.
+    pub fn names(&self) -> io::Result<Vec<OsString>> {
+        let fd = nix::fcntl::openat(Some(self.raw()), ".", DIR, Mode::empty())?;
+        let mut d = nix::dir::Dir::from_fd(fd)?;
+        let mut out = Vec::new();
+        for e in d.iter() {
+            let e = e?;
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                out.push(OsString::from_vec(n.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `rm -r` of the entry `name`, through descriptors: a directory is entered with
+    /// `O_NOFOLLOW` (a link in its place is unlinked, its target left alone) and emptied by
+    /// name relative to its descriptor. Ok when it is already gone.
+    pub fn remove_tree_at(&self, name: &OsStr) -> io::Result<()> {
+        let Some(st) = self.lstat(name)? else {
+            return Ok(());
+        };
+        if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFDIR {
+            return self.unlink(name);
+        }
+        let sub = self.sub(name)?;
+        for n in sub.names()? {
+            sub.remove_tree_at(&n)?;
+        }
+        self.rmdir(name)
+    }
+
+    /// `fsetxattr` on the directory itself (false where the file system has no user xattrs).
+    pub fn set_xattr(&self, attr: &std::ffi::CStr, value: &[u8]) -> bool {
+        // SAFETY: the name is NUL-terminated, the value's length is given; the fd is ours.
+        unsafe {
+            nix::libc::fsetxattr(
+                self.raw(),
+                attr.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            ) == 0
+        }
+    }
+
+    /// `fgetxattr` of the directory itself, at most 256 bytes; None when there is none.
+    pub fn get_xattr(&self, attr: &std::ffi::CStr) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 256];
+        // SAFETY: the name is NUL-terminated; the buffer's length is given; the fd is ours.
+        let n = unsafe {
+            nix::libc::fgetxattr(
+                self.raw(),
+                attr.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        let n = usize::try_from(n).ok()?;
+        Some(buf[..n].to_vec())
+    }
+
+    /// `fremovexattr` on the directory itself.
+    pub fn remove_xattr(&self, attr: &std::ffi::CStr) {
+        // SAFETY: the name is NUL-terminated; the fd is ours.
+        let _ = unsafe { nix::libc::fremovexattr(self.raw(), attr.as_ptr()) };
+    }
+
     /// `fsync` the directory.
     pub fn sync(&self) -> io::Result<()> {
         Ok(nix::unistd::fsync(self.raw())?)

@@ -76,7 +76,7 @@ impl Txn {
         let owner = s.owner_ids();
         if existing.is_none() {
             // A run killed before its first journal was in place left only a staging dir.
-            journal::clear_stale_staging(&s.state_dir);
+            journal::clear_stale_staging(&s.home, &s.state_dir);
         }
         let mut times: Vec<DirTime> = Vec::new();
         let mut dirs: Vec<PathBuf> = disturbed.to_vec();
@@ -344,24 +344,21 @@ impl Txn {
             .collect();
         self.journal.entries.retain(|e| e.state != State::Undone);
         if runs_left.is_empty() {
-            let times = std::mem::take(&mut self.journal.dir_times);
-            let home = self.journal.recorded.home.clone();
-            journal::remove(&home, &self.state_dir, &self.journal.created_state_dirs).map_err(
-                |e| {
-                    (
-                        0,
-                        StepError::new(format!(
-                            "cannot remove the journal '{}': {e}",
-                            show(&self.journal_path())
-                        )),
-                    )
-                },
-            )?;
-            // Oldest record wins: restore newest first so the original time is written last.
-            // Reached from the home without following a link (issue 10).
-            for t in times.iter().rev() {
-                let _ = crate::safefs::set_mtime_beneath(&home, &t.path, t.mtime);
-            }
+            journal::finish(
+                &self.journal.recorded.home,
+                &self.state_dir,
+                &self.journal,
+                self.owner,
+            )
+            .map_err(|e| {
+                (
+                    0,
+                    StepError::new(format!(
+                        "cannot remove the journal '{}': {e}",
+                        show(&self.journal_path())
+                    )),
+                )
+            })?;
         } else {
             self.journal.undoing = false;
             self.save().map_err(|e| (0, e))?;
