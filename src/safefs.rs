@@ -370,6 +370,21 @@ impl Dir {
         let _ = unsafe { nix::libc::fremovexattr(self.raw(), attr.as_ptr()) };
     }
 
+    /// `fsync` the entry `name` (a file or directory, never through a link at `name`): its
+    /// data and its own metadata (mode, owner, times).
+    pub fn sync_at(&self, name: &OsStr) -> io::Result<()> {
+        let c = single(name)?;
+        let fd = nix::fcntl::openat(
+            Some(self.raw()),
+            c.as_c_str(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        // SAFETY: just opened, owned here.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(nix::unistd::fsync(fd.as_raw_fd())?)
+    }
+
     /// `fsync` the directory.
     pub fn sync(&self) -> io::Result<()> {
         Ok(nix::unistd::fsync(self.raw())?)

@@ -118,14 +118,13 @@ impl StepKind for MoveClaudeJson {
             u.parent_mtime = Some(dir_meta(&cdir)?.mtime);
             save(u)?;
         }
-        if !from_is_file {
-            return if exists(to) {
-                Ok(())
-            } else {
-                Err(StepError::new(format!("'{}' has disappeared", show(from))))
-            };
+        if !from_is_file && !exists(to) {
+            return Err(StepError::new(format!("'{}' has disappeared", show(from))));
         }
+        // Moved before a crash (`from` gone, `to` there): the config dir's mtime and the syncs
+        // below may be all that is left to do.
         match self.method {
+            _ if !from_is_file => {}
             Method::Rename => {
                 rename(from, to)?;
             }
@@ -202,6 +201,7 @@ impl StepKind for MoveClaudeJson {
         if let (Some((d, _)), Some(t)) = (&anchored, u.parent_mtime) {
             d.set_mtime(t)
                 .map_err(|e| io("cannot set the mtime of", to_dir, e))?;
+            d.sync().map_err(|e| io("cannot sync", to_dir, e))?;
         }
         sync_dir(ctx.home)
     }

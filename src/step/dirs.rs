@@ -5,8 +5,8 @@
 //! re-moded.
 
 use super::{
-    anchor, dir_meta, exists, io, is_real_dir, meta_of, mkdir, restore_meta, Ctx, Meta, Record,
-    Res, Save, StepError, StepKind, Wire,
+    anchor, dir_meta, exists, io, is_real_dir, meta_of, mkdir, restore_meta, sync_parent, Ctx,
+    Meta, Record, Res, Save, StepError, StepKind, Wire,
 };
 use crate::fsops::nearest_existing;
 use crate::pathser::{self, show};
@@ -90,6 +90,7 @@ fn remove_created(r: &DirsRecord) -> Result<(), StepError> {
                 ))
             }
         }
+        sync_parent(d)?;
     }
     Ok(())
 }
@@ -208,10 +209,11 @@ impl StepKind for RemoveEmptyClaudeDir {
         let path = &self.path;
         record_meta(path, r, save)?;
         match std::fs::remove_dir(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("cannot remove the empty directory", path, e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot remove the empty directory", path, e)),
         }
+        sync_parent(path)
     }
     fn undo(&self, r: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
         if let Some(m) = &r.dir_meta {
@@ -252,7 +254,8 @@ impl StepKind for SecureConfigDir {
                 .map_err(|e| io("cannot give to the home's owner", path, e))?;
         }
         d.set_mode(0o700)
-            .map_err(|e| io("cannot chmod 0700", path, e))
+            .map_err(|e| io("cannot chmod 0700", path, e))?;
+        d.sync().map_err(|e| io("cannot sync", path, e))
     }
     fn undo(&self, r: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
         let path = &self.path;
@@ -264,6 +267,7 @@ impl StepKind for SecureConfigDir {
             }
             d.set_mode(m.mode)
                 .map_err(|e| io("cannot chmod", path, e))?;
+            d.sync().map_err(|e| io("cannot sync", path, e))?;
         }
         Ok(())
     }

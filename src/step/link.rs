@@ -2,7 +2,9 @@
 //! symlink into the config dir, replaced atomically. A link that pointed elsewhere is recorded
 //! (its target, owner and mtime) and put back by undo.
 
-use super::{exists, io, meta_of, Ctx, Meta, Record, Res, Save, StepError, StepKind, Wire};
+use super::{
+    exists, io, meta_of, sync_parent, Ctx, Meta, Record, Res, Save, StepError, StepKind, Wire,
+};
 use crate::atomic::{remove_stale_temps, set_mtime};
 use crate::fsops;
 use crate::pathser::{self, show};
@@ -102,6 +104,7 @@ impl StepKind for Link {
                 } else {
                     std::fs::remove_file(link)
                         .map_err(|e| io("cannot remove the link", link, e))?;
+                    sync_parent(link)?;
                 }
             }
             _ => {
@@ -112,6 +115,7 @@ impl StepKind for Link {
         }
         if let (Some(m), Some(_)) = (&u.link_meta, &u.prev_link) {
             let _ = set_mtime(link, m.mtime);
+            sync_parent(link)?;
         }
         Ok(())
     }

@@ -371,7 +371,31 @@ fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), StepEr
         d.set_owner(u, g)
             .map_err(|e| io("cannot give to the home's owner", path, e))?;
     }
-    Ok(())
+    // The directory (mode, owner) and its name in the parent reach the disk before the journal
+    // records the step done.
+    d.sync().map_err(|e| io("cannot sync", path, e))?;
+    sync_parent(path)
+}
+
+/// fsync a directory or a file: its entries or data, and its own metadata. Opened without
+/// following a link at its name.
+fn sync(path: &Path) -> Result<(), StepError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| io("cannot open to sync", path, e))?;
+    f.sync_all().map_err(|e| io("cannot sync", path, e))
+}
+
+/// fsync the directory holding `path`: after a name in it was created, renamed or removed, or
+/// after the metadata of a symlink in it changed (a symlink cannot be fsynced itself).
+fn sync_parent(path: &Path) -> Result<(), StepError> {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => sync(p),
+        _ => Ok(()),
+    }
 }
 
 /// Put a directory's mode, owner and mtime back, on the opened directory (never through a link
@@ -385,7 +409,8 @@ fn restore_meta(path: &Path, m: &Meta, chown_it: bool) -> Result<(), StepError> 
     d.set_mode(m.mode)
         .map_err(|e| io("cannot chmod", path, e))?;
     d.set_mtime(m.mtime)
-        .map_err(|e| io("cannot set the mtime of", path, e))
+        .map_err(|e| io("cannot set the mtime of", path, e))?;
+    d.sync().map_err(|e| io("cannot sync", path, e))
 }
 
 /// `<to><suffix>`: where a copy is staged before one rename puts it in place.

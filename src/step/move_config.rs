@@ -6,7 +6,8 @@
 
 use super::{
     copy_to_staging, exists, io, is_real_dir, meta_of, mkdir, rename, restore_meta, staging,
-    sync_dir, Ctx, Meta, Method, Record, Res, Save, StepError, StepKind, Wire, INCOMING, RESTORE,
+    sync_dir, sync_parent, Ctx, Meta, Method, Record, Res, Save, StepError, StepKind, Wire,
+    INCOMING, RESTORE,
 };
 use crate::failpoint::failpoint;
 use crate::fsops::{self, nearest_existing};
@@ -236,6 +237,7 @@ impl StepKind for MoveConfig {
                     if is_real_dir(to) {
                         rename(to, from)?;
                         sync_dir(ctx.home)?;
+                        sync_parent(to)?;
                     }
                 }
             }
@@ -245,12 +247,14 @@ impl StepKind for MoveConfig {
                 let incoming = staging(to, INCOMING);
                 if exists(&incoming) {
                     fsops::remove_tree(&incoming)?;
+                    sync_parent(to)?;
                 }
                 let to_nonempty = std::fs::read_dir(to)
                     .map(|mut d| d.next().is_some())
                     .unwrap_or(false);
                 if u.phase == Some(Phase::Copied) && from_is_dir && is_real_dir(to) && to_nonempty {
                     fsops::remove_tree(to)?;
+                    sync_parent(to)?;
                 }
             }
             Method::VerifiedCopy => {
@@ -278,6 +282,7 @@ impl StepKind for MoveConfig {
                 failpoint("undo-remove-config")?;
                 if is_real_dir(to) {
                     fsops::remove_tree(to)?;
+                    sync_parent(to)?;
                 }
             }
         }

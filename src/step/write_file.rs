@@ -3,7 +3,9 @@
 //! block), keeping its mode and owner. The record keeps the old bytes and metadata and the hash
 //! of what was written, so undo puts the file back and refuses to clobber an edit made since.
 
-use super::{exists, hash, io, mkdir, Ctx, Meta, Record, Res, Save, StepError, StepKind, Wire};
+use super::{
+    exists, hash, io, mkdir, sync_parent, Ctx, Meta, Record, Res, Save, StepError, StepKind, Wire,
+};
 use crate::atomic::remove_stale_temps;
 use crate::envfile;
 use crate::fsops::{self, nearest_existing};
@@ -179,17 +181,27 @@ fn undo_write(
                 tg.dir
                     .set_mtime_at(&tg.name, m.mtime)
                     .map_err(|e| io("cannot set the mtime of", &tg.path(), e))?;
+                tg.dir
+                    .sync_at(&tg.name)
+                    .map_err(|e| io("cannot sync", &tg.path(), e))?;
             }
-            _ => tg
-                .dir
-                .unlink(&tg.name)
-                .map_err(|e| io("cannot remove", &tg.path(), e))?,
+            _ => {
+                tg.dir
+                    .unlink(&tg.name)
+                    .map_err(|e| io("cannot remove", &tg.path(), e))?;
+                tg.dir
+                    .sync()
+                    .map_err(|e| io("cannot sync", tg.dir.path(), e))?;
+            }
         }
     } else if let Some(m) = &u.file_meta {
         let _ = tg.dir.set_mtime_at(&tg.name, m.mtime);
+        let _ = tg.dir.sync_at(&tg.name);
     }
     for d in u.created_dirs.iter().rev() {
-        let _ = std::fs::remove_dir(d);
+        if std::fs::remove_dir(d).is_ok() {
+            sync_parent(d)?;
+        }
     }
     Ok(())
 }
