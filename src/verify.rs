@@ -529,7 +529,7 @@ const PROBE_TAG: &str = ".dci-probe-";
 /// processes that are gone left next to the config dir: a kill between the probe's mkdir and its
 /// rmdir strands one, and it would keep `undo` from removing a shared dir it created. Returns how
 /// many were removed. Best effort: a probe that is not an empty directory is left alone.
-pub fn clear_stale_probes(config: &std::path::Path) -> usize {
+pub(crate) fn clear_stale_probes(config: &std::path::Path) -> usize {
     use std::os::unix::ffi::OsStrExt;
     let (Some(parent), Some(name)) = (config.parent(), config.file_name()) else {
         return 0;
@@ -545,16 +545,11 @@ pub fn clear_stale_probes(config: &std::path::Path) -> usize {
         let Some(pid) = file_name
             .as_bytes()
             .strip_prefix(&prefix[..])
-            .and_then(|p| std::str::from_utf8(p).ok())
-            .filter(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(crate::atomic::parse_pid)
         else {
             continue;
         };
-        let alive = pid == std::process::id() as i32
-            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-            || std::path::Path::new(&format!("/proc/{pid}")).exists();
-        if !alive && std::fs::remove_dir(parent.join(&file_name)).is_ok() {
+        if !crate::atomic::pid_alive(pid) && std::fs::remove_dir(parent.join(&file_name)).is_ok() {
             n += 1;
         }
     }
