@@ -134,8 +134,9 @@ fn durable(j: usize, i: usize, ops: &[Op], syncs: &[(usize, Call)], roots: &[Vec
 
 /// The distinct sets of kept ops a power cut may leave, over every crash point, excluding the
 /// ones where nothing is lost.
-fn states(ops: &[Op], syncs: &[(usize, Call)], roots: &[Vec<u8>]) -> BTreeSet<Vec<usize>> {
-    let mut out = BTreeSet::new();
+/// Each with the first crash point (number of calls made) that leaves it.
+fn states(ops: &[Op], syncs: &[(usize, Call)], roots: &[Vec<u8>]) -> BTreeMap<Vec<usize>, usize> {
+    let mut out = BTreeMap::new();
     for i in 1..=ops.len() {
         let lost: Vec<usize> = (0..i)
             .filter(|&j| !durable(j, i, ops, syncs, roots))
@@ -146,7 +147,8 @@ fn states(ops: &[Op], syncs: &[(usize, Call)], roots: &[Vec<u8>]) -> BTreeSet<Ve
         let keep_all_but = |drop: &BTreeSet<usize>| -> Vec<usize> {
             (0..i).filter(|j| !drop.contains(j)).collect()
         };
-        out.insert(keep_all_but(&lost.iter().copied().collect()));
+        out.entry(keep_all_but(&lost.iter().copied().collect()))
+            .or_insert(i);
         let mut by_stream: BTreeMap<&Vec<u8>, Vec<usize>> = BTreeMap::new();
         for &j in &lost {
             by_stream.entry(&ops[j].streams[0]).or_default().push(j);
@@ -154,7 +156,7 @@ fn states(ops: &[Op], syncs: &[(usize, Call)], roots: &[Vec<u8>]) -> BTreeSet<Ve
         for js in by_stream.values() {
             for cut in 0..js.len() {
                 let drop: BTreeSet<usize> = js[cut..].iter().copied().collect();
-                out.insert(keep_all_but(&drop));
+                out.entry(keep_all_but(&drop)).or_insert(i);
             }
         }
     }
@@ -376,7 +378,7 @@ fn power_cut_states_of_a_migration_on_one_filesystem_recover() {
     };
     let mut failures: Vec<String> = Vec::new();
     let mut replay_skipped = 0usize;
-    for keep in &all {
+    for (keep, &at) in &all {
         slot.restore("original");
         let mut offsets = BTreeMap::new();
         for &j in keep {
@@ -384,13 +386,13 @@ fn power_cut_states_of_a_migration_on_one_filesystem_recover() {
                 replay_skipped += 1;
             }
         }
-        let lost: Vec<String> = (0..=*keep.last().unwrap_or(&0))
+        let lost: Vec<String> = (0..at)
             .filter(|j| !keep.contains(j))
             .map(|j| ops[j].call.show())
             .collect();
         let what = format!(
-            "crash after `{}`, lost [{}]",
-            keep.last().map(|&j| ops[j].call.show()).unwrap_or_default(),
+            "power cut after `{}`, lost [{}]",
+            ops[at - 1].call.show(),
             lost.join(", ")
         );
         let o = exec(&mut tool(&w, &[], &["--yes"]));
