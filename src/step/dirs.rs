@@ -80,7 +80,9 @@ fn parent(p: &Path) -> Option<PathBuf> {
 fn remove_created(r: &DirsRecord) -> Result<(), StepError> {
     for d in r.created_dirs.iter().rev() {
         match std::fs::remove_dir(d) {
-            Ok(()) => {}
+            // Its parent may be one of ours too, already gone on a resumed undo: sync only
+            // after a removal.
+            Ok(()) => sync_parent(d)?,
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => {
                 return Err(io(
@@ -90,7 +92,6 @@ fn remove_created(r: &DirsRecord) -> Result<(), StepError> {
                 ))
             }
         }
-        sync_parent(d)?;
     }
     Ok(())
 }
