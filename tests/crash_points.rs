@@ -63,6 +63,14 @@ struct Scenario {
     what: Kind2,
 }
 
+impl Scenario {
+    /// The world's `/var/lib/disinto` is missing (a fresh machine): `create-shared-dir` makes
+    /// it and the shared dir, and `undo` removes both. Same filesystem only.
+    fn without_var_lib(&self) -> bool {
+        self.name.ends_with("-fresh-var")
+    }
+}
+
 /// What one slot needs to judge a point: its worlds before and after a clean migration.
 struct Refs {
     original: Manifest,
@@ -302,7 +310,13 @@ fn prepare(sc: &Scenario, n: usize) -> Option<Prepared> {
         return None;
     }
     require_strace();
-    let slots: Vec<Slot> = (0..n).map(|i| Slot::new(sc.name, i, sc.cross)).collect();
+    let slots: Vec<Slot> = (0..n)
+        .map(|i| {
+            let mut s = Slot::new(sc.name, i, sc.cross);
+            s.with_var_lib = !sc.without_var_lib();
+            s
+        })
+        .collect();
     let trace_file = slots[0].tmp_root.with_extension("trace");
 
     // The references of each slot: the world, and the world after a clean migration.
@@ -615,4 +629,16 @@ fn class5_the_homes_mtime_survives_a_kill_before_the_first_journal() {
         "chmod of the first state directory being built",
         |c| c.name == "chmod" && names(c, "/..local.dci-state-"),
     );
+}
+
+/// On a fresh machine (no `/var/lib/disinto`), `create-shared-dir` makes two directories and
+/// `undo` removes both: killed between the two removals (or just after the second), the next
+/// undo finds the inner one gone, and its parent too.
+#[test]
+fn kill_at_every_call_of_undo_on_a_fresh_machine() {
+    run_scenario(Scenario {
+        name: "undo-same-fs-fresh-var",
+        cross: false,
+        what: Kind2::Undo,
+    });
 }

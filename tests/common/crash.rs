@@ -98,6 +98,9 @@ pub fn require_strace() {
 pub struct Slot {
     pub tmp_root: PathBuf,
     pub shm_root: Option<PathBuf>,
+    /// Whether the shared dir's parent (`var/lib/disinto`) exists in a same-filesystem world;
+    /// when it does not, `create-shared-dir` makes two directories.
+    pub with_var_lib: bool,
     snapshots: std::sync::Mutex<BTreeSet<String>>,
 }
 
@@ -111,6 +114,7 @@ impl Slot {
         let s = Slot {
             tmp_root,
             shm_root,
+            with_var_lib: true,
             snapshots: Default::default(),
         };
         s.wipe();
@@ -147,7 +151,8 @@ impl Slot {
         mkdir(&w.home, 0o755);
         mkdir(&w.root.join("factory"), 0o755);
         match &self.shm_root {
-            None => mkdir(&w.root.join("var/lib/disinto"), 0o755),
+            None if self.with_var_lib => mkdir(&w.root.join("var/lib/disinto"), 0o755),
+            None => mkdir(&w.root.join("var/lib"), 0o755),
             Some(shm) => mkdir(shm, 0o755),
         }
         build_realistic_home(&w.home);
