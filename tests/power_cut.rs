@@ -322,11 +322,9 @@ fn migrated_diffs(migrated: &Manifest, got: &Manifest, vol: &Volatile) -> Vec<St
 
 #[test]
 fn power_cut_states_of_a_migration_on_one_filesystem_recover() {
-    if !is_root() {
-        eprintln!("skip: needs root (PID and mount namespaces)");
+    if !crash_tests_can_run() {
         return;
     }
-    require_strace();
     let t0 = Instant::now();
     let slot = Slot::new("power-cut", 0, false);
     let w = slot.world();

@@ -14,8 +14,10 @@
 //! Every run of the binary happens in a fresh PID namespace (`unshare --pid --fork
 //! --mount-proc`), so the pid in the names of the tool's temp files (`.journal.json.dci-tmp-<pid>`,
 //! `..claude.symlink-<pid>-<n>`, `config.dci-probe-<pid>`, ...) is the same in every run: the
-//! paths of the trace and of the kill run agree. A recovery run then sees the killed run's pid
-//! as dead, as it would be on a real machine once the process is gone.
+//! paths of the trace and of the kill run agree. Traced and killed runs take their pids from
+//! 10000 on (`ns_last_pid`), recovery runs from 1: a recovery run then sees the killed run's pid
+//! as dead, as it would be on a real machine once the process is gone, never as one of its own
+//! threads.
 //!
 //! Only std, `nix` and the helpers of `common` are used.
 
@@ -73,19 +75,19 @@ pub const TRACED: &[&str] = &[
     "sync",
 ];
 
-/// `strace`, or a panic that says how to get it: CI installs it (`.ci/run`), and a crash-point
-/// test that silently skips would look like a pass.
-pub fn require_strace() {
-    let ok = Command::new("strace")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "strace is needed by the crash-point tests: apt-get install -y strace"
-    );
+/// Whether this machine can run the crash tests: root (PID and mount namespaces) and strace.
+/// When not, the skip is recorded the project's way (`common::skipped`: it fails under
+/// `CI=true`, where `.ci/run` installs strace and runs as root).
+pub fn crash_tests_can_run() -> bool {
+    if !is_root() {
+        skipped("needs root (PID and mount namespaces)");
+        return false;
+    }
+    if !have_strace() {
+        skipped("needs strace (apt-get install -y strace)");
+        return false;
+    }
+    true
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -323,9 +325,19 @@ impl Drop for Slot {
 /// `World::cmd_bare`; the working directory is `/`, outside every world.
 pub fn tool(w: &World, wrap: &[OsString], args: &[&str]) -> Command {
     let mut c = Command::new("unshare");
-    c.args(["--pid", "--fork", "--mount-proc"])
-        .args(wrap)
-        .arg(BIN);
+    c.args(["--pid", "--fork", "--mount-proc"]);
+    if !wrap.is_empty() {
+        // A traced (or killed) run gets pids from 10000 on: a recovery run, pid 1 with its
+        // threads numbered from 2, must never see the dead run's pid as one of its own threads
+        // (then alive, and its temp files kept).
+        c.args([
+            "sh",
+            "-c",
+            "echo 9999 > /proc/sys/kernel/ns_last_pid && exec \"$@\"",
+            "sh",
+        ]);
+    }
+    c.args(wrap).arg(BIN);
     let (sub, rest) = match args.first() {
         Some(s) if !s.starts_with('-') => (Some(*s), &args[1..]),
         _ => (None, args),
