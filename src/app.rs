@@ -373,11 +373,11 @@ fn migrate(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()
 /// of processes that are gone. Every `migrate` and `undo` that changes something removes them
 /// first.
 fn clear_leftovers(s: &Settings, j: Option<&Journal>) {
-    crate::atomic::remove_stale_temps(&Journal::path(&s.state_dir));
-    crate::verify::clear_stale_probes(&s.config_dir);
+    crate::journal::remove_stale_temps(&s.home, &s.state_dir);
+    crate::verify::clear_stale_probes(&s.home, &s.config_dir);
     if let Some(js) = j.map(|j| j.recorded.settings(s)) {
         if js.config_dir != s.config_dir {
-            crate::verify::clear_stale_probes(&js.config_dir);
+            crate::verify::clear_stale_probes(&s.home, &js.config_dir);
         }
     }
 }

@@ -241,13 +241,6 @@ fn parse_staging(name: &[u8], top_name: &[u8]) -> Option<(i32, Option<(i64, i64)
     Some((pid.parse().ok()?, mtime))
 }
 
-fn mtime_of(p: &Path) -> Option<(i64, i64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(p)
-        .ok()
-        .map(|m| (m.mtime(), m.mtime_nsec()))
-}
-
 /// Create the journal's missing directories and write `journal` into them as one atomic
 /// change: the directories are built under a temporary name next to the outermost missing one
 /// (mode 0700, owned by the home's owner), the journal written inside, and a single rename
@@ -266,17 +259,20 @@ pub fn create_with_journal(
     let Some(top) = missing.first() else {
         return journal.save(state_dir, owner);
     };
-    let parent_mtime = top.parent().and_then(mtime_of);
-    let staging = staging_for(top, std::process::id(), parent_mtime)
-        .ok_or_else(|| std::io::Error::other("the state directory has no parent"))?;
-    let (Some(parent), Some(top_name), Some(staging_name)) =
-        (top.parent(), top.file_name(), staging.file_name())
-    else {
+    let (Some(parent), Some(top_name)) = (top.parent(), top.file_name()) else {
         return Err(std::io::Error::other("the state directory has no parent"));
     };
     // The directory the state dirs appear in, opened without following a link below the home
     // (`~/.local/state` a link into root's tree is refused here, not written through).
     let base = open_below_home(&journal.recorded.home, parent)?;
+    let st = base.stat()?;
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    let parent_mtime = Some((st.st_mtime as i64, st.st_mtime_nsec as i64));
+    let staging = staging_for(top, std::process::id(), parent_mtime)
+        .ok_or_else(|| std::io::Error::other("the state directory has no parent"))?;
+    let staging_name = staging
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the state directory has no parent"))?;
     if base.lstat(staging_name)?.is_some() {
         base.remove_tree_at(staging_name)?; // ours (same pid), from a run that died
     }
@@ -403,7 +399,7 @@ pub fn finish(
     journal: &Journal,
     owner: Option<(u32, u32)>,
 ) -> std::io::Result<()> {
-    atomic::remove_stale_temps(&Journal::path(state_dir));
+    remove_stale_temps(home, state_dir);
     let times = &journal.dir_times;
     let Some(top) = journal.created_state_dirs.first() else {
         // The state directory was there before: only the journal is ours.
@@ -481,11 +477,42 @@ pub fn finish_marked_mtime(home: &Path, state_dir: &Path) -> bool {
     true
 }
 
+/// Remove the temp files (`.journal.json.dci-tmp-<pid>`) that journal writes of processes that
+/// are gone left in the state dir (a SIGKILL between the temp file and its rename): through the
+/// state dir's descriptor, opened from the home without following a link (issue 10).
+pub fn remove_stale_temps(home: &Path, state_dir: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(dir) = open_below_home(home, state_dir) else {
+        return;
+    };
+    let Ok(names) = dir.names() else {
+        return;
+    };
+    let prefix = format!(".{JOURNAL_FILE}.dci-tmp-");
+    let mut removed = false;
+    for n in names {
+        let Some(pid) = n
+            .as_bytes()
+            .strip_prefix(prefix.as_bytes())
+            .and_then(atomic::parse_pid)
+        else {
+            continue;
+        };
+        // unlink: never a directory; a link is removed, not followed.
+        if !atomic::pid_alive(pid) && dir.unlink(&n).is_ok() {
+            removed = true;
+        }
+    }
+    if removed {
+        let _ = dir.sync();
+    }
+}
+
 /// Remove the journal and the state directories created for it (innermost first; a directory
 /// that something else has since put files in is left alone).
 pub fn remove(home: &Path, state_dir: &Path, created: &[PathBuf]) -> std::io::Result<()> {
     // The temp file of a journal write that a SIGKILL interrupted would keep the directory.
-    atomic::remove_stale_temps(&Journal::path(state_dir));
+    remove_stale_temps(home, state_dir);
     // Through the state dir and its parents opened from the home without following a link
     // (issue 10): a directory swapped for a link cannot point these removals elsewhere.
     match open_below_home(home, state_dir) {

@@ -529,19 +529,23 @@ const PROBE_TAG: &str = ".dci-probe-";
 /// processes that are gone left next to the config dir: a kill between the probe's mkdir and its
 /// rmdir strands one, and it would keep `undo` from removing a shared dir it created. Returns how
 /// many were removed. Best effort: a probe that is not an empty directory is left alone.
-pub(crate) fn clear_stale_probes(config: &std::path::Path) -> usize {
+pub(crate) fn clear_stale_probes(home: &std::path::Path, config: &std::path::Path) -> usize {
     use std::os::unix::ffi::OsStrExt;
     let (Some(parent), Some(name)) = (config.parent(), config.file_name()) else {
         return 0;
     };
-    let Ok(rd) = std::fs::read_dir(parent) else {
+    // Through the parent's descriptor, reached from the home without following a link when
+    // it is inside the home (issue 10).
+    let Ok(dir) = crate::safefs::open_beneath(home, parent) else {
+        return 0;
+    };
+    let Ok(names) = dir.names() else {
         return 0;
     };
     let mut prefix = name.as_bytes().to_vec();
     prefix.extend_from_slice(PROBE_TAG.as_bytes());
     let mut n = 0;
-    for e in rd.flatten() {
-        let file_name = e.file_name();
+    for file_name in names {
         let Some(pid) = file_name
             .as_bytes()
             .strip_prefix(&prefix[..])
@@ -549,12 +553,13 @@ pub(crate) fn clear_stale_probes(config: &std::path::Path) -> usize {
         else {
             continue;
         };
-        if !crate::atomic::pid_alive(pid) && std::fs::remove_dir(parent.join(&file_name)).is_ok() {
+        // rmdir: only an empty directory goes.
+        if !crate::atomic::pid_alive(pid) && dir.rmdir(&file_name).is_ok() {
             n += 1;
         }
     }
     if n > 0 {
-        let _ = crate::atomic::sync_dir(parent);
+        let _ = dir.sync();
     }
     n
 }
