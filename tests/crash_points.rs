@@ -574,8 +574,8 @@ fn class2_an_undo_killed_after_its_journal_is_gone_is_finished_by_the_next() {
     );
 }
 
-/// Class 3: killed while a journal temp file exists (at its `fchown`): resume must remove the
-/// dead run's temp file.
+/// Class 3: killed while a journal temp file exists (at its `fchmod`: the journal stays its
+/// writer's since issue 10, so there is no `fchown`): resume must remove the dead run's temp file.
 #[test]
 fn class3_resume_removes_the_dead_runs_journal_temp_file() {
     targeted(
@@ -584,9 +584,9 @@ fn class3_resume_removes_the_dead_runs_journal_temp_file() {
             cross: false,
             what: Kind2::Migrate,
         },
-        "fchown of a journal temp file",
+        "fchmod of a journal temp file",
         |c| {
-            c.name == "fchown"
+            c.name == "fchmod"
                 && names(
                     c,
                     "/.local/state/disinto/claude-init/.journal.json.dci-tmp-",
@@ -624,8 +624,9 @@ fn class5_the_homes_mtime_survives_a_kill_before_the_first_journal() {
             cross: false,
             what: Kind2::Migrate,
         },
-        "chmod of the first state directory being built",
-        |c| c.name == "chmod" && names(c, "/..local.dci-state-"),
+        // Made with mkdirat and given its mode through its descriptor (issue 10): fchmod.
+        "fchmod of the first state directory being built",
+        |c| c.name == "fchmod" && names(c, "/..local.dci-state-"),
     );
 }
 
