@@ -650,7 +650,76 @@ pub fn parse_trace(text: &str) -> Vec<Call> {
             calls.push(c);
         }
     }
+    resolve_proc_fd(&mut calls);
     calls
+}
+
+/// Since issue 10 the tool names a file inside a directory it opened as
+/// `/proc/self/fd/N/./name` (the directory by its descriptor, whatever happens to its name).
+/// strace prints that string as given; the path strace resolved for descriptor N elsewhere in the
+/// trace (the last one seen before the call, else the first one after) stands in for it, so the
+/// durability rule, `-P` and the replay see the real directory.
+fn resolve_proc_fd(calls: &mut [Call]) {
+    let mut first: HashMap<i64, Vec<u8>> = HashMap::new();
+    for c in calls.iter() {
+        for a in &c.args {
+            if let Arg::Fd(n, Some(p)) = a {
+                first.entry(*n).or_insert_with(|| p.clone());
+            }
+        }
+        if let Some(Arg::Fd(n, Some(p))) = c
+            .ret
+            .as_deref()
+            .and_then(|r| r.split_whitespace().next())
+            .map(parse_arg)
+        {
+            first.entry(n).or_insert(p);
+        }
+    }
+    let mut known: HashMap<i64, Vec<u8>> = HashMap::new();
+    for c in calls.iter_mut() {
+        // A descriptor opened here (`= 5</path>`) names its path from the next call on.
+        let opened = c
+            .ret
+            .as_deref()
+            .and_then(|r| r.split_whitespace().next())
+            .map(parse_arg);
+        for a in c.args.iter_mut() {
+            match a {
+                Arg::Fd(n, Some(p)) => {
+                    known.insert(*n, p.clone());
+                }
+                Arg::Str(s) => {
+                    let Some(rest) = s.strip_prefix(b"/proc/self/fd/".as_slice()) else {
+                        continue;
+                    };
+                    let end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+                    let Some(n) = std::str::from_utf8(&rest[..end])
+                        .ok()
+                        .and_then(|d| d.parse::<i64>().ok())
+                    else {
+                        continue;
+                    };
+                    let Some(dir) = known.get(&n).or_else(|| first.get(&n)) else {
+                        continue;
+                    };
+                    let mut out = dir.clone();
+                    for comp in rest[end..].split(|&b| b == b'/') {
+                        if comp.is_empty() || comp == b"." {
+                            continue;
+                        }
+                        out.push(b'/');
+                        out.extend_from_slice(comp);
+                    }
+                    *s = out;
+                }
+                _ => {}
+            }
+        }
+        if let Some(Arg::Fd(n, Some(p))) = opened {
+            known.insert(n, p);
+        }
+    }
 }
 
 fn parse_call(text: &str, tid: u32, pos: usize) -> Option<Call> {
