@@ -452,6 +452,9 @@ pub struct Call {
     /// The result as printed (`0`, `5</path>`, `-1 ENOENT (...)`, `?` for a call that never
     /// returned); None while unfinished.
     pub ret: Option<String>,
+    /// The string arguments as strace printed them, where [`resolve_proc_fd`] rewrote one
+    /// (`/proc/self/fd/N/...`): what `-P` matches on. Empty: as `args`.
+    pub literal: Vec<Arg>,
 }
 
 const AT_FDCWD: i64 = -100;
@@ -634,6 +637,7 @@ pub fn parse_trace(text: &str) -> Vec<Call> {
                 name,
                 args: Vec::new(),
                 ret: None,
+                literal: Vec::new(),
             });
             // Parse what we have now (the arguments are all there); the result comes later.
             if let Some(open) = head.find('(') {
@@ -678,6 +682,7 @@ fn resolve_proc_fd(calls: &mut [Call]) {
     }
     let mut known: HashMap<i64, Vec<u8>> = HashMap::new();
     for c in calls.iter_mut() {
+        let before = c.args.clone();
         // A descriptor opened here (`= 5</path>`) names its path from the next call on.
         let opened = c
             .ret
@@ -716,6 +721,9 @@ fn resolve_proc_fd(calls: &mut [Call]) {
                 _ => {}
             }
         }
+        if c.args != before {
+            c.literal = before;
+        }
         if let Some(Arg::Fd(n, Some(p))) = opened {
             known.insert(n, p);
         }
@@ -744,6 +752,7 @@ fn parse_call(text: &str, tid: u32, pos: usize) -> Option<Call> {
         name,
         args,
         ret,
+        literal: Vec::new(),
     })
 }
 
@@ -789,8 +798,17 @@ impl Call {
     pub fn match_paths(&self) -> Vec<Vec<u8>> {
         let (s, f) = self.match_slots();
         let mut v: Vec<Vec<u8>> = Vec::new();
+        let literal = if self.literal.is_empty() {
+            &self.args
+        } else {
+            &self.literal
+        };
         for &i in s {
-            if let Some(p) = self.str_at(i).filter(|p| p.starts_with(b"/")) {
+            let lit = match literal.get(i) {
+                Some(Arg::Str(p)) => Some(p.as_slice()),
+                _ => None,
+            };
+            if let Some(p) = lit.filter(|p| p.starts_with(b"/")) {
                 v.push(p.to_vec());
             }
         }
@@ -918,9 +936,15 @@ impl Call {
     /// The same call, as far as a trace can tell: name, strings and descriptor paths (not the
     /// descriptor numbers, which differ between runs).
     pub fn same_as(&self, o: &Call) -> bool {
+        // As strace printed them: a killed run's trace may end before descriptor N's path is
+        // known there (see [`resolve_proc_fd`]).
         let key = |c: &Call| -> Vec<Vec<u8>> {
-            c.args
-                .iter()
+            let args = if c.literal.is_empty() {
+                &c.args
+            } else {
+                &c.literal
+            };
+            args.iter()
                 .filter_map(|a| match a {
                     Arg::Str(s) => Some(s.clone()),
                     Arg::Fd(n, p) if *n != AT_FDCWD => p.clone(),
