@@ -794,7 +794,8 @@ impl Call {
         }
     }
 
-    /// The absolute paths `-P` would match this call on.
+    /// The paths `-P` would match this call on: absolute ones, descriptors' paths, and relative
+    /// names as passed.
     pub fn match_paths(&self) -> Vec<Vec<u8>> {
         let (s, f) = self.match_slots();
         let mut v: Vec<Vec<u8>> = Vec::new();
@@ -808,7 +809,10 @@ impl Call {
                 Some(Arg::Str(p)) => Some(p.as_slice()),
                 _ => None,
             };
-            if let Some(p) = lit.filter(|p| p.starts_with(b"/")) {
+            // A relative name too: strace matches the string as the tracee passed it, so
+            // `-P name` picks `unlinkat(dirfd, "name")` out of every call on that directory,
+            // whichever worker thread the directory's other entries fell to.
+            if let Some(p) = lit.filter(|p| !p.is_empty()) {
                 v.push(p.to_vec());
             }
         }
@@ -1072,7 +1076,8 @@ pub fn rebase(points: &[Point], from: &[Vec<u8>], to: &[Vec<u8>]) -> Vec<Point> 
         .iter()
         .map(|pt| {
             let mut c = pt.call.clone();
-            for a in &mut c.args {
+            // The literal form too: [`Call::same_as`] compares what strace printed.
+            for a in c.args.iter_mut().chain(c.literal.iter_mut()) {
                 match a {
                     Arg::Str(s) => *s = fix(s),
                     Arg::Fd(_, Some(p)) => *p = fix(p),
