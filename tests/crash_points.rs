@@ -641,3 +641,48 @@ fn kill_at_every_call_of_undo_on_a_fresh_machine() {
         what: Kind2::Undo,
     });
 }
+
+/// The harness itself: a point found in slot 0 is aimed in slot 1 at slot 1's paths, the
+/// literal `/proc/self/fd/N/./name` form and a relative name that is a root's own name
+/// included (both seen as "kill not reached" before they were rebased), and `-P` is offered
+/// the relative name strace matches on.
+#[test]
+fn points_rebase_to_another_slot_literal_and_relative_names_included() {
+    let trace = "\
+10002 openat(AT_FDCWD</x>, \"/tmp/w-0/home/.claude\", O_RDONLY|O_DIRECTORY|O_CLOEXEC) = 5</tmp/w-0/home/.claude>
+10002 renameat(AT_FDCWD</x>, \"/tmp/w-0/home/a\", AT_FDCWD</x>, \"/proc/self/fd/5/./a\") = 0
+10002 utimensat(7</dev>, \"w-0\", [{tv_sec=1, tv_nsec=0}, {tv_sec=1, tv_nsec=0}], AT_SYMLINK_NOFOLLOW) = 0
+10003 unlinkat(5</tmp/w-0/home/.claude>, \"ide\", AT_REMOVEDIR) = 0
+";
+    let calls = parse_trace(trace);
+    let from = vec![b"/tmp/w-0".to_vec(), b"/dev/w-0".to_vec()];
+    let to = vec![b"/tmp/w-1".to_vec(), b"/dev/w-1".to_vec()];
+    let pts = points(&calls, &from);
+    assert_eq!(pts.len(), 3, "{pts:#?}");
+    let moved = rebase(&pts, &from, &to);
+    let rename = &moved[0].call;
+    assert_eq!(
+        rename.target2().as_deref(),
+        Some(&b"/tmp/w-1/home/.claude/a"[..])
+    );
+    let killed = parse_trace(
+        "10002 renameat(AT_FDCWD</x>, \"/tmp/w-1/home/a\", AT_FDCWD</x>, \"/proc/self/fd/5/./a\" <unfinished ...>\n",
+    );
+    assert!(killed[0].same_as(rename), "{rename:#?} vs {killed:#?}");
+    let utime = &moved[1];
+    assert!(
+        utime.aims.iter().any(|a| a.path == b"w-1"),
+        "{:#?}",
+        utime.aims
+    );
+    assert!(
+        parse_trace("10002 utimensat(7</dev>, \"w-1\", NULL, 0 <unfinished ...>\n")[0]
+            .same_as(&utime.call)
+    );
+    let unlink = &moved[2];
+    assert!(
+        unlink.aims.iter().any(|a| a.path == b"ide" && a.one_thread),
+        "{:#?}",
+        unlink.aims
+    );
+}

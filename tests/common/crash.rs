@@ -1069,6 +1069,15 @@ pub fn rebase(points: &[Point], from: &[Vec<u8>], to: &[Vec<u8>]) -> Vec<Point> 
             if under(p, f) {
                 return [&t[..], &p[f.len()..]].concat();
             }
+            // A relative name that starts with a root's own name (`utimensat(fd</dev/shm>,
+            // "dci-crash-…-0")`): the same name in the other slot.
+            let base = |r: &[u8]| -> Vec<u8> {
+                r.rsplit(|&b| b == b'/').next().unwrap_or_default().to_vec()
+            };
+            let (fb, tb) = (base(f), base(t));
+            if !p.starts_with(b"/") && !fb.is_empty() && under(p, &fb) {
+                return [&tb[..], &p[fb.len()..]].concat();
+            }
         }
         p.to_vec()
     };
