@@ -3,7 +3,7 @@
 //! A kill leaves every system call made so far in effect. A power cut may also lose what was
 //! not yet on disk: a POSIX file system keeps a change to a directory's entries only once that
 //! directory was fsynced (or its file system synced), and a change to a file's data or metadata
-//! only once that file was. So, from a trace of a clean migration on one file system:
+//! only once that file was. So, from a trace of a clean migration (or undo) on one file system:
 //!
 //! - the run's mutating calls are put in *streams*: a name created, renamed or removed belongs to
 //!   the directory holding it (a rename to both); a mode, owner, mtime or data change to its
@@ -303,6 +303,44 @@ fn replay(c: &Call, offsets: &mut BTreeMap<Vec<u8>, u64>) -> std::io::Result<()>
         "unlinkat" if other(c, 2).contains("AT_REMOVEDIR") => fs::remove_dir(p(&x)),
         "unlinkat" => fs::remove_file(p(&x)),
         "rmdir" => fs::remove_dir(p(&x)),
+        "setxattr" | "lsetxattr" | "fsetxattr" => {
+            let (name, value) = match (c.args.get(1), c.args.get(2)) {
+                (Some(Arg::Str(n)), Some(Arg::Str(v))) => (n.clone(), v.clone()),
+                _ => return Err(err("xattr name or value")),
+            };
+            let path = std::ffi::CString::new(x).map_err(|_| err("nul in path"))?;
+            let name = std::ffi::CString::new(name).map_err(|_| err("nul in name"))?;
+            // SAFETY: both C strings outlive the call; value is a valid slice.
+            let r = unsafe {
+                nix::libc::lsetxattr(
+                    path.as_ptr(),
+                    name.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+        "removexattr" | "lremovexattr" | "fremovexattr" => {
+            let name = match c.args.get(1) {
+                Some(Arg::Str(n)) => n.clone(),
+                _ => return Err(err("xattr name")),
+            };
+            let path = std::ffi::CString::new(x).map_err(|_| err("nul in path"))?;
+            let name = std::ffi::CString::new(name).map_err(|_| err("nul in name"))?;
+            // SAFETY: both C strings outlive the call.
+            let r = unsafe { nix::libc::lremovexattr(path.as_ptr(), name.as_ptr()) };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
         other => Err(err(&format!("replay of {other} not supported"))),
     }
 }
@@ -320,36 +358,65 @@ fn migrated_diffs(migrated: &Manifest, got: &Manifest, vol: &Volatile) -> Vec<St
     diff_migrated(migrated, got, &vol)
 }
 
-#[test]
-fn power_cut_states_of_a_migration_on_one_filesystem_recover() {
+/// What a scenario runs and how its states must recover.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum What {
+    /// `migrate --yes` from the original world; a state recovers when `migrate --yes` reaches
+    /// the migrated world and `undo --yes` then the original.
+    Migrate,
+    /// `undo --yes` from the migrated world; a state recovers when `undo --yes` reaches the
+    /// original world.
+    Undo,
+}
+
+fn power_cut(what: What, tag: &str) {
     if !crash_tests_can_run() {
         return;
     }
     let t0 = Instant::now();
-    let slot = Slot::new("power-cut", 0, false);
+    let slot = Slot::new(tag, 0, false);
     let w = slot.world();
     let original = w.manifest();
     slot.snapshot("original");
     let o = exec(&mut tool(&w, &[], &["--yes"]));
     assert!(o.ok(), "{}", o.brief());
     let migrated = w.manifest();
-    slot.restore("original");
+    slot.snapshot("migrated");
+    let (start, args): (&str, &[&str]) = match what {
+        What::Migrate => ("original", &["--yes"]),
+        What::Undo => ("migrated", &["undo", "--yes"]),
+    };
+    slot.restore(start);
     let trace = slot.tmp_root.with_extension("trace");
-    let (o, calls) = trace_run(&w, &["--yes"], &trace);
+    let (o, calls) = trace_run(&w, args, &trace);
     let _ = fs::remove_file(&trace);
     assert!(o.ok(), "{}", o.brief());
-    let vol = Volatile::between(&migrated, &w.manifest());
+    let ignore = Ignore {
+        dir_mtime: true,
+        ..Default::default()
+    };
+    // What a clean run leaves, and how a state's end is compared with it.
+    let vol = match what {
+        What::Migrate => Volatile::between(&migrated, &w.manifest()),
+        What::Undo => Volatile::default(),
+    };
+    let ends_right = |got: &Manifest| -> Vec<String> {
+        match what {
+            What::Migrate => migrated_diffs(&migrated, got, &vol),
+            What::Undo => diff(&original, got, ignore),
+        }
+    };
     let roots = root_bytes(&w);
     let (ops, syncs) = ops_of(&calls, &roots);
     let all = states(&ops, &syncs, &roots);
     eprintln!(
-        "power cut: {} mutating calls, {} fsync/syncfs, {} distinct states where something is lost",
+        "power cut ({what:?}): {} mutating calls, {} fsync/syncfs, {} distinct states where something is lost",
         ops.len(),
         syncs.len(),
         all.len()
     );
     // The replay itself must be exact: all calls kept gives the clean run's world.
-    slot.restore("original");
+    slot.restore(start);
     let mut offsets = BTreeMap::new();
     let bad: Vec<String> = ops
         .iter()
@@ -364,20 +431,16 @@ fn power_cut_states_of_a_migration_on_one_filesystem_recover() {
         "replay of the clean run fails:\n{}",
         bad.join("\n")
     );
-    let d = migrated_diffs(&migrated, &w.manifest(), &vol);
+    let d = ends_right(&w.manifest());
     assert!(
         d.is_empty(),
         "the replayed clean run differs:\n{}",
         d.join("\n")
     );
-    let ignore = Ignore {
-        dir_mtime: true,
-        ..Default::default()
-    };
     let mut failures: Vec<String> = Vec::new();
     let mut replay_skipped = 0usize;
     for (keep, &at) in &all {
-        slot.restore("original");
+        slot.restore(start);
         let mut offsets = BTreeMap::new();
         for &j in keep {
             if replay(&ops[j].call, &mut offsets).is_err() {
@@ -388,17 +451,17 @@ fn power_cut_states_of_a_migration_on_one_filesystem_recover() {
             .filter(|j| !keep.contains(j))
             .map(|j| ops[j].call.show())
             .collect();
-        let what = format!(
+        let what_cut = format!(
             "power cut after `{}`, lost [{}]",
             ops[at - 1].call.show(),
             lost.join(", ")
         );
-        let o = exec(&mut tool(&w, &[], &["--yes"]));
-        let mut d = migrated_diffs(&migrated, &w.manifest(), &vol);
+        let o = exec(&mut tool(&w, &[], args));
+        let mut d = ends_right(&w.manifest());
         if !o.ok() {
-            d.insert(0, format!("migrate: {}", o.brief()));
+            d.insert(0, format!("{}: {}", args[0], o.brief()));
         }
-        if d.is_empty() {
+        if what == What::Migrate && d.is_empty() {
             let o = exec(&mut tool(&w, &[], &["undo", "--yes"]));
             d = diff(&original, &w.manifest(), ignore);
             if !o.ok() {
@@ -406,17 +469,22 @@ fn power_cut_states_of_a_migration_on_one_filesystem_recover() {
             }
         }
         if !d.is_empty() {
-            failures.push(format!("{what}:\n      {}", d.join("\n      ")));
+            failures.push(format!("{what_cut}:\n      {}", d.join("\n      ")));
         }
     }
     let root = String::from_utf8_lossy(&roots[0]).into_owned();
     eprintln!(
-        "power cut: {} states checked, {} recovered, {} failed ({} replayed calls could not apply: their inputs were lost); {:.1?}",
+        "power cut ({what:?}): {} states checked, {} recovered, {} failed ({} replayed calls could not apply: their inputs were lost); {:.1?}",
         all.len(),
         all.len() - failures.len(),
         failures.len(),
         replay_skipped,
         t0.elapsed()
+    );
+    assert!(
+        all.len() > 10,
+        "only {} power-cut states: the trace or the stream model is wrong",
+        all.len()
     );
     assert!(
         failures.is_empty(),
@@ -430,4 +498,14 @@ fn power_cut_states_of_a_migration_on_one_filesystem_recover() {
             .collect::<Vec<_>>()
             .join("\n  ")
     );
+}
+
+#[test]
+fn power_cut_states_of_a_migration_on_one_filesystem_recover() {
+    power_cut(What::Migrate, "power-cut");
+}
+
+#[test]
+fn power_cut_states_of_an_undo_on_one_filesystem_recover() {
+    power_cut(What::Undo, "power-cut-undo");
 }
