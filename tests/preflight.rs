@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::homes::chown_r;
 use common::*;
 use serde_json::Value;
 use std::fs;
@@ -45,18 +46,6 @@ fn fill(dir: &Path) {
             break;
         };
         while let Ok(()) = f.write_all(&chunk[..size]) {}
-    }
-}
-
-/// `chown -hR uid:gid path`.
-fn chown_r(path: &Path, uid: u32, gid: u32) {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-        .unwrap_or_else(|e| panic!("lchown {}: {e}", path.display()));
-    let m = fs::symlink_metadata(path).unwrap();
-    if m.is_dir() {
-        for e in fs::read_dir(path).unwrap() {
-            chown_r(&e.unwrap().path(), uid, gid);
-        }
     }
 }
 

@@ -849,19 +849,22 @@ impl Call {
         v
     }
 
+    /// String argument `s` as an absolute path: as it is, or joined to directory descriptor `d`.
+    fn joined(&self, d: usize, s: usize) -> Option<Vec<u8>> {
+        let name = self.str_at(s)?;
+        if name.starts_with(b"/") {
+            return Some(name.to_vec());
+        }
+        match self.args.get(d) {
+            Some(Arg::Fd(_, Some(p))) => Some([&p[..], b"/", name].concat()),
+            _ => None,
+        }
+    }
+
     /// The object the call acts on, as an absolute path: `openat(dirfd, name)` is
     /// `<dirfd's path>/name`, `fchmod(fd)` is fd's path, `rename(a, b)` is `a`.
     pub fn target(&self) -> Option<Vec<u8>> {
-        let joined = |d: usize, s: usize| -> Option<Vec<u8>> {
-            let name = self.str_at(s)?;
-            if name.starts_with(b"/") {
-                return Some(name.to_vec());
-            }
-            match self.args.get(d) {
-                Some(Arg::Fd(_, Some(p))) => Some([&p[..], b"/", name].concat()),
-                _ => None,
-            }
-        };
+        let joined = |d, s| self.joined(d, s);
         match self.name.as_str() {
             "open" | "creat" | "mkdir" | "rmdir" | "unlink" | "rename" | "link" | "chmod"
             | "chown" | "lchown" | "truncate" | "utimes" | "setxattr" | "lsetxattr"
@@ -880,16 +883,7 @@ impl Call {
 
     /// The second path of a two-path call: the new name of `rename*`/`link*`.
     pub fn target2(&self) -> Option<Vec<u8>> {
-        let joined = |d: usize, s: usize| -> Option<Vec<u8>> {
-            let name = self.str_at(s)?;
-            if name.starts_with(b"/") {
-                return Some(name.to_vec());
-            }
-            match self.args.get(d) {
-                Some(Arg::Fd(_, Some(p))) => Some([&p[..], b"/", name].concat()),
-                _ => None,
-            }
-        };
+        let joined = |d, s| self.joined(d, s);
         match self.name.as_str() {
             "rename" | "link" => self.str_at(1).map(<[u8]>::to_vec),
             "renameat" | "renameat2" | "linkat" => joined(2, 3),
@@ -1195,48 +1189,13 @@ impl Volatile {
 /// Differences between a recovered world and the clean migrated one, overlooking only what
 /// `vol` says differs between two clean runs.
 pub fn diff_migrated(clean: &Manifest, got: &Manifest, vol: &Volatile) -> Vec<String> {
-    let mut out = Vec::new();
-    let keys: BTreeSet<&Vec<u8>> = clean.keys().chain(got.keys()).collect();
-    for k in keys {
-        let p = esc(k);
-        match (clean.get(k), got.get(k)) {
-            (Some(a), None) => out.push(format!("missing {p}: {a}")),
-            (None, Some(b)) => out.push(format!("extra   {p}: {b}")),
-            (Some(a), Some(b)) => {
-                let mut what = Vec::new();
-                if a.kind != b.kind {
-                    what.push(format!("was [{a}] now [{b}]"));
-                } else {
-                    if a.mode != b.mode {
-                        what.push(format!("mode {:04o} -> {:04o}", a.mode, b.mode));
-                    }
-                    if (a.uid, a.gid) != (b.uid, b.gid) {
-                        what.push(format!("owner {}:{} -> {}:{}", a.uid, a.gid, b.uid, b.gid));
-                    }
-                    if !vol.content.contains(k) && (a.size != b.size || a.hash != b.hash) {
-                        what.push("content".into());
-                    }
-                    if a.target != b.target {
-                        what.push("link target".into());
-                    }
-                    if !vol.mtime.contains(k) && a.mtime != b.mtime {
-                        what.push(format!(
-                            "mtime {}.{:09} -> {}.{:09}",
-                            a.mtime.0, a.mtime.1, b.mtime.0, b.mtime.1
-                        ));
-                    }
-                    if a.link_group != b.link_group {
-                        what.push("hardlink group".into());
-                    }
-                }
-                if !what.is_empty() {
-                    out.push(format!("changed {p}: {}", what.join("; ")));
-                }
-            }
-            (None, None) => unreachable!(),
-        }
-    }
-    out
+    diff_by(clean, got, |k, _| {
+        Some(Overlook {
+            owner: false,
+            content: vol.content.contains(k),
+            mtime: vol.mtime.contains(k),
+        })
+    })
 }
 
 /// The names the tool gives its own temporary things: none may survive a finished run.

@@ -252,57 +252,44 @@ pub struct Ignore {
 
 /// Human-readable differences between two manifests, one line per path, sorted by path.
 pub fn diff(before: &Manifest, after: &Manifest, ignore: Ignore) -> Vec<String> {
+    diff_by(before, after, |k, node| {
+        (!(ignore.root && k == b".")).then_some(Overlook {
+            owner: ignore.owner,
+            content: false,
+            mtime: ignore.dir_mtime && node.kind == Kind::Dir,
+        })
+    })
+}
+
+/// What one path's comparison may overlook (see [`diff_by`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overlook {
+    pub owner: bool,
+    /// Size and bytes.
+    pub content: bool,
+    pub mtime: bool,
+}
+
+/// [`diff`] with a rule per path: `rule(key, node)` says what to overlook there, or None to
+/// skip the path entirely (`node` is the one before, else the one after).
+pub fn diff_by(
+    before: &Manifest,
+    after: &Manifest,
+    rule: impl Fn(&[u8], &Node) -> Option<Overlook>,
+) -> Vec<String> {
     let keys: BTreeSet<&Vec<u8>> = before.keys().chain(after.keys()).collect();
     let mut out = Vec::new();
     for k in keys {
-        if ignore.root && k == b"." {
+        let Some(node) = before.get(k).or_else(|| after.get(k)) else {
             continue;
-        }
+        };
+        let Some(o) = rule(k, node) else { continue };
         let p = esc(k);
         match (before.get(k), after.get(k)) {
             (Some(b), None) => out.push(format!("removed {p}: {b}")),
             (None, Some(a)) => out.push(format!("added   {p}: {a}")),
             (Some(b), Some(a)) => {
-                let mut what = Vec::new();
-                if b.kind != a.kind {
-                    what.push(format!("was [{b}] now [{a}]"));
-                } else {
-                    if b.mode != a.mode {
-                        what.push(format!("mode {:04o} -> {:04o}", b.mode, a.mode));
-                    }
-                    if !ignore.owner && (b.uid, b.gid) != (a.uid, a.gid) {
-                        what.push(format!("owner {}:{} -> {}:{}", b.uid, b.gid, a.uid, a.gid));
-                    }
-                    if b.size != a.size {
-                        what.push(format!("size {} -> {}", b.size, a.size));
-                    }
-                    if b.hash != a.hash {
-                        let h = |x: &Option<blake3::Hash>| {
-                            x.map(|h| h.to_hex()[..16].to_string()).unwrap_or_default()
-                        };
-                        what.push(format!("content {} -> {}", h(&b.hash), h(&a.hash)));
-                    }
-                    if b.target != a.target {
-                        let t = |x: &Option<Vec<u8>>| x.as_deref().map(esc).unwrap_or_default();
-                        what.push(format!("target {} -> {}", t(&b.target), t(&a.target)));
-                    }
-                    if b.mtime != a.mtime && !(ignore.dir_mtime && b.kind == Kind::Dir) {
-                        what.push(format!(
-                            "mtime {}.{:09} -> {}.{:09}",
-                            b.mtime.0, b.mtime.1, a.mtime.0, a.mtime.1
-                        ));
-                    }
-                    if b.link_group != a.link_group {
-                        let g = |x: &Option<Vec<u8>>| {
-                            x.as_deref().map(esc).unwrap_or_else(|| "none".into())
-                        };
-                        what.push(format!(
-                            "hardlink-group {} -> {}",
-                            g(&b.link_group),
-                            g(&a.link_group)
-                        ));
-                    }
-                }
+                let what = node_changes(b, a, o);
                 if !what.is_empty() {
                     out.push(format!("changed {p}: {}", what.join("; ")));
                 }
@@ -311,6 +298,48 @@ pub fn diff(before: &Manifest, after: &Manifest, ignore: Ignore) -> Vec<String> 
         }
     }
     out
+}
+
+/// How `a` differs from `b`, one phrase per attribute, overlooking what `o` says.
+fn node_changes(b: &Node, a: &Node, o: Overlook) -> Vec<String> {
+    let mut what = Vec::new();
+    if b.kind != a.kind {
+        what.push(format!("was [{b}] now [{a}]"));
+        return what;
+    }
+    if b.mode != a.mode {
+        what.push(format!("mode {:04o} -> {:04o}", b.mode, a.mode));
+    }
+    if !o.owner && (b.uid, b.gid) != (a.uid, a.gid) {
+        what.push(format!("owner {}:{} -> {}:{}", b.uid, b.gid, a.uid, a.gid));
+    }
+    if !o.content && b.size != a.size {
+        what.push(format!("size {} -> {}", b.size, a.size));
+    }
+    if !o.content && b.hash != a.hash {
+        let h =
+            |x: &Option<blake3::Hash>| x.map(|h| h.to_hex()[..16].to_string()).unwrap_or_default();
+        what.push(format!("content {} -> {}", h(&b.hash), h(&a.hash)));
+    }
+    if b.target != a.target {
+        let t = |x: &Option<Vec<u8>>| x.as_deref().map(esc).unwrap_or_default();
+        what.push(format!("target {} -> {}", t(&b.target), t(&a.target)));
+    }
+    if !o.mtime && b.mtime != a.mtime {
+        what.push(format!(
+            "mtime {}.{:09} -> {}.{:09}",
+            b.mtime.0, b.mtime.1, a.mtime.0, a.mtime.1
+        ));
+    }
+    if b.link_group != a.link_group {
+        let g = |x: &Option<Vec<u8>>| x.as_deref().map(esc).unwrap_or_else(|| "none".into());
+        what.push(format!(
+            "hardlink-group {} -> {}",
+            g(&b.link_group),
+            g(&a.link_group)
+        ));
+    }
+    what
 }
 
 fn report(diffs: &[String], what: &str) -> String {
