@@ -343,15 +343,8 @@ pub fn tool(w: &World, wrap: &[OsString], args: &[&str]) -> Command {
         _ => (None, args),
     };
     c.args(sub).args(w.path_args()).args(rest);
-    c.env_clear()
-        .env(
-            "PATH",
-            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-        )
-        .env("HOME", &w.home)
-        .env("LANG", "C.UTF-8")
-        .current_dir("/")
-        .stdin(Stdio::null());
+    w.bare_env(&mut c);
+    c.current_dir("/");
     c
 }
 

@@ -618,6 +618,13 @@ impl World {
     /// DCI_TEST_WORLD=<token>), stdin null, no arguments.
     pub fn cmd_bare(&self) -> Command {
         let mut c = Command::new(BIN);
+        self.bare_env(&mut c);
+        c
+    }
+
+    /// `cmd_bare`'s environment and stdin on any command (a wrapper such as strace passes
+    /// the environment on to the binary).
+    pub fn bare_env(&self, c: &mut Command) {
         c.env_clear()
             .env(
                 "PATH",
@@ -627,7 +634,6 @@ impl World {
             .env("LANG", "C.UTF-8")
             .env("DCI_TEST_WORLD", self.token())
             .stdin(Stdio::null());
-        c
     }
 
     /// The world's four path options as arguments.
