@@ -77,7 +77,11 @@ fn make_venv() -> Result<PathBuf, String> {
         .map_err(|e| format!("lock file: {e}"))?;
     let _lock =
         Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| format!("flock: {e}"))?;
-    if marker.exists() && playbook_bin.exists() {
+    // The marker names the requirement and the venv's own path: a venv's scripts start with
+    // `#!<its path>/bin/python`, so one copied or moved with its target dir (a new worktree
+    // seeded from another's target/) has an ansible-playbook that cannot start. Rebuilt then.
+    let ready = format!("{ANSIBLE_REQ}\n{}\n", venv.display());
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == ready) && playbook_bin.exists() {
         return Ok(playbook_bin);
     }
     let t = Instant::now();
@@ -105,7 +109,7 @@ fn make_venv() -> Result<PathBuf, String> {
         Command::new(&playbook_bin).arg("--version"),
         "ansible-playbook --version",
     )?;
-    std::fs::write(&marker, ANSIBLE_REQ).map_err(|e| e.to_string())?;
+    std::fs::write(&marker, &ready).map_err(|e| e.to_string())?;
     eprintln!(
         "made {} with {ANSIBLE_REQ} in {:?}",
         venv.display(),
