@@ -331,6 +331,19 @@ pub fn clear_stale_staging(home: &Path, state_dir: &Path) -> bool {
     let Ok(base) = open_below_home(home, parent) else {
         return marked;
     };
+    // A staging name is input: the home's owner can plant one (any pid, any time after the
+    // `@`), or rename one of their directories to it. So root does with it only what that
+    // owner could do themselves: it removes the tree only where every directory of it is
+    // theirs (as the tool's own staging directories are), and puts the named mtime back only
+    // on a parent that is theirs (setting a time of one's choice takes owning the directory).
+    let Some(owner) = crate::safefs::Dir::open(home)
+        .and_then(|h| h.stat())
+        .ok()
+        .map(|st| st.st_uid)
+    else {
+        return marked;
+    };
+    let base_is_owners = base.stat().is_ok_and(|st| st.st_uid == owner);
     let Ok(names) = base.names() else {
         return marked;
     };
@@ -364,13 +377,15 @@ pub fn clear_stale_staging(home: &Path, state_dir: &Path) -> bool {
                 .unwrap_or_default(),
             Err(_) => continue,
         };
-        if base.remove_tree_at(&name).is_ok() {
+        if base.remove_tree_owned(&name, owner).is_ok() {
             removed = true;
             let _ = base.sync();
             restore_times(home, &times, None);
-            if let Some(t) = parent_mtime {
+            if let (Some(t), true) = (parent_mtime, base_is_owners) {
                 let _ = base.set_mtime(t);
             }
+        } else {
+            let _ = base.sync();
         }
     }
     removed || marked
@@ -472,6 +487,12 @@ pub fn finish_marked_mtime(home: &Path, state_dir: &Path) -> bool {
     let Some(t) = marked_mtime(&dir) else {
         return false;
     };
+    // A user xattr is input too (the home's owner can set one on their directories): the time
+    // is put back only on a directory of the home's owner, who could set it themselves.
+    let home_owner = crate::safefs::Dir::open(home).and_then(|h| h.stat());
+    if !matches!((dir.stat(), home_owner), (Ok(d), Ok(h)) if d.st_uid == h.st_uid) {
+        return false;
+    }
     let _ = dir.set_mtime(t);
     dir.remove_xattr(MTIME_XATTR);
     true
@@ -521,7 +542,10 @@ pub fn remove(home: &Path, state_dir: &Path, created: &[PathBuf]) -> std::io::Re
         Err(e) => return Err(e),
     }
     if let Some(parent) = state_dir.parent() {
-        let _ = atomic::sync_dir(parent);
+        // Through a descriptor opened from the home, never by a path the owner can redirect.
+        if let Ok(p) = open_below_home(home, parent) {
+            let _ = p.sync();
+        }
     }
     for d in created.iter().rev() {
         if let (Some(parent), Some(name)) = (d.parent(), d.file_name()) {

@@ -276,6 +276,17 @@ impl Dir {
         self.sync()
     }
 
+    /// `mkdirat(name, mode)` (the umask applies, as for mkdir(2)); never through a link at
+    /// `name` (EEXIST if anything is there).
+    pub fn mkdir_at(&self, name: &OsStr, mode: u32) -> io::Result<()> {
+        let c = single(name)?;
+        Ok(nix::sys::stat::mkdirat(
+            Some(self.raw()),
+            c.as_c_str(),
+            Mode::from_bits_truncate(mode as _),
+        )?)
+    }
+
     /// `unlinkat` of a non-directory; Ok when it is already gone.
     pub fn unlink(&self, name: &OsStr) -> io::Result<()> {
         let c = single(name)?;
@@ -330,6 +341,43 @@ impl Dir {
         let sub = self.sub(name)?;
         for n in sub.names()? {
             sub.remove_tree_at(&n)?;
+        }
+        self.rmdir(name)
+    }
+
+    /// [`remove_tree_at`](Self::remove_tree_at), but only what the user `uid` could remove
+    /// themselves, given that they can write this directory: whoever can write a directory can
+    /// unlink any entry in it and rmdir any empty directory in it, whatever their owners, but
+    /// cannot empty a directory that is not theirs. So a directory is entered and emptied only
+    /// when it is `uid`'s (checked on the opened descriptor: a swap after the check is caught);
+    /// one that is not is removed only if it is empty. Anything else is `PermissionDenied`,
+    /// with what was removed up to then gone and the rest left. For a tree another user
+    /// controls (a staging name they could have planted, one of root's directories renamed
+    /// inside): root then does nothing they could not do.
+    pub fn remove_tree_owned(&self, name: &OsStr, uid: u32) -> io::Result<()> {
+        let Some(st) = self.lstat(name)? else {
+            return Ok(());
+        };
+        if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFDIR {
+            return self.unlink(name);
+        }
+        let sub = self.sub(name)?;
+        let own = sub.stat()?;
+        if own.st_uid != uid {
+            return match self.rmdir(name) {
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOTEMPTY) => Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "'{}' belongs to uid {}, not {uid}, and is not empty: left as it is",
+                        sub.path.display(),
+                        own.st_uid
+                    ),
+                )),
+                r => r,
+            };
+        }
+        for n in sub.names()? {
+            sub.remove_tree_owned(&n, uid)?;
         }
         self.rmdir(name)
     }
@@ -516,23 +564,106 @@ fn too_large(path: &Path, max: u64) -> io::Error {
 }
 
 /// `dir` opened from `home`, component by component without following a link, when it is
-/// inside the home (whose owner controls every directory there); else by its path.
+/// inside the home (whose owner controls every directory there); else from the deepest of its
+/// ancestors that only root (or the running user) can change ([`open_fixed`]).
 pub fn open_beneath(home: &Path, dir: &Path) -> io::Result<Dir> {
     match dir.strip_prefix(home) {
         Ok(rel) => Dir::open(home)?.walk(rel),
-        Err(_) => Dir::open(dir),
+        Err(_) => open_fixed(dir),
     }
 }
 
+/// Whether nobody but root and `euid` can change what the entry `st` is or (a directory) what
+/// its names lead to: owned by one of them, and a directory writable by its owner only, or
+/// sticky (there only an entry's owner may rename or remove it, and the next component is
+/// checked in turn). A symlink's own mode means nothing; its owner is what counts.
+fn fixed(st: &FileStat, euid: u32) -> bool {
+    if st.st_uid != 0 && st.st_uid != euid {
+        return false;
+    }
+    let kind = st.st_mode & nix::libc::S_IFMT;
+    kind == nix::libc::S_IFLNK || st.st_mode & 0o022 == 0 || st.st_mode & nix::libc::S_ISVTX != 0
+}
+
+/// Every ancestor of the canonical path `real`, and `real` itself, is [`fixed`].
+fn chain_fixed(real: &Path, euid: u32) -> bool {
+    real.ancestors().all(|p| {
+        nix::sys::stat::lstat(p)
+            .map(|st| fixed(&st, euid))
+            .unwrap_or(false)
+    })
+}
+
+/// `dir` (absolute), opened without following any link that someone other than root or the
+/// running user could have put on the way (issue 10). Its ancestors are looked at from `/` down:
+/// the deepest one whose whole chain only root and the running user can change (a link there
+/// counts only when where it leads is such a chain too) is opened by its path, and the rest
+/// of `dir` is walked from it one component at a time with `O_NOFOLLOW` ([`Dir::walk`]).
+///
+/// For a run as root, the directories the tool made and gave to the home's owner (the shared
+/// dir and the parents it created, an env file's new directories) are below that point: a
+/// link their owner swaps in is an error (ELOOP, ENOTDIR), never followed.
+pub fn open_fixed(dir: &Path) -> io::Result<Dir> {
+    let Ok(rel) = dir.strip_prefix("/") else {
+        return Dir::open(dir);
+    };
+    let comps = normal_components(rel)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let mut base = PathBuf::from("/");
+    let mut depth = 0;
+    for c in &comps {
+        let next = base.join(c);
+        let Ok(st) = nix::sys::stat::lstat(&next) else {
+            break;
+        };
+        if !fixed(&st, euid) {
+            break;
+        }
+        if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFLNK
+            && !std::fs::canonicalize(&next).is_ok_and(|real| chain_fixed(&real, euid))
+        {
+            break;
+        }
+        base = next;
+        depth += 1;
+    }
+    let rest: PathBuf = comps[depth..].iter().collect();
+    Dir::open(&base)?.walk(&rest)
+}
+
+/// `rmdir` of the empty directory `path`, through its parent opened as [`open_beneath`] does
+/// (no link the home's owner could have put on the way is followed), then the parent fsynced
+/// (also when the entry was already gone: a resumed run makes the removal of the run that
+/// died durable). Ok(false) when it was already gone; the parent too, then nothing is synced.
+pub fn rmdir_beneath(home: &Path, path: &Path) -> io::Result<bool> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("'{}' has no parent", path.display()),
+        ));
+    };
+    let dir = match open_beneath(home, parent) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let there = dir.lstat(name)?.is_some();
+    if there {
+        dir.rmdir(name)?;
+    }
+    dir.sync()?;
+    Ok(there)
+}
+
 /// Set the mtime of the directory entry `path` itself (atime kept, a link not followed),
-/// reaching it from `home` without following a link when it is inside the home, so a directory
-/// the home's owner swapped for a link on the way cannot redirect it (issue 10).
+/// reaching its directory as [`open_beneath`] does, so a directory the home's owner swapped for
+/// a link on the way cannot redirect it (issue 10).
 pub fn set_mtime_beneath(home: &Path, path: &Path, mtime: (i64, i64)) -> io::Result<()> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Dir::open_nofollow(path)?.set_mtime(mtime);
     };
     if path == home || !path.starts_with(home) {
-        return Dir::open(parent)?.set_mtime_at(name, mtime);
+        return open_fixed(parent)?.set_mtime_at(name, mtime);
     }
     open_beneath(home, parent)?.set_mtime_at(name, mtime)
 }

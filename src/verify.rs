@@ -352,14 +352,23 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
         let mut probe = config.clone().into_os_string();
         probe.push(format!("{PROBE_TAG}{}", std::process::id()));
         let probe = PathBuf::from(probe);
-        // The probe must leave no trace, the parent's mtime included (a verify changes nothing).
-        let before = std::fs::symlink_metadata(parent)
-            .ok()
-            .map(|m| (m.mtime(), m.mtime_nsec()));
-        let probed = std::fs::create_dir(&probe).and_then(|_| std::fs::remove_dir(&probe));
-        if let Some(t) = before {
-            let _ = crate::atomic::set_mtime(parent, t);
-        }
+        crate::failpoint::hook("verify-probe");
+        // mkdirat and rmdir in the parent's descriptor, reached without following a link the
+        // home's owner could have put on the way (the shared dir is theirs; issue 10). The
+        // probe leaves no trace, the parent's mtime included (a verify changes nothing): put
+        // back on that same descriptor.
+        let probed = probe
+            .file_name()
+            .ok_or_else(|| std::io::Error::other("the probe has no name"))
+            .and_then(|name| {
+                let dir = crate::safefs::open_beneath(&s.home, parent)?;
+                let st = dir.stat()?;
+                #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+                let before = (st.st_mtime as i64, st.st_mtime_nsec as i64);
+                let made = dir.mkdir_at(name, 0o700).and_then(|()| dir.rmdir(name));
+                let _ = dir.set_mtime(before);
+                made
+            });
         match probed {
             Ok(()) => {}
             Err(e) => problem(

@@ -5,13 +5,12 @@
 //! re-moded.
 
 use super::{
-    anchor, dir_meta, exists, io, is_real_dir, meta_of, mkdir, restore_meta, sync_parent, Ctx,
-    Meta, Record, Res, Save, StepError, StepKind, Wire,
+    exists, io, is_real_dir, meta_of, mkdir, remove_created_dirs, restore_meta, Ctx, Meta, Record,
+    Res, Save, StepError, StepKind, Wire,
 };
 use crate::fsops::nearest_existing;
 use crate::pathser::{self, show};
 use serde::{Deserialize, Serialize};
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 /// This family's undo record.
@@ -35,14 +34,8 @@ pub struct RemoveEmptyClaudeDir {
     pub path: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SecureConfigDir {
-    #[serde(with = "pathser::path")]
-    pub path: PathBuf,
-    pub uid: u32,
-    pub gid: u32,
-    pub chown: bool,
-}
+/// `secure-config-dir`: one step with `secure-credentials` (see [`Secure`](super::files::Secure)).
+pub type SecureConfigDir = super::files::Secure<true>;
 
 /// What undoing a directory step needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,26 +67,6 @@ impl Record for DirsRecord {
 
 fn parent(p: &Path) -> Option<PathBuf> {
     p.parent().map(Path::to_path_buf)
-}
-
-/// Remove the directories the step created, innermost first (already gone is fine).
-fn remove_created(r: &DirsRecord) -> Result<(), StepError> {
-    for d in r.created_dirs.iter().rev() {
-        match std::fs::remove_dir(d) {
-            // Its parent may be one of ours too, already gone on a resumed undo: sync only
-            // after a removal.
-            Ok(()) => sync_parent(d)?,
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(io(
-                    "cannot remove the directory the migration created",
-                    d,
-                    e,
-                ))
-            }
-        }
-    }
-    Ok(())
 }
 
 fn record_meta(
@@ -136,8 +109,8 @@ impl StepKind for CreateSharedDir {
         }
         Ok(())
     }
-    fn undo(&self, r: &mut R, _: &Ctx, _: &mut Save<R>) -> Res {
-        remove_created(r)
+    fn undo(&self, r: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
+        remove_created_dirs(ctx.home, &r.created_dirs, false)
     }
     fn touched_dir(&self) -> Option<PathBuf> {
         self.dirs.first().and_then(|d| parent(d))
@@ -167,8 +140,8 @@ impl StepKind for CreateConfigDir {
         }
         mkdir(&self.path, 0o700, ctx.owner)
     }
-    fn undo(&self, r: &mut R, _: &Ctx, _: &mut Save<R>) -> Res {
-        remove_created(r)
+    fn undo(&self, r: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
+        remove_created_dirs(ctx.home, &r.created_dirs, false)
     }
     fn precheck_undo(&self, _: &R) -> Res {
         let path = &self.path;
@@ -206,15 +179,13 @@ impl StepKind for RemoveEmptyClaudeDir {
     fn summary(&self) -> String {
         format!("remove the empty directory {}", show(&self.path))
     }
-    fn apply(&self, r: &mut R, _: &Ctx, save: &mut Save<R>) -> Res {
+    fn apply(&self, r: &mut R, ctx: &Ctx, save: &mut Save<R>) -> Res {
         let path = &self.path;
         record_meta(path, r, save)?;
-        match std::fs::remove_dir(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(io("cannot remove the empty directory", path, e)),
-        }
-        sync_parent(path)
+        // From the home's descriptor, never through a link on the way (issue 10).
+        crate::safefs::rmdir_beneath(ctx.home, path)
+            .map(|_| ())
+            .map_err(|e| io("cannot remove the empty directory", path, e))
     }
     fn undo(&self, r: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
         if let Some(m) = &r.dir_meta {
@@ -230,46 +201,5 @@ impl StepKind for RemoveEmptyClaudeDir {
             self.path.parent().unwrap_or(&self.path).to_path_buf(),
             "replace ~/.claude with a link",
         ))
-    }
-}
-
-impl StepKind for SecureConfigDir {
-    type Record = R;
-    fn summary(&self) -> String {
-        format!(
-            "set {} to mode 0700, owned by the home's owner",
-            show(&self.path)
-        )
-    }
-    fn apply(&self, r: &mut R, _: &Ctx, save: &mut Save<R>) -> Res {
-        let path = &self.path;
-        // On the opened directory, never through a link put in its place (issue 10 finding 9).
-        let (d, _) = anchor(path)?;
-        if !r.recorded {
-            r.dir_meta = Some(dir_meta(&d)?);
-            r.recorded = true;
-            save(r)?;
-        }
-        if self.chown {
-            d.set_owner(self.uid, self.gid)
-                .map_err(|e| io("cannot give to the home's owner", path, e))?;
-        }
-        d.set_mode(0o700)
-            .map_err(|e| io("cannot chmod 0700", path, e))?;
-        d.sync().map_err(|e| io("cannot sync", path, e))
-    }
-    fn undo(&self, r: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
-        let path = &self.path;
-        if let (Some(m), true) = (&r.dir_meta, is_real_dir(path)) {
-            let (d, _) = anchor(path)?;
-            if ctx.owner.is_some() {
-                d.set_owner(m.uid, m.gid)
-                    .map_err(|e| io("cannot give back", path, e))?;
-            }
-            d.set_mode(m.mode)
-                .map_err(|e| io("cannot chmod", path, e))?;
-            d.sync().map_err(|e| io("cannot sync", path, e))?;
-        }
-        Ok(())
     }
 }

@@ -5,11 +5,14 @@
 //! owner's when it is wider: the tool is the one moving it into a directory every container
 //! mounts). Both act on the file through a descriptor opened without following a symlink.
 
-use super::{io, Ctx, Meta, Record, Res, Save, StepError, StepKind, Wire};
+use super::{
+    fd_meta, give_back, io, narrow, Ctx, Meta, Record, Res, Save, StepError, StepKind, Wire,
+};
 use crate::atomic::set_mtime;
 use crate::pathser::{self, show};
 use serde::{Deserialize, Serialize};
 use std::io::{ErrorKind, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -22,13 +25,67 @@ pub struct CreateClaudeJson {
     pub path: PathBuf,
 }
 
+/// `secure-config-dir` (`Secure<true>`: the config dir ends 0700) and `secure-credentials`
+/// (`Secure<false>`: `.credentials.json` ends 0600): the object at `path`, opened without
+/// following a link, narrowed to its mode and, when `chown`, given to `uid:gid`. One type and
+/// one apply and undo for both: only what is opened, the mode and where the undo record keeps
+/// the old metadata differ ([`Secured`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SecureCredentials {
+pub struct Secure<const DIR: bool> {
     #[serde(with = "pathser::path")]
     pub path: PathBuf,
     pub uid: u32,
     pub gid: u32,
     pub chown: bool,
+}
+
+pub type SecureCredentials = Secure<false>;
+
+/// What differs between the two [`Secure`] steps.
+pub trait Secured {
+    type Record: Record;
+    /// The mode it ends with.
+    const MODE: u32;
+    /// Who it ends owned by, for the summary.
+    const WHOSE: &'static str;
+    /// The object, opened without following a link at its name.
+    fn open(path: &Path) -> Result<Box<dyn AsFd>, StepError>;
+    /// Nothing of ours to give back there (gone, or no longer a real directory): undo skips.
+    fn gone(path: &Path) -> bool;
+    /// Where its record keeps whether the old metadata is recorded, and that metadata.
+    fn meta(r: &mut Self::Record) -> (&mut bool, &mut Option<Meta>);
+}
+
+impl Secured for Secure<true> {
+    type Record = super::dirs::DirsRecord;
+    const MODE: u32 = 0o700;
+    const WHOSE: &'static str = "the home's owner";
+    fn open(path: &Path) -> Result<Box<dyn AsFd>, StepError> {
+        Ok(Box::new(super::anchor(path)?.0))
+    }
+    fn gone(path: &Path) -> bool {
+        !super::is_real_dir(path)
+    }
+    fn meta(r: &mut Self::Record) -> (&mut bool, &mut Option<Meta>) {
+        (&mut r.recorded, &mut r.dir_meta)
+    }
+}
+
+impl Secured for Secure<false> {
+    type Record = FileRecord;
+    const MODE: u32 = 0o600;
+    const WHOSE: &'static str = "the config dir's owner";
+    fn open(path: &Path) -> Result<Box<dyn AsFd>, StepError> {
+        let f = open_nofollow(path).map_err(|e| io("cannot open", path, e))?;
+        Ok(Box::new(f))
+    }
+    fn gone(path: &Path) -> bool {
+        // Gone with the tree (the move's undo brings it back, mode included).
+        !super::exists(path)
+    }
+    fn meta(r: &mut Self::Record) -> (&mut bool, &mut Option<Meta>) {
+        (&mut r.recorded, &mut r.file_meta)
+    }
 }
 
 /// What undoing either step needs.
@@ -193,56 +250,55 @@ impl StepKind for CreateClaudeJson {
     }
 }
 
-impl StepKind for SecureCredentials {
-    type Record = FileRecord;
+impl<const DIR: bool> StepKind for Secure<DIR>
+where
+    Secure<DIR>: Secured,
+{
+    type Record = <Self as Secured>::Record;
 
     fn summary(&self) -> String {
         format!(
-            "set {} to mode 0600, owned by the config dir's owner",
-            show(&self.path)
+            "set {} to mode {:04o}, owned by {}",
+            show(&self.path),
+            <Self as Secured>::MODE,
+            <Self as Secured>::WHOSE
         )
     }
 
-    fn apply(&self, r: &mut FileRecord, _: &Ctx, save: &mut Save<FileRecord>) -> Res {
+    fn apply(&self, r: &mut Self::Record, _: &Ctx, save: &mut Save<Self::Record>) -> Res {
         let path = &self.path;
-        let f = open_nofollow(path).map_err(|e| io("cannot open", path, e))?;
-        if !r.recorded {
-            let m = f.metadata().map_err(|e| io("cannot stat", path, e))?;
-            r.file_meta = Some(Meta {
-                mode: m.mode() & 0o7777,
-                uid: m.uid(),
-                gid: m.gid(),
-                mtime: (m.mtime(), m.mtime_nsec()),
-            });
-            r.recorded = true;
+        // On the opened object, never through a link put in its place (issue 10 finding 9).
+        let f = <Self as Secured>::open(path)?;
+        let newly = match <Self as Secured>::meta(r) {
+            (recorded, _) if *recorded => false,
+            (recorded, meta) => {
+                *meta = Some(fd_meta(f.as_fd(), path)?);
+                *recorded = true;
+                true
+            }
+        };
+        if newly {
             save(r)?;
         }
-        // Narrow first, then hand over: at no point is it readable by more than before.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| io("cannot chmod 0600", path, e))?;
-        if self.chown {
-            std::os::unix::fs::fchown(&f, Some(self.uid), Some(self.gid))
-                .map_err(|e| io("cannot give to the config dir's owner", path, e))?;
-        }
-        Ok(())
+        let give = Some((self.uid, self.gid)).filter(|_| self.chown);
+        narrow(f.as_fd(), path, <Self as Secured>::MODE, give)
     }
 
-    fn undo(&self, r: &mut FileRecord, ctx: &Ctx, _: &mut Save<FileRecord>) -> Res {
+    fn undo(&self, r: &mut Self::Record, ctx: &Ctx, _: &mut Save<Self::Record>) -> Res {
         let path = &self.path;
-        let Some(m) = r.file_meta else {
+        let Some(m) = *<Self as Secured>::meta(r).1 else {
             return Ok(());
         };
-        let f = match open_nofollow(path) {
-            Ok(f) => f,
-            // Gone with the tree (the move's undo brings it back, mode included).
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io("cannot open", path, e)),
-        };
-        if ctx.owner.is_some() || self.chown {
-            std::os::unix::fs::fchown(&f, Some(m.uid), Some(m.gid))
-                .map_err(|e| io("cannot give back to its owner", path, e))?;
+        if <Self as Secured>::gone(path) {
+            return Ok(());
         }
-        f.set_permissions(std::fs::Permissions::from_mode(m.mode))
-            .map_err(|e| io("cannot chmod", path, e))
+        let f = <Self as Secured>::open(path)?;
+        give_back(
+            f.as_fd(),
+            path,
+            &m,
+            ctx.owner.is_some() || self.chown,
+            false,
+        )
     }
 }

@@ -44,13 +44,13 @@ pub(crate) use write_file::{changed_lines, WriteEnvFile, WriteProfile};
 
 pub use wire::{Meta, Wire};
 
-use crate::atomic;
 use crate::failpoint::failpoint;
 use crate::fsops::{self, CopyOptions};
 use crate::pathser::show;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::io::ErrorKind;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -327,7 +327,12 @@ fn anchor(dir: &Path) -> Result<(crate::safefs::Dir, PathBuf), StepError> {
 
 /// Mode, owner and mtime of an opened directory.
 fn dir_meta(d: &crate::safefs::Dir) -> Result<Meta, StepError> {
-    let st = d.stat().map_err(|e| io("cannot stat", d.path(), e))?;
+    fd_meta(d.as_fd(), d.path())
+}
+
+/// Mode, owner and mtime of an opened file or directory (`path` for messages only).
+fn fd_meta(fd: BorrowedFd<'_>, path: &Path) -> Result<Meta, StepError> {
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| io("cannot stat", path, e))?;
     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
     Ok(Meta {
         mode: (st.st_mode & 0o7777) as u32,
@@ -335,6 +340,42 @@ fn dir_meta(d: &crate::safefs::Dir) -> Result<Meta, StepError> {
         gid: st.st_gid,
         mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
     })
+}
+
+/// What `secure-config-dir` and `secure-credentials` do, on the descriptor they opened without
+/// following a link (never through a link put in its place, issue 10 finding 9): narrow it to
+/// `mode` first, then hand it to `give` (so at no point can more people read it than before),
+/// then fsync it. `path` is for messages only.
+fn narrow(fd: BorrowedFd<'_>, path: &Path, mode: u32, give: Option<(u32, u32)>) -> Res {
+    let raw = fd.as_raw_fd();
+    nix::sys::stat::fchmod(raw, nix::sys::stat::Mode::from_bits_truncate(mode as _))
+        .map_err(|e| io(format!("cannot chmod {mode:04o}"), path, e))?;
+    if let Some((u, g)) = give {
+        nix::unistd::fchown(raw, Some(u.into()), Some(g.into()))
+            .map_err(|e| io("cannot give to the home's owner", path, e))?;
+    }
+    nix::unistd::fsync(raw).map_err(|e| io("cannot sync", path, e))
+}
+
+/// Put a recorded mode and owner (when `chown_it`) back on an opened file or directory, and its
+/// mtime when `mtime`, then fsync it: the undo of [`narrow`], and of any directory the
+/// migration removed or re-moded. The owner goes first (a chown can clear set-id bits).
+fn give_back(fd: BorrowedFd<'_>, path: &Path, m: &Meta, chown_it: bool, mtime: bool) -> Res {
+    let raw = fd.as_raw_fd();
+    if chown_it {
+        nix::unistd::fchown(raw, Some(m.uid.into()), Some(m.gid.into()))
+            .map_err(|e| io("cannot give back", path, e))?;
+    }
+    nix::sys::stat::fchmod(raw, nix::sys::stat::Mode::from_bits_truncate(m.mode as _))
+        .map_err(|e| io("cannot chmod", path, e))?;
+    if mtime {
+        let omit = nix::sys::time::TimeSpec::new(0, (1 << 30) - 2); // UTIME_OMIT: atime kept
+        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+        let t = nix::sys::time::TimeSpec::new(m.mtime.0 as _, m.mtime.1 as _);
+        nix::sys::stat::futimens(raw, &omit, &t)
+            .map_err(|e| io("cannot set the mtime of", path, e))?;
+    }
+    nix::unistd::fsync(raw).map_err(|e| io("cannot sync", path, e))
 }
 
 fn meta_of(path: &Path) -> std::io::Result<Meta> {
@@ -377,40 +418,52 @@ fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), StepEr
     sync_parent(path)
 }
 
-/// fsync a directory or a file: its entries or data, and its own metadata. Opened without
-/// following a link at its name.
-fn sync(path: &Path) -> Result<(), StepError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| io("cannot open to sync", path, e))?;
-    f.sync_all().map_err(|e| io("cannot sync", path, e))
+/// A directory opened by [`safefs::open_fixed`](crate::safefs::open_fixed): from the deepest
+/// ancestor only root (or the running user) can change, the rest walked with `O_NOFOLLOW`, so
+/// a directory the home's owner swapped for a link on the way is an error, never followed.
+fn open_dir(dir: &Path) -> Result<crate::safefs::Dir, StepError> {
+    crate::safefs::open_fixed(dir).map_err(|e| io("cannot open", dir, e))
 }
 
 /// fsync the directory holding `path`: after a name in it was created, renamed or removed, or
-/// after the metadata of a symlink in it changed (a symlink cannot be fsynced itself).
+/// after the metadata of a symlink in it changed (a symlink cannot be fsynced itself). The
+/// directory is opened as [`open_dir`] does (`O_DIRECTORY`, never through a link the home's
+/// owner put on the way) and fsynced through that descriptor.
 fn sync_parent(path: &Path) -> Result<(), StepError> {
     match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => sync(p),
+        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
         _ => Ok(()),
     }
+}
+
+/// Remove the directories a step created (`dirs` outermost first), innermost first, each with
+/// `unlinkat(AT_REMOVEDIR)` from its parent opened without following a link the home's owner
+/// could have put on the way ([`safefs::rmdir_beneath`](crate::safefs::rmdir_beneath)), the
+/// parent fsynced after each removal. Already gone is fine (a resumed undo). `best_effort`:
+/// one that cannot go (it holds files now, or a link is on its way) is left and the others
+/// tried; otherwise that is the error.
+fn remove_created_dirs(home: &Path, dirs: &[PathBuf], best_effort: bool) -> Res {
+    for d in dirs.iter().rev() {
+        match crate::safefs::rmdir_beneath(home, d) {
+            Ok(_) => {}
+            Err(_) if best_effort => {}
+            Err(e) => {
+                return Err(io(
+                    "cannot remove the directory the migration created",
+                    d,
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Put a directory's mode, owner and mtime back, on the opened directory (never through a link
 /// put in its place).
 fn restore_meta(path: &Path, m: &Meta, chown_it: bool) -> Result<(), StepError> {
     let (d, _) = anchor(path)?;
-    if chown_it {
-        d.set_owner(m.uid, m.gid)
-            .map_err(|e| io("cannot give back", path, e))?;
-    }
-    d.set_mode(m.mode)
-        .map_err(|e| io("cannot chmod", path, e))?;
-    d.set_mtime(m.mtime)
-        .map_err(|e| io("cannot set the mtime of", path, e))?;
-    d.sync().map_err(|e| io("cannot sync", path, e))
+    give_back(d.as_fd(), path, m, chown_it, true)
 }
 
 /// `<to><suffix>`: where a copy is staged before one rename puts it in place.
@@ -452,8 +505,9 @@ fn rename(from: &Path, to: &Path) -> Result<(), StepError> {
     })
 }
 
+/// fsync the directory `dir`, opened as [`open_dir`] does.
 fn sync_dir(dir: &Path) -> Result<(), StepError> {
-    atomic::sync_dir(dir).map_err(|e| io("cannot sync", dir, e))
+    open_dir(dir)?.sync().map_err(|e| io("cannot sync", dir, e))
 }
 
 fn hash(bytes: &[u8]) -> String {

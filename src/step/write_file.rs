@@ -4,7 +4,8 @@
 //! of what was written, so undo puts the file back and refuses to clobber an edit made since.
 
 use super::{
-    exists, hash, io, mkdir, sync_parent, Ctx, Meta, Record, Res, Save, StepError, StepKind, Wire,
+    exists, hash, io, mkdir, remove_created_dirs, Ctx, Meta, Record, Res, Save, StepError,
+    StepKind, Wire,
 };
 use crate::atomic::remove_stale_temps;
 use crate::envfile;
@@ -198,12 +199,8 @@ fn undo_write(
         let _ = tg.dir.set_mtime_at(&tg.name, m.mtime);
         let _ = tg.dir.sync_at(&tg.name);
     }
-    for d in u.created_dirs.iter().rev() {
-        if std::fs::remove_dir(d).is_ok() {
-            sync_parent(d)?;
-        }
-    }
-    Ok(())
+    // Best effort, as before: one that holds files now stays. Never through a link on the way.
+    remove_created_dirs(ctx.home, &u.created_dirs, true)
 }
 
 /// Refuse to undo a write when the file was edited since.
