@@ -276,6 +276,20 @@ impl Dir {
         self.sync()
     }
 
+    /// `openat(name, flags | O_NOFOLLOW | O_CLOEXEC, mode)`: a file in this directory, never
+    /// through a link at `name`.
+    pub fn open_file(&self, name: &OsStr, flags: OFlag, mode: u32) -> io::Result<std::fs::File> {
+        let c = single(name)?;
+        let fd = nix::fcntl::openat(
+            Some(self.raw()),
+            c.as_c_str(),
+            flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode as _),
+        )?;
+        // SAFETY: just opened, owned here.
+        Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    }
+
     /// `mkdirat(name, mode)` (the umask applies, as for mkdir(2)); never through a link at
     /// `name` (EEXIST if anything is there).
     pub fn mkdir_at(&self, name: &OsStr, mode: u32) -> io::Result<()> {

@@ -8,12 +8,13 @@
 use super::{
     fd_meta, give_back, io, narrow, Ctx, Meta, Record, Res, Save, StepError, StepKind, Wire,
 };
-use crate::atomic::set_mtime;
 use crate::pathser::{self, show};
+use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
+use std::ffi::OsStr;
 use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// What `create-claude-json` writes: the smallest global config Claude Code accepts.
@@ -120,16 +121,29 @@ impl Record for FileRecord {
     }
 }
 
-/// Open a regular file for its metadata and mode changes, never through a symlink.
-fn open_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-        .open(path)?;
+/// The directory holding `path`, opened without following a link the home's owner could have
+/// put on the way (the config dir is in a shared dir that is theirs; issue 10), and its name.
+fn at(path: &Path) -> std::io::Result<(crate::safefs::Dir, &OsStr)> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("no file name"))?;
+    Ok((crate::safefs::open_fixed(parent_of(path))?, name))
+}
+
+/// Open the regular file `name` of `dir` for reading, its metadata and mode changes, never
+/// through a symlink.
+fn open_regular(dir: &crate::safefs::Dir, name: &OsStr) -> std::io::Result<std::fs::File> {
+    let f = dir.open_file(name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0)?;
     if !f.metadata()?.file_type().is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
     Ok(f)
+}
+
+/// [`open_regular`] of the file at `path`, reached through [`at`].
+fn open_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
+    let (dir, name) = at(path)?;
+    open_regular(&dir, name)
 }
 
 fn parent_of(p: &Path) -> &Path {
@@ -142,12 +156,11 @@ fn mtime_of(p: &Path) -> Option<(i64, i64)> {
         .map(|m| (m.mtime(), m.mtime_nsec()))
 }
 
-/// Whether `path` is still the `{}` the step wrote (Claude has not written to it since).
-fn still_empty(path: &Path) -> std::io::Result<bool> {
+/// Whether `f` still holds the `{}` the step wrote (Claude has not written to it since).
+fn still_empty(f: std::io::Result<std::fs::File>) -> std::io::Result<bool> {
     use std::io::Read;
-    let mut f = open_nofollow(path)?;
     let mut b = Vec::new();
-    Read::by_ref(&mut f).take(64).read_to_end(&mut b)?;
+    Read::by_ref(&mut f?).take(64).read_to_end(&mut b)?;
     Ok(b == EMPTY_CLAUDE_JSON)
 }
 
@@ -172,23 +185,19 @@ impl StepKind for CreateClaudeJson {
         if r.existed {
             return Ok(());
         }
-        // O_EXCL|O_NOFOLLOW: never through a link, never over something that appeared. A file
-        // already there after a crash of this step is ours (recorded as not existing before).
-        let mut f = match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(path)
-        {
+        let (dir, name) = at(path).map_err(|e| io("cannot open the directory of", path, e))?;
+        // O_EXCL|O_NOFOLLOW in the opened directory: never through a link, never over something
+        // that appeared. A file already there after a crash of this step is ours (recorded as
+        // not existing before).
+        let mut f = match dir.open_file(
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+            0o600,
+        ) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                open_nofollow(path).map_err(|e| io("cannot open", path, e))?;
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .truncate(true)
-                    .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-                    .open(path)
+                open_regular(&dir, name).map_err(|e| io("cannot open", path, e))?;
+                dir.open_file(name, OFlag::O_WRONLY | OFlag::O_TRUNC, 0)
                     .map_err(|e| io("cannot open", path, e))?
             }
             Err(e) => return Err(io("cannot create", path, e)),
@@ -202,7 +211,7 @@ impl StepKind for CreateClaudeJson {
         f.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(|e| io("cannot chmod 0600", path, e))?;
         f.sync_all().map_err(|e| io("cannot sync", path, e))?;
-        super::sync_dir(parent_of(path))
+        dir.sync().map_err(|e| io("cannot sync", dir.path(), e))
     }
 
     fn undo(&self, r: &mut FileRecord, _: &Ctx, _: &mut Save<FileRecord>) -> Res {
@@ -210,9 +219,15 @@ impl StepKind for CreateClaudeJson {
         if r.existed {
             return Ok(());
         }
-        match still_empty(path) {
+        let (dir, name) = match at(path) {
+            Ok(x) => x,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("cannot open the directory of", path, e)),
+        };
+        match still_empty(open_regular(&dir, name)) {
             Ok(true) => {
-                std::fs::remove_file(path).map_err(|e| io("cannot remove", path, e))?;
+                dir.unlink(name)
+                    .map_err(|e| io("cannot remove", path, e))?;
             }
             Ok(false) => {
                 return Err(StepError::new(format!(
@@ -224,19 +239,19 @@ impl StepKind for CreateClaudeJson {
             Err(e) => return Err(io("cannot read", path, e)),
         }
         if let Some(t) = r.parent_mtime {
-            let dir = parent_of(path);
-            if dir.is_dir() {
-                set_mtime(dir, t).map_err(|e| io("cannot set the mtime of", dir, e))?;
-            }
+            // On the opened directory (futimens), then fsynced: its entry's removal and its
+            // time reach the disk before the journal says the step is undone.
+            dir.set_mtime(t)
+                .map_err(|e| io("cannot set the mtime of", dir.path(), e))?;
         }
-        Ok(())
+        dir.sync().map_err(|e| io("cannot sync", dir.path(), e))
     }
 
     fn precheck_undo(&self, r: &FileRecord) -> Res {
         if r.existed {
             return Ok(());
         }
-        match still_empty(&self.path) {
+        match still_empty(open_nofollow(&self.path)) {
             Ok(false) => Err(StepError::new(format!(
                 "'{}' was created as {{}} by the migration and has been written since (Claude has run); undo would delete it",
                 show(&self.path)

@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// How a tree or file crosses to the config dir.
@@ -320,7 +320,7 @@ fn io(what: impl std::fmt::Display, path: &Path, e: impl std::fmt::Display) -> S
 /// operations inside it (issue 10 finding 9: the config dir swapped for a link right after the
 /// rename).
 fn anchor(dir: &Path) -> Result<(crate::safefs::Dir, PathBuf), StepError> {
-    let d = crate::safefs::Dir::open_nofollow(dir).map_err(|e| io("cannot open", dir, e))?;
+    let d = open_dir(dir)?;
     let p = PathBuf::from(format!("/proc/self/fd/{}/.", d.raw()));
     Ok((d, p))
 }
@@ -399,14 +399,18 @@ fn is_real_dir(p: &Path) -> bool {
 }
 
 fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), StepError> {
-    match std::fs::DirBuilder::new().mode(mode).create(path) {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io("cannot create", path, "it has no parent"));
+    };
+    // mkdirat in the parent opened without following a link the home's owner could have put
+    // on the way, then mode and owner on the new directory's own descriptor (issue 10).
+    let pd = open_dir(parent)?;
+    match pd.mkdir_at(name, mode) {
         Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::AlreadyExists && is_real_dir(path) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io("cannot create", path, e)),
     }
-    // Mode and owner on the opened directory: the name may be in a directory the home's owner
-    // controls, who could swap it for a link between the mkdir and the chmod (issue 10).
-    let (d, _) = anchor(path)?;
+    let d = pd.sub(name).map_err(|e| io("cannot open", path, e))?;
     d.set_mode(mode).map_err(|e| io("cannot chmod", path, e))?;
     if let Some((u, g)) = owner {
         d.set_owner(u, g)
@@ -415,7 +419,7 @@ fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), StepEr
     // The directory (mode, owner) and its name in the parent reach the disk before the journal
     // records the step done.
     d.sync().map_err(|e| io("cannot sync", path, e))?;
-    sync_parent(path)
+    pd.sync().map_err(|e| io("cannot sync", parent, e))
 }
 
 /// A directory opened by [`safefs::open_fixed`](crate::safefs::open_fixed): from the deepest
