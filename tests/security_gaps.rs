@@ -140,6 +140,7 @@ fn undo_of_the_created_dirs_does_not_follow_a_parent_swapped_for_a_link() {
     let r = p.finish(&[point]);
     ended(&r);
     assert_ne!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    b.check();
     assert!(
         r.stderr
             .contains("cannot remove the directory the migration created"),
@@ -147,7 +148,6 @@ fn undo_of_the_created_dirs_does_not_follow_a_parent_swapped_for_a_link() {
         r.code,
         r.stderr
     );
-    b.check();
 }
 
 /// Without an attack, the directories the tool created above the config dir (`x`, whose
@@ -192,6 +192,7 @@ fn verify_probe_does_not_follow_a_shared_dir_swapped_for_a_link() {
         r2 = q(&b.r2.join("v")),
     ));
     let r = p.finish(&[point]);
+    b.check();
     assert!(
         r.stderr.contains("mkdir next to the config dir"),
         "the probe through a link was not reported\nexit {}\nstdout:\n{}\nstderr:\n{}",
@@ -199,7 +200,6 @@ fn verify_probe_does_not_follow_a_shared_dir_swapped_for_a_link() {
         r.stdout,
         r.stderr
     );
-    b.check();
 }
 
 // ---------------------------------------------------------------------------------------------
