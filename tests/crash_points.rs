@@ -540,8 +540,9 @@ fn targeted(sc: Scenario, what: &str, pick: impl Fn(&Call) -> bool) {
     assert!(fails.is_empty(), "{what}: {}", summary(&sc, 1, &fails));
 }
 
-/// Class 1: killed at the `rmdir` of verify's probe, after the last journal write. Resume must
-/// remove the probe; undo must not trip over it.
+/// Class 1: killed at the `rmdir` of verify's probe (an `unlinkat(AT_REMOVEDIR)` in its parent's
+/// descriptor), after the last journal write. Resume must remove the probe; undo must not trip
+/// over it.
 #[test]
 fn class1_a_probe_stranded_by_a_kill_in_verify_is_removed() {
     targeted(
@@ -551,7 +552,7 @@ fn class1_a_probe_stranded_by_a_kill_in_verify_is_removed() {
             what: Kind2::Migrate,
         },
         "rmdir of verify's probe",
-        |c| c.name == "rmdir" && names(c, ".dci-probe-"),
+        |c| (c.name == "rmdir" || c.name == "unlinkat") && names(c, ".dci-probe-"),
     );
 }
 

@@ -1,8 +1,10 @@
 //! The directory steps: `create-shared-dir` (mkdir -p down to the config dir's parent),
-//! `create-config-dir`, `remove-empty-claude-dir` (an empty `~/.claude` makes way for the link),
-//! `secure-config-dir` (mode 0700, owned by the home's owner). Their undo record: the
+//! `create-config-dir`, `remove-empty-claude-dir` (an empty `~/.claude` makes way for the link).
+//! `secure-config-dir` (mode 0700, owned by the home's owner) is one step type with
+//! `secure-credentials`, in `files.rs`; its undo record is this family's. The record: the
 //! directories created (outermost first), or the mode/owner/mtime of the directory removed or
-//! re-moded.
+//! re-moded. Every creation and removal goes through a descriptor of the parent opened without
+//! following a link the home's owner could have put on the way (`safefs::open_fixed`).
 
 use super::{
     exists, io, is_real_dir, meta_of, mkdir, remove_created_dirs, restore_meta, Ctx, Meta, Record,

@@ -5,10 +5,10 @@
 //!
 //! | file | steps |
 //! |---|---|
-//! | `dirs.rs` | `create-shared-dir`, `create-config-dir`, `remove-empty-claude-dir`, `secure-config-dir`, `remove-empty-claude-json-dir` |
+//! | `dirs.rs` | `create-shared-dir`, `create-config-dir`, `remove-empty-claude-dir`, `remove-empty-claude-json-dir` |
 //! | `move_config.rs` | `move-config` (rename, or verified copy in phases) |
 //! | `claude_json.rs` | `move-claude-json` |
-//! | `files.rs` | `create-claude-json`, `secure-credentials` |
+//! | `files.rs` | `create-claude-json`; `secure-config-dir` and `secure-credentials` (one type, `Secure`) |
 //! | `rewrite_links.rs` | `rewrite-links` (relative links that leave `~/.claude`) |
 //! | `link.rs` | `link-claude-dir`, `link-claude-json` |
 //! | `write_file.rs` | `write-env-file`, `write-profile` |
