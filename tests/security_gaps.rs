@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 /// A world whose home belongs to U, the canaries `$R`, and a root-owned tree `$R2`: an empty
 /// `claude-shared` (what a link swapped in on the way would point the removal of the shared dir
-/// at) and `v/config` (a config dir's parent a probe could be pointed at).
+/// at), `v/config` (a config dir's parent a probe could be pointed at) and
+/// `creds/.credentials.json` (root's, 0600, holding `$R`'s token).
 struct Box {
     w: World,
     u: User,
@@ -45,6 +46,11 @@ fn setup(deep: bool) -> Option<Box> {
     for d in ["claude-shared", "v/config"] {
         mkdir(&r2.join(d), 0o755);
     }
+    write_file(
+        &r2.join("creds/.credentials.json"),
+        format!("{{\"token\":\"{}\"}}\n", r.token).as_bytes(),
+        0o600,
+    );
     let mut n = 0;
     stamp_tree(&r2, &mut n);
     let r2_before = manifest(&r2);
@@ -165,6 +171,29 @@ fn undo_of_the_created_shared_dirs_removes_them_and_nothing_of_root_s() {
         "undo left the directory it created: {}",
         x.display()
     );
+    b.check();
+}
+
+/// `secure-credentials` fixes `<config>/.credentials.json` (here 0644: it is planned). Paused
+/// right before it, U (who owns the shared dir, and the config dir by then) swaps the config
+/// dir for a link to `$R2/creds`, which holds root's `.credentials.json`: opened by its path,
+/// root's file was chowned to U (who could then read root's token). Reached from the shared
+/// dir's root-owned parent without following a link, the step fails on the link.
+#[test]
+fn secure_credentials_does_not_follow_a_config_dir_swapped_for_a_link() {
+    let Some(b) = setup(false) else { return };
+    set_mode(&b.w.home.join(".claude/.credentials.json"), 0o644);
+    let point = "apply-secure-credentials";
+    let mut p = spawn_paused(&mut b.sub("migrate"), &[point]);
+    assert!(p.reached(point), "migrate never reached {point}");
+    b.u.must(&format!(
+        "mv {config} {config}.orig && ln -s {creds} {config}",
+        config = q(&b.w.config),
+        creds = q(&b.r2.join("creds")),
+    ));
+    let r = p.finish(&[point]);
+    ended(&r);
+    assert_ne!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     b.check();
 }
 
