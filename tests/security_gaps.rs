@@ -174,24 +174,40 @@ fn undo_of_the_created_shared_dirs_removes_them_and_nothing_of_root_s() {
     b.check();
 }
 
-/// `secure-credentials` fixes `<config>/.credentials.json` (here 0644: it is planned). Paused
+/// `secure-credentials` fixes `<config>/.credentials.json` (here root's and 0644: it is
+/// planned, with a chown). Paused
 /// right before it, U (who owns the shared dir, and the config dir by then) swaps the config
 /// dir for a link to `$R2/creds`, which holds root's `.credentials.json`: opened by its path,
-/// root's file was chowned to U (who could then read root's token). Reached from the shared
-/// dir's root-owned parent without following a link, the step fails on the link.
+/// root's file was chowned to U, who read root's token before the rollback gave it back. Reached
+/// from the shared dir's root-owned parent without following a link, the step fails on the
+/// link.
 #[test]
 fn secure_credentials_does_not_follow_a_config_dir_swapped_for_a_link() {
     let Some(b) = setup(false) else { return };
-    set_mode(&b.w.home.join(".claude/.credentials.json"), 0o644);
+    // Root's (a `sudo claude` leftover) and 0644: the step will narrow it and give it to U.
+    let creds = b.w.home.join(".claude/.credentials.json");
+    std::os::unix::fs::chown(&creds, Some(0), Some(0)).unwrap();
+    set_mode(&creds, 0o644);
     let point = "apply-secure-credentials";
-    let mut p = spawn_paused(&mut b.sub("migrate"), &[point]);
+    let after = "applied-secure-credentials";
+    let mut p = spawn_paused(&mut b.sub("migrate"), &[point, after]);
     assert!(p.reached(point), "migrate never reached {point}");
     b.u.must(&format!(
         "mv {config} {config}.orig && ln -s {creds} {config}",
         config = q(&b.w.config),
         creds = q(&b.r2.join("creds")),
     ));
-    let r = p.finish(&[point]);
+    p.release(point);
+    if p.reached(after) {
+        // The step went through the link: U takes what it can read now (a rollback may give
+        // the file back to root afterwards; the copy stays U's).
+        b.u.must(&format!(
+            "cat {}/.credentials.json > {} 2>/dev/null || true",
+            q(&b.w.config),
+            q(&b.w.home.join("loot"))
+        ));
+    }
+    let r = p.finish(&[after]);
     ended(&r);
     assert_ne!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     b.check();
