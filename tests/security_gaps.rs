@@ -15,6 +15,7 @@ use common::*;
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// A world whose home belongs to U, the canaries `$R`, and a root-owned tree `$R2`: an empty
 /// `claude-shared` (what a link swapped in on the way would point the removal of the shared dir
@@ -87,33 +88,6 @@ impl Box {
     fn migrated(&self) {
         let r = run(&mut self.sub("migrate"));
         ok(&r, "migrate as root");
-    }
-}
-
-use std::process::Command;
-
-#[track_caller]
-fn ok(r: &Run, what: &str) {
-    assert_eq!(
-        r.code, 0,
-        "{what}\nstdout:\n{}\nstderr:\n{}",
-        r.stdout, r.stderr
-    );
-}
-
-/// Under attack a run may fail (1), be refused (3), or report an undo it could not finish (6),
-/// saying why; it must not die of a signal (`finish` panics then).
-#[track_caller]
-fn ended(r: &Run) {
-    assert!(
-        [0, 1, 3, 6].contains(&r.code),
-        "exit {}\nstdout:\n{}\nstderr:\n{}",
-        r.code,
-        r.stdout,
-        r.stderr
-    );
-    if r.code != 0 {
-        assert!(!r.stderr.trim().is_empty(), "exit {} said nothing", r.code);
     }
 }
 

@@ -385,3 +385,29 @@ impl Drop for Paused {
         }
     }
 }
+
+/// A run that must have succeeded (exit 0), with its output when not.
+#[track_caller]
+pub fn ok(r: &Run, what: &str) {
+    assert_eq!(
+        r.code, 0,
+        "{what}\nstdout:\n{}\nstderr:\n{}",
+        r.stdout, r.stderr
+    );
+}
+
+/// Under attack a run may fail (1), be refused (3), or report an undo it could not finish (6),
+/// saying why; it must not die of a signal (`finish` panics then).
+#[track_caller]
+pub fn ended(r: &Run) {
+    assert!(
+        [0, 1, 3, 6].contains(&r.code),
+        "exit {}\nstdout:\n{}\nstderr:\n{}",
+        r.code,
+        r.stdout,
+        r.stderr
+    );
+    if r.code != 0 {
+        assert!(!r.stderr.trim().is_empty(), "exit {} said nothing", r.code);
+    }
+}
