@@ -3,7 +3,7 @@
 //! prints it and exits with its code.
 
 use crate::cli::{Cli, ColorChoice, Command, Opts};
-use crate::error::{Error, ExitCode, Result};
+use crate::error::{Error, ErrorKind, ExitCode, Result};
 use crate::journal::{Entry, Journal, State};
 use crate::layout::{self, Facts, Layout};
 use crate::lock::RunLock;
@@ -178,18 +178,18 @@ fn planned_reports(plan: &Plan) -> Vec<StepReport> {
 }
 
 fn refuse(r: layout::Refusal) -> Error {
-    Error::refused(r.kind, r.message).with_fix(r.fix)
+    Error::new(r.kind, r.message).with_fix(r.fix)
 }
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::PermissionDenied {
-        return Error::refused(
-            "no-permission",
+        return Error::new(
+            ErrorKind::NoPermission,
             format!("{what}: {e}. Nothing was changed."),
         )
         .with_fix("re-run with sudo, or as the home's owner");
     }
-    Error::failed("io", format!("{what}: {e}. Nothing was changed."))
+    Error::new(ErrorKind::Io, format!("{what}: {e}. Nothing was changed."))
 }
 
 /// Ask, or refuse to go on without asking.
@@ -198,7 +198,7 @@ fn confirm(opts: &Opts, io: &Io, question: &str, rerun: &str) -> Result<()> {
         return Ok(());
     }
     if !io.interactive || opts.json {
-        return Err(Error::not_confirmed(
+        return Err(Error::new(ErrorKind::NotConfirmed,
             "Nothing was changed: there is no terminal to ask for confirmation and --yes was not given.",
         )
         .with_fix(rerun.to_string()));
@@ -228,16 +228,18 @@ fn confirm(opts: &Opts, io: &Io, question: &str, rerun: &str) -> Result<()> {
     let _ = term.show_cursor();
     match answer {
         Ok(Some(true)) => Ok(()),
-        Ok(_) => {
-            Err(Error::not_confirmed("Not confirmed; nothing was changed.")
-                .with_fix(rerun.to_string()))
-        }
+        Ok(_) => Err(Error::new(
+            ErrorKind::NotConfirmed,
+            "Not confirmed; nothing was changed.",
+        )
+        .with_fix(rerun.to_string())),
         Err(_) => {
             let _ = term.write_line("");
-            Err(
-                Error::not_confirmed("Interrupted at the prompt; nothing was changed.")
-                    .with_fix(rerun.to_string()),
+            Err(Error::new(
+                ErrorKind::NotConfirmed,
+                "Interrupted at the prompt; nothing was changed.",
             )
+            .with_fix(rerun.to_string()))
         }
     }
 }
@@ -387,8 +389,8 @@ fn check_env_encodable(s: &Settings) -> Result<()> {
     if s.env_file.is_some() {
         for p in [&s.shared_dir, &s.config_dir] {
             if p.to_str().is_none() {
-                return Err(Error::usage(
-                    "path-not-utf8",
+                return Err(Error::new(
+                    ErrorKind::PathNotUtf8,
                     format!(
                         "'{}' is not valid UTF-8, and a .env file cannot hold it.",
                         show(p)
@@ -519,8 +521,8 @@ fn resume(s: &Settings, j: Journal, opts: &Opts, io: &Io, report: &mut Report) -
     report.stopped_at = j.stopped_at().map(|e| e.step.id());
     let jpath = Journal::path(&s.state_dir);
     if j.undoing {
-        return Err(Error::refused(
-            "undo-interrupted",
+        return Err(Error::new(
+            ErrorKind::UndoInterrupted,
             format!(
                 "An undo was interrupted (journal '{}'); finish it before migrating again.",
                 show(&jpath)
@@ -748,7 +750,7 @@ fn undo_check(s: &Settings, todo: &[&Entry], waiting: bool) -> Result<()> {
             }
         }
         if let Err(err) = crate::step::precheck_undo(&e.step, &e.undo) {
-            return Err(Error::refused("changed-since", err.message).with_fix(
+            return Err(Error::new(ErrorKind::ChangedSince, err.message).with_fix(
                 "put back what the migration wrote (or remove your edit), then re-run: disinto-claude-init undo --yes; to keep your edit, undo the rest by hand (docs/recovery.md)",
             ));
         }
@@ -773,8 +775,13 @@ fn undo_check(s: &Settings, todo: &[&Entry], waiting: bool) -> Result<()> {
         }
     }
     if let Some(found) = preflight::agent_running(s).filter(|_| !waiting) {
-        return Err(Error::refused("agent-running", format!("An agent is running: {found}."))
-            .with_fix("stop the factory first: disinto down && disinto-claude-init undo --yes && disinto up"));
+        return Err(Error::new(
+            ErrorKind::AgentRunning,
+            format!("An agent is running: {found}."),
+        )
+        .with_fix(
+            "stop the factory first: disinto down && disinto-claude-init undo --yes && disinto up",
+        ));
     }
     Ok(())
 }

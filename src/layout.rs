@@ -4,11 +4,11 @@
 //! `detect` is a pure function of the facts, so every layout is testable without a disk.
 //! `~/.claude` is looked at with `lstat`: a symlink is never followed by accident.
 
+use crate::error::ErrorKind;
 use crate::fsops::{self, TreeStats};
 use crate::pathser::show;
 use crate::settings::Settings;
 use serde::Serialize;
-use std::io::ErrorKind;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -69,7 +69,7 @@ impl Node {
     pub fn read(path: &Path) -> std::io::Result<Node> {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Node::Absent),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Node::Absent),
             // A parent that is not a directory (e.g. `<config>/.claude.json` when the config
             // dir is a regular file): the path cannot exist.
             Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => return Ok(Node::Absent),
@@ -251,7 +251,7 @@ impl Facts {
 /// Why a layout needs an operator. `kind` is the `error.kind` of `--json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub kind: &'static str,
+    pub kind: ErrorKind,
     pub message: String,
     pub fix: String,
 }
@@ -285,7 +285,7 @@ pub fn refusal(layout: Layout, f: &Facts, s: &Settings) -> Option<Refusal> {
     match layout {
         Layout::Conflict if !matches!(f.config, Node::Absent | Node::Dir { .. }) => {
             return r(
-                "conflict",
+                ErrorKind::Conflict,
                 format!(
                     "The config dir '{config}' exists but is {}, not a directory. Claude Code needs a real directory there.",
                     f.config.describe()
@@ -295,7 +295,7 @@ pub fn refusal(layout: Layout, f: &Facts, s: &Settings) -> Option<Refusal> {
         }
         Layout::Conflict => {
             return r(
-                "conflict",
+                ErrorKind::Conflict,
                 format!(
                     "Both '{claude}' and the config dir '{config}' hold files. Merging two Claude configs could overwrite the newer OAuth credentials, so this needs a person to choose."
                 ),
@@ -306,7 +306,7 @@ pub fn refusal(layout: Layout, f: &Facts, s: &Settings) -> Option<Refusal> {
         }
         Layout::ForeignSymlink => {
             return r(
-                "foreign-symlink",
+                ErrorKind::ForeignSymlink,
                 format!(
                     "'{claude}' is {}, not the config dir '{config}'. Migrating through it would leave Claude's state split between two places, so this needs a person to choose.",
                     f.claude.describe()
@@ -322,7 +322,7 @@ pub fn refusal(layout: Layout, f: &Facts, s: &Settings) -> Option<Refusal> {
         }
         Layout::NotADirectory => {
             return r(
-                "not-a-directory",
+                ErrorKind::NotADirectory,
                 format!("'{claude}' is {}, where Claude Code keeps a directory.", f.claude.describe()),
                 format!("look at it and move it aside, then re-run: mv '{claude}' '{claude}.bak' && disinto-claude-init --yes"),
             )
@@ -375,7 +375,7 @@ pub fn claude_json_action(layout: Layout, f: &Facts, s: &Settings) -> ClaudeJson
         // `~/.claude.json` creates an empty directory (root's) in its place.
         Node::Dir { empty: true, .. } => link(true),
         Node::File { .. } if dest_taken => ClaudeJsonAction::Refuse(Refusal {
-            kind: "claude-json-conflict",
+            kind: ErrorKind::ClaudeJsonConflict,
             message: format!(
                 "Both '{cj}' and '{target}' exist. They hold Claude's account and MCP state; choosing one would discard the other."
             ),
@@ -395,7 +395,7 @@ pub fn claude_json_action(layout: Layout, f: &Facts, s: &Settings) -> ClaudeJson
                 link(false)
             } else {
                 ClaudeJsonAction::Refuse(Refusal {
-                    kind: "claude-json-foreign-symlink",
+                    kind: ErrorKind::ClaudeJsonForeignSymlink,
                     message: format!(
                         "'{cj}' is {}, not '{target}'. Containers only see the shared dir, so they would not find it.",
                         f.claude_json.describe()
@@ -407,7 +407,7 @@ pub fn claude_json_action(layout: Layout, f: &Facts, s: &Settings) -> ClaudeJson
             }
         }
         Node::Dir { .. } | Node::Other => ClaudeJsonAction::Refuse(Refusal {
-            kind: "claude-json-not-a-file",
+            kind: ErrorKind::ClaudeJsonNotAFile,
             message: format!(
                 "'{cj}' is {}, where Claude Code keeps a JSON file{}.",
                 f.claude_json.describe(),

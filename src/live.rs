@@ -14,7 +14,7 @@
 //! Everything slow (the walk, the plan, the checks, the prompt) happens before the lock; under
 //! it, on one filesystem, only the journal, the renames, the links and the two file writes.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::layout::{self, Facts, Layout, Node};
 use crate::mounts;
 use crate::pathser::show;
@@ -95,8 +95,8 @@ fn unwrapped_refusal(s: &Settings, procs: &[waiter::Proc], locked: bool) -> Erro
     } else {
         "outside the factory's wrapper (they do not take session.lock, so they cannot be queued)"
     };
-    Error::refused(
-        "agent-running",
+    Error::new(
+        ErrorKind::AgentRunning,
         format!(
             "An agent is running: processes have their working directory or open files under '{}' {why}: PID {}. Moving the directory under them would break their run and could lose a refreshed OAuth token; --wait only queues agents that take the wrapper's lock.",
             show(&s.claude_dir()),
@@ -208,8 +208,8 @@ fn containers(plan: &mut Plan, s: &Settings, method: Method, report: &mut Report
                     None => format!("pid {}", m.pid),
                 })
                 .collect();
-            Err(Error::refused(
-                "container-mount",
+            Err(Error::new(
+                ErrorKind::ContainerMount,
                 format!(
                     "Containers still mount '{}': {}. Across filesystems the migration copies it and removes the original: they would keep the removed directory, and an OAuth token they refresh there would be lost.",
                     show(&s.claude_dir()),
@@ -366,8 +366,8 @@ pub fn check_undo(s: &Settings, limit: Duration, report: &mut Report) -> Result<
     let loose = waiter::unwrapped_users(&s.config_dir, inode, true);
     if !loose.is_empty() {
         let pids: Vec<String> = loose.iter().map(|p| p.pid.to_string()).collect();
-        return Err(Error::refused(
-            "agent-running",
+        return Err(Error::new(
+            ErrorKind::AgentRunning,
             format!(
                 "An agent is running: processes have their working directory or open files under '{}' outside the factory's wrapper (they do not take session.lock, so they cannot be queued): PID {}.",
                 show(&s.config_dir),
@@ -411,8 +411,8 @@ fn rerun_undo(limit: Duration) -> String {
 }
 
 fn changed(what: &str) -> Error {
-    Error::refused(
-        "changed-while-waiting",
+    Error::new(
+        ErrorKind::ChangedWhileWaiting,
         format!("{what} while this run waited for the agents; the plan no longer fits. Nothing was changed."),
     )
     .with_fix("re-run to plan again: disinto-claude-init --yes --wait")
@@ -422,7 +422,8 @@ fn changed(what: &str) -> Error {
 /// files and bytes are the plan's: a rename does not need them).
 fn recheck(plan: &Plan, planned: Layout, facts: &Facts, s: &Settings) -> Result<()> {
     let read = |p: &std::path::Path| {
-        Node::read(p).map_err(|e| Error::failed("io", format!("cannot inspect '{}': {e}", show(p))))
+        Node::read(p)
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot inspect '{}': {e}", show(p))))
     };
     let mut f = facts.clone();
     f.claude = read(&s.claude_dir())?;

@@ -4,7 +4,7 @@
 //! Locking the directories themselves, rather than a lock file, means a refused run creates
 //! nothing at all (the contract: a refusal leaves no trace, journal included).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::fsops::nearest_existing;
 use crate::pathser::show;
 use nix::fcntl::{Flock, FlockArg};
@@ -22,15 +22,15 @@ impl RunLock {
         let mut seen = Vec::new();
         for p in [home.to_path_buf(), nearest_existing(shared_dir)] {
             let f = File::open(&p).map_err(|e| {
-                Error::refused(
-                    "no-permission",
+                Error::new(
+                    ErrorKind::NoPermission,
                     format!("Cannot open '{}' to lock it: {e}.", show(&p)),
                 )
                 .with_fix("re-run with sudo")
             })?;
             let m = f
                 .metadata()
-                .map_err(|e| Error::failed("io", e.to_string()))?;
+                .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
             if seen.contains(&(m.dev(), m.ino())) {
                 continue;
             }
@@ -39,8 +39,8 @@ impl RunLock {
                 Ok(l) => locks.push(l),
                 Err((_, e)) => {
                     return Err(if e == nix::errno::Errno::EWOULDBLOCK {
-                        Error::refused(
-                        "already-running",
+                        Error::new(
+                        ErrorKind::AlreadyRunning,
                         format!(
                             "Another disinto-claude-init is migrating '{}' right now (it holds the lock on '{}'). Two at once could each move half of the files.",
                             show(home),
@@ -49,7 +49,7 @@ impl RunLock {
                     )
                     .with_fix("wait for it to finish, then re-run: disinto-claude-init status")
                     } else {
-                        Error::failed("io", format!("Cannot lock '{}': {e}", show(&p)))
+                        Error::new(ErrorKind::Io, format!("Cannot lock '{}': {e}", show(&p)))
                     })
                 }
             }

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use disinto_claude_init::app;
 use disinto_claude_init::cli::{Cli, Command};
+use disinto_claude_init::error::ErrorKind;
 use disinto_claude_init::report;
 
 fn main() -> anyhow::Result<()> {
@@ -31,8 +32,8 @@ fn main() -> anyhow::Result<()> {
                 let msg = e.render().to_string();
                 let first = msg.lines().next().unwrap_or("usage error");
                 r.set_error(
-                    &disinto_claude_init::error::Error::usage(
-                        "usage",
+                    &disinto_claude_init::error::Error::new(
+                        ErrorKind::Usage,
                         first.trim_start_matches("error: ").to_string(),
                     )
                     .with_fix("disinto-claude-init --help"),

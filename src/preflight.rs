@@ -6,7 +6,7 @@
 //! - no permission to create or write what the plan needs;
 //! - not enough space for a cross-device copy.
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::fsops::{self, nearest_existing};
 use crate::pathser::show;
 use crate::plan::Plan;
@@ -179,8 +179,8 @@ fn writable(dir: &Path) -> bool {
 pub fn check_with(plan: &Plan, s: &Settings, waiting: bool) -> Result<(), Error> {
     if plan.touches_claude() && !waiting {
         if let Some(found) = agent_running(s) {
-            return Err(Error::refused(
-                "agent-running",
+            return Err(Error::new(
+                ErrorKind::AgentRunning,
                 format!("An agent is running: {found}. Moving its config directory under it would break that run and could lose a refreshed OAuth token."),
             )
             .with_fix("stop the factory first, then re-run: disinto down && disinto-claude-init --yes && disinto up   (a refresh holds Claude's lock directories, '<config>.lock' and '<config>/.oauth_refresh.lock', for seconds; one left by a killed process stops nothing once stale: 120 s for the first, 60 s for the second)"));
@@ -191,8 +191,8 @@ pub fn check_with(plan: &Plan, s: &Settings, waiting: bool) -> Result<(), Error>
     for st in plan.runnable() {
         if let Step::WriteEnvFile(WriteEnvFile { path }) = st {
             if let Some(dir) = path.parent().filter(|d| !d.is_dir()) {
-                return Err(Error::refused(
-                    "env-file-dir-missing",
+                return Err(Error::new(
+                    ErrorKind::EnvFileDirMissing,
                     format!(
                         "The env file '{}' is in '{}', which does not exist (is FACTORY_ROOT right?).",
                         show(path),
@@ -216,8 +216,8 @@ pub fn check_with(plan: &Plan, s: &Settings, waiting: bool) -> Result<(), Error>
                         show(&s.home)
                     )
                 };
-                return Err(Error::refused(
-                    "no-permission",
+                return Err(Error::new(
+                    ErrorKind::NoPermission,
                     format!(
                         "You (uid {}) cannot write '{}', which is needed to {why}.",
                         s.euid,
@@ -265,11 +265,12 @@ pub fn copy_need(from: &Path, to: &Path) -> Result<(u64, u64), fsops::FsError> {
 /// Whether the filesystem holding `to` can take `bytes` in `files` files, with a margin of
 /// 5% + 16 MiB (directories and metadata blocks are not counted in `bytes`).
 pub fn space_check(to: &Path, bytes: u64, files: u64) -> Result<(), Error> {
-    let (avail, inodes) = fsops::free_space(to).map_err(|e| Error::failed("io", e.to_string()))?;
+    let (avail, inodes) =
+        fsops::free_space(to).map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
     let need = bytes + bytes / 20 + 16 * 1024 * 1024;
     if avail < need {
-        return Err(Error::refused(
-            "no-space",
+        return Err(Error::new(
+            ErrorKind::NoSpace,
             format!(
                 "The filesystem holding '{}' has {} free; the copy needs {} ({} of files plus a margin). A copy that runs out of space half way is exactly how the predecessor lost credentials.",
                 show(to),
@@ -281,8 +282,8 @@ pub fn space_check(to: &Path, bytes: u64, files: u64) -> Result<(), Error> {
         .with_fix(format!("free at least {} there, or choose another place: --shared-dir DIR", human_bytes(need - avail))));
     }
     if inodes != 0 && inodes < files + 1024 {
-        return Err(Error::refused(
-            "no-space",
+        return Err(Error::new(
+            ErrorKind::NoSpace,
             format!(
                 "The filesystem holding '{}' has {inodes} free inodes; the copy needs about {}.",
                 show(to),

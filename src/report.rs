@@ -4,7 +4,7 @@
 //! `home`, `shared_dir`, `config_dir`, `env_file`, `steps: [{id, summary, status}]`, `error`.
 //! Human output goes to stdout; errors and warnings to stderr.
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::layout::Layout;
 use crate::pathser::show;
 use crate::settings::Settings;
@@ -48,7 +48,7 @@ pub struct StepReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorReport {
-    pub kind: &'static str,
+    pub kind: ErrorKind,
     pub message: String,
     pub fix: Option<String>,
 }

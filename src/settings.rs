@@ -4,7 +4,7 @@
 //! the precedence rule "flag, then process environment, then the env file, then the default".
 
 use crate::envfile;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::pathser::show;
 use crate::profile::{self, ShellKind};
 use nix::unistd::{Uid, User};
@@ -146,8 +146,8 @@ fn absolutize(p: &Path, cwd: &Path) -> PathBuf {
 
 fn require_absolute(what: &str, flag: &str, p: &Path) -> Result<PathBuf> {
     if !p.is_absolute() {
-        return Err(Error::usage(
-            "relative-path",
+        return Err(Error::new(
+            ErrorKind::RelativePath,
             format!(
                 "{what} '{}' is relative. Claude's refresh lock is a sibling of the config dir, \
                  and every process, on the host and in containers, must name the same one, so \
@@ -174,8 +174,8 @@ fn resolve_home(req: &Requested, env: &ProcessEnv) -> Result<PathBuf> {
         if let Some(name) = env.sudo_user.as_deref().filter(|n| *n != "root") {
             return match User::from_name(name) {
                 Ok(Some(u)) => Ok(u.dir),
-                _ => Err(Error::usage(
-                    "unknown-sudo-user",
+                _ => Err(Error::new(
+                    ErrorKind::UnknownSudoUser,
                     format!("SUDO_USER is '{name}', but there is no such user in the password database."),
                 )
                 .with_fix("pass the home explicitly: --home /home/USER")),
@@ -184,8 +184,8 @@ fn resolve_home(req: &Requested, env: &ProcessEnv) -> Result<PathBuf> {
     }
     match &env.home {
         Some(h) => Ok(absolutize(h, &env.cwd)),
-        None => Err(Error::usage(
-            "no-home",
+        None => Err(Error::new(
+            ErrorKind::NoHome,
             "HOME is not set, so there is no ~/.claude to find.",
         )
         .with_fix("pass it explicitly: --home /home/USER")),
@@ -195,8 +195,8 @@ fn resolve_home(req: &Requested, env: &ProcessEnv) -> Result<PathBuf> {
 pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
     let home = resolve_home(req, env)?;
     let meta = std::fs::metadata(&home).map_err(|e| {
-        Error::usage(
-            "bad-home",
+        Error::new(
+            ErrorKind::BadHome,
             if e.kind() == std::io::ErrorKind::NotFound {
                 format!("The home '{}' does not exist.", show(&home))
             } else {
@@ -206,8 +206,8 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
         .with_fix("pass an existing home directory with --home DIR")
     })?;
     if !meta.is_dir() {
-        return Err(Error::usage(
-            "bad-home",
+        return Err(Error::new(
+            ErrorKind::BadHome,
             format!("The home '{}' is not a directory.", show(&home)),
         )
         .with_fix("pass an existing home directory with --home DIR"));
@@ -249,8 +249,8 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
             .and_then(|()| read_small_file("env file", "--env-file", f))?
         {
             Some(bytes) => envfile::read_values(&bytes).map_err(|e| {
-                Error::refused(
-                    "env-file-unreadable",
+                Error::new(
+                    ErrorKind::EnvFileUnreadable,
                     format!("The env file '{}' cannot be parsed: {e}.", show(f)),
                 )
                 .with_fix(format!(
@@ -297,8 +297,8 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
 
     for (what, p) in [("shared dir", &shared_dir), ("config dir", &config_dir)] {
         if p.starts_with(&claude) || home.starts_with(p) {
-            return Err(Error::usage(
-                "overlapping-paths",
+            return Err(Error::new(
+                ErrorKind::OverlappingPaths,
                 format!(
                     "The {what} '{}' overlaps the home's ~/.claude ('{}'): the migration would move a directory into itself.",
                     show(p),
@@ -311,8 +311,8 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
         }
     }
     if config_dir == shared_dir {
-        return Err(Error::usage(
-            "overlapping-paths",
+        return Err(Error::new(
+            ErrorKind::OverlappingPaths,
             "The config dir and the shared dir are the same directory; the config dir must be inside the shared dir so its `.lock` sibling is shared too.",
         )
         .with_fix("drop --config-dir to use <shared-dir>/config"));
@@ -358,8 +358,8 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
     let given = req.agent_uid.as_ref().or(env.agent_uid.as_ref());
     let agent_uid = match given {
         Some(s) => s.parse().map_err(|_| {
-            Error::usage(
-                "bad-agent-uid",
+            Error::new(
+                ErrorKind::BadAgentUid,
                 format!(
                     "The agents' uid (--agent-uid or DISINTO_AGENT_UID) is '{s}', not a number."
                 ),
@@ -378,7 +378,7 @@ pub fn resolve(req: &Requested, env: &ProcessEnv) -> Result<Settings> {
             if let Err(e @ envfile::EnvFileError::Unquotable { .. }) =
                 envfile::check_entry(key, value.as_os_str())
             {
-                return Err(Error::usage("env-value-unquotable", format!("{e}."))
+                return Err(Error::new(ErrorKind::EnvValueUnquotable, format!("{e}."))
                     .with_fix(format!("--shared-dir {DEFAULT_SHARED_DIR}")));
             }
         }
@@ -427,11 +427,11 @@ pub fn read_small_file(what: &str, flag: &str, path: &Path) -> Result<Option<Vec
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let unreadable = |e: std::io::Error| {
-        Error::refused(
+        Error::new(
             if flag == "--env-file" {
-                "env-file-unreadable"
+                ErrorKind::EnvFileUnreadable
             } else {
-                "profile-unreadable"
+                ErrorKind::ProfileUnreadable
             },
             format!("The {what} '{}' cannot be read: {e}.", show(path)),
         )
@@ -530,8 +530,8 @@ pub fn check_file_authority(
         } else {
             format!("owned by uid {uid}")
         };
-        return Err(Error::refused(
-            "foreign-file",
+        return Err(Error::new(
+            ErrorKind::ForeignFile,
             format!(
                 "The {what} '{}'{through} is {why}, not the home's owner's (uid {owner_uid}): \
                  editing it would change a file the home's owner cannot, and its previous bytes \
@@ -545,8 +545,8 @@ pub fn check_file_authority(
             no_flag(flag)
         )));
     }
-    Err(Error::refused(
-        "foreign-file",
+    Err(Error::new(
+        ErrorKind::ForeignFile,
         format!("The {what} '{}' is a loop of symlinks.", show(path)),
     )
     .with_fix(format!(
@@ -564,8 +564,8 @@ fn no_flag(flag: &str) -> &'static str {
 }
 
 fn too_large(what: &str, flag: &str, path: &Path, len: u64) -> Error {
-    Error::refused(
-        "file-too-large",
+    Error::new(
+        ErrorKind::FileTooLarge,
         format!(
             "The {what} '{}' holds more than {} bytes ({len} or more): that is not a {what} \
              this tool should rewrite, and it will not read it into memory.",
@@ -607,8 +607,8 @@ pub fn refuse_unusual_file(
     } else {
         "not a regular file"
     };
-    Err(Error::refused(
-        "not-a-regular-file",
+    Err(Error::new(
+        ErrorKind::NotARegularFile,
         format!(
             "The {what} '{}' is {kind}. The tool edits only regular files (through a symlink \
              is fine), and replacing this one by a file would destroy what it is.",
@@ -635,8 +635,8 @@ pub fn refuse_shared_dir_in_foreign_home(s: &Settings) -> Result<()> {
         } else {
             ("config dir", &s.config_dir)
         };
-        return Err(Error::usage(
-            "home-contains-shared-dir",
+        return Err(Error::new(
+            ErrorKind::HomeContainsSharedDir,
             format!(
                 "The {what} '{}' is inside the home '{}', which belongs to someone else (uid \
                  {}): its owner could move or replace the directories above it while the tool \
@@ -678,8 +678,8 @@ pub fn check_existing_dirs(s: &Settings) -> Result<()> {
         }
         let mode = m.permissions().mode();
         if m.uid() != 0 && m.uid() != u {
-            return Err(Error::refused(
-                "foreign-dir",
+            return Err(Error::new(
+                ErrorKind::ForeignDir,
                 format!(
                     "'{}' belongs to uid {}, neither root nor the home's owner (uid {u}): that \
                      user could replace the config dir this migration hands over, or be handed \
@@ -695,8 +695,8 @@ pub fn check_existing_dirs(s: &Settings) -> Result<()> {
         }
         let sticky_root = m.uid() == 0 && mode & 0o1000 != 0;
         if mode & 0o022 != 0 && !sticky_root {
-            return Err(Error::refused(
-                "open-dir",
+            return Err(Error::new(
+                ErrorKind::OpenDir,
                 format!(
                     "'{}' is writable by {} (mode {:04o}): anyone who can write it could \
                      replace the config dir this migration hands over.",
@@ -717,8 +717,8 @@ pub fn check_existing_dirs(s: &Settings) -> Result<()> {
             .map(|mut r| r.next().is_none())
             .unwrap_or(false);
         if m.is_dir() && m.uid() != u && !empty {
-            return Err(Error::refused(
-                "config-dir-not-owned",
+            return Err(Error::new(
+                ErrorKind::ConfigDirNotOwned,
                 format!(
                     "The config dir '{}' already holds files and belongs to uid {}, not to the \
                      home's owner (uid {u}): adopting it would hand them over.",
@@ -777,8 +777,8 @@ fn refuse_system_home(home: &Path, meta: &std::fs::Metadata) -> Result<()> {
             } else {
                 format!("'{}' (which resolves to '{}')", show(home), show(p))
             };
-            return Err(Error::usage(
-                "system-dir-home",
+            return Err(Error::new(
+                ErrorKind::SystemDirHome,
                 format!(
                     "The home {shown} is a system directory (owned by uid {}), not a user's home: \
                      the migration would treat its files as someone's dotfiles and hand what it \
@@ -802,8 +802,8 @@ const DERIVED_NAME_ROOM: usize = 40;
 fn check_length(what: &str, flag: &str, p: &Path) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let too_long = |why: String| {
-        Error::usage(
-            "path-too-long",
+        Error::new(
+            ErrorKind::PathTooLong,
             format!(
                 "The {what} '{}' is too long: {why}, so the migration could not create the \
                  names it needs next to it.",
@@ -917,7 +917,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            resolve(&req, &env_for(t.path())).unwrap_err().kind,
+            resolve(&req, &env_for(t.path())).unwrap_err().kind.as_str(),
             "overlapping-paths"
         );
     }
@@ -961,7 +961,8 @@ mod tests {
         assert_eq!(
             check_length("shared dir", "--shared-dir", &tight)
                 .unwrap_err()
-                .kind,
+                .kind
+                .as_str(),
             "path-too-long"
         );
         // A long name is fine above the last component (nothing is appended to it)...

@@ -29,7 +29,7 @@ const MAX_JOURNAL: u64 = 64 << 20;
 /// undo), [`check_file`] and [`check_paths`]. `status` only shows it. Unreadable and untrusted
 /// journals are refusals (exit 3) that change nothing.
 pub fn load(s: &Settings, acting: bool) -> crate::error::Result<Option<Journal>> {
-    use crate::error::Error;
+    use crate::error::{Error, ErrorKind};
     let path = Journal::path(&s.state_dir);
     let aside = || {
         format!(
@@ -38,8 +38,8 @@ pub fn load(s: &Settings, acting: bool) -> crate::error::Result<Option<Journal>>
         )
     };
     let unreadable = |e: String| {
-        Error::refused(
-            "journal-unreadable",
+        Error::new(
+            ErrorKind::JournalUnreadable,
             format!("The journal cannot be read: {e}"),
         )
         .with_fix(aside())
@@ -59,8 +59,8 @@ pub fn load(s: &Settings, acting: bool) -> crate::error::Result<Option<Journal>>
         return Ok(None);
     };
     let untrusted = |why: String| {
-        Error::refused(
-            "journal-untrusted",
+        Error::new(
+            ErrorKind::JournalUntrusted,
             format!(
                 "The journal will not be acted on: {why}. A resumed migration or an undo does \
                  what the journal says, so it must be one this tool wrote for this home."

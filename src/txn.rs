@@ -3,7 +3,7 @@
 //! rustup's `Transaction` keeps its rollback list in memory and rolls back on drop; ours keeps
 //! it on disk (the journal) so that a kill -9 can be finished or reversed by the next run.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::journal::{self, DirTime, Entry, Journal, State};
 use crate::pathser::show;
 use crate::step::Step;
@@ -109,8 +109,8 @@ impl Txn {
             // The state dirs and the first journal appear together (one rename), so a kill
             // here leaves nothing that is not recorded in a journal.
             journal::create_with_journal(&s.state_dir, owner, &mut txn.journal).map_err(|e| {
-                Error::refused(
-                    "no-permission",
+                Error::new(
+                    ErrorKind::NoPermission,
                     format!(
                         "Cannot create the journal '{}': {e}. Nothing was changed.",
                         show(&txn.journal_path())
@@ -120,7 +120,7 @@ impl Txn {
             })?;
         } else {
             txn.save()
-                .map_err(|e| Error::failed("journal", e.message))?;
+                .map_err(|e| Error::new(ErrorKind::Journal, e.message))?;
         }
         Ok((txn, run))
     }
@@ -193,14 +193,17 @@ impl Txn {
             }
         }
         self.save()
-            .map_err(|e| Error::failed("journal", e.message))?;
+            .map_err(|e| Error::new(ErrorKind::Journal, e.message))?;
         self.undo_entries(&|_| true, progress, on_event)
             .map_err(|(_, err)| {
-                Error::rollback_failed(format!(
+                Error::new(
+                    ErrorKind::RollbackFailed,
+                    format!(
                     "Undo stopped: {}. The journal '{}' records how far it got; nothing is lost.",
                     err.message,
                     show(&self.journal_path())
-                ))
+                ),
+                )
                 .with_fix("fix the cause above, then re-run: disinto-claude-init undo --yes")
             })
     }
@@ -375,8 +378,8 @@ fn failure(
     journal: &Path,
 ) -> Error {
     match rollback {
-        Ok(()) => Error::failed(
-            "apply-failed",
+        Ok(()) => Error::new(
+            ErrorKind::ApplyFailed,
             format!(
                 "Step {} failed: {}. Everything done before it was rolled back; nothing was changed.",
                 step.id(),
@@ -384,7 +387,7 @@ fn failure(
             ),
         )
         .with_fix("fix the cause above and re-run: disinto-claude-init --yes"),
-        Err((_, e2)) => Error::rollback_failed(format!(
+        Err((_, e2)) => Error::new(ErrorKind::RollbackFailed, format!(
             "Step {} failed: {}. Rolling back then failed too: {}. The journal '{}' records what was done and what is left.",
             step.id(),
             err.message,

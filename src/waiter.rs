@@ -19,7 +19,7 @@
 //! `O_NOFOLLOW`: the home's owner can write there, and what they put there is input. A
 //! `session.lock` that is not a regular file is refused, never followed.
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::pathser::show;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
@@ -237,8 +237,8 @@ impl WaitError {
                         ),
                     })
                     .collect();
-                Error::refused(
-                    "wait-timeout",
+                Error::new(
+                    ErrorKind::WaitTimeout,
                     format!(
                         "Waited {} s for the agents to finish, and {}. Nothing was changed.",
                         waited.as_secs(),
@@ -249,8 +249,8 @@ impl WaitError {
                     "let the agent finish and re-run, wait longer: {rerun}, or stop the factory first: disinto down && disinto-claude-init --yes && disinto up"
                 ))
             }
-            WaitError::NotALockFile { path, .. } => Error::refused(
-                "session-lock-not-a-file",
+            WaitError::NotALockFile { path, .. } => Error::new(
+                ErrorKind::SessionLockNotAFile,
                 format!("{self}. Nothing was changed."),
             )
             .with_fix(format!(
@@ -260,10 +260,15 @@ impl WaitError {
             WaitError::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
             {
-                Error::refused("no-permission", format!("{self}. Nothing was changed."))
-                    .with_fix("re-run with sudo, or as the home's owner")
+                Error::new(
+                    ErrorKind::NoPermission,
+                    format!("{self}. Nothing was changed."),
+                )
+                .with_fix("re-run with sudo, or as the home's owner")
             }
-            WaitError::Io { .. } => Error::failed("io", format!("{self}. Nothing was changed.")),
+            WaitError::Io { .. } => {
+                Error::new(ErrorKind::Io, format!("{self}. Nothing was changed."))
+            }
         }
     }
 }

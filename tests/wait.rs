@@ -142,7 +142,7 @@ fn times_out_naming_the_holder_and_changes_nothing() {
     }
     let e = err.to_error("disinto-claude-init --yes --wait 1800");
     assert_eq!(e.exit.code(), 3);
-    assert_eq!(e.kind, "wait-timeout");
+    assert_eq!(e.kind.as_str(), "wait-timeout");
     assert!(e.message.contains(&format!("pid {pid} (")), "{}", e.message);
     assert!(e.message.contains("session.lock"), "{}", e.message);
     assert!(e.fix.as_deref().unwrap().contains("--wait 1800"), "{e}");

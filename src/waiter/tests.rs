@@ -62,7 +62,7 @@ fn busy_says_who() {
     }
     .to_error("disinto-claude-init --yes --wait 1800");
     assert_eq!(e.exit, crate::error::ExitCode::Refused);
-    assert_eq!(e.kind, "wait-timeout");
+    assert_eq!(e.kind.as_str(), "wait-timeout");
     assert!(
         e.message.contains("pid 4242 (claude -p hi)"),
         "{}",
