@@ -5,6 +5,7 @@
 //! leak into its read-back check. `tests.rs` checks this port against dotenvy itself.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 /// One dotenvy "line": one or more physical lines (a quoted value may span several).
 #[derive(Debug)]
@@ -208,9 +209,28 @@ pub(super) fn entry_span(body: &str, l: &Logical) -> Option<EntrySpan> {
     })
 }
 
-/// Length of the value token as dotenvy's `parse_value` consumes it: up to the first unquoted,
-/// unescaped space or tab outside a `$` substitution, or the whole input.
-pub(super) fn value_token_len(input: &str) -> usize {
+/// One piece of a value as dotenvy's `parse_value` reads it.
+enum Piece {
+    /// A character of the value as written (quotes and substitutions already taken apart).
+    Char(char),
+    /// The character after a backslash, outside single quotes.
+    Escaped(char),
+    /// A character of a `$NAME` or `${NAME}` substitution's name.
+    Name(char),
+    /// The substitution's name is complete: substitute it here.
+    EndName,
+    /// An unquoted, unescaped space or tab outside a substitution: the value token ends here.
+    Blank,
+}
+
+/// Walks `input` as dotenvy 0.15's `parse_value` does (quotes, backslash escapes, `$NAME` and
+/// `${NAME}` substitutions), handing each piece and its byte offset to `f`, which may stop the
+/// walk. `Continue(open)` when the input ran out: `open` if a quote or a `${` was left unclosed.
+/// The one copy of those rules: the token's extent and the value both come from it.
+fn scan_value<B>(
+    input: &str,
+    mut f: impl FnMut(usize, Piece) -> ControlFlow<B>,
+) -> ControlFlow<B, bool> {
     #[derive(PartialEq)]
     enum Sub {
         None,
@@ -223,26 +243,36 @@ pub(super) fn value_token_len(input: &str) -> usize {
     for (i, c) in input.char_indices() {
         if escaped {
             escaped = false;
+            f(i, Piece::Escaped(c))?;
         } else if strong {
-            strong = c != '\'';
+            if c == '\'' {
+                strong = false;
+            } else {
+                f(i, Piece::Char(c))?;
+            }
         } else if sub != Sub::None {
             if c.is_alphanumeric() {
                 name_empty = false;
+                f(i, Piece::Name(c))?;
             } else if sub == Sub::Block {
                 if c == '{' && name_empty {
                     sub = Sub::Escaped;
                 } else {
                     // dotenvy ends `$NAME` here and takes `c` literally, even a quote or space.
                     name_empty = true;
+                    f(i, Piece::EndName)?;
                     if c != '$' {
                         sub = Sub::None;
+                        f(i, Piece::Char(c))?;
                     }
                 }
             } else if c == '}' {
                 sub = Sub::None;
                 name_empty = true;
+                f(i, Piece::EndName)?;
             } else {
                 name_empty = false;
+                f(i, Piece::Name(c))?;
             }
         } else if c == '$' {
             sub = Sub::Block;
@@ -252,6 +282,8 @@ pub(super) fn value_token_len(input: &str) -> usize {
                 weak = false;
             } else if c == '\\' {
                 escaped = true;
+            } else {
+                f(i, Piece::Char(c))?;
             }
         } else if c == '\'' {
             strong = true;
@@ -260,10 +292,25 @@ pub(super) fn value_token_len(input: &str) -> usize {
         } else if c == '\\' {
             escaped = true;
         } else if c == ' ' || c == '\t' {
-            return i;
+            f(i, Piece::Blank)?;
+        } else {
+            f(i, Piece::Char(c))?;
         }
     }
-    input.len()
+    ControlFlow::Continue(sub == Sub::Escaped || strong || weak)
+}
+
+/// Length of the value token as dotenvy's `parse_value` consumes it: up to the first unquoted,
+/// unescaped space or tab outside a `$` substitution, or the whole input.
+pub(super) fn value_token_len(input: &str) -> usize {
+    let blank = scan_value(input, |i, p| match p {
+        Piece::Blank => ControlFlow::Break(i),
+        _ => ControlFlow::Continue(()),
+    });
+    match blank {
+        ControlFlow::Break(i) => i,
+        ControlFlow::Continue(_) => input.len(),
+    }
 }
 
 /// The entries of `body` (BOM already removed) as dotenvy 0.15 reads them, in file order, with
@@ -317,88 +364,33 @@ fn parse_line(
 
 /// dotenvy's `parse_value`, with substitution from the file's earlier entries only.
 fn parse_value(input: &str, data: &HashMap<String, Option<String>>) -> Option<String> {
-    #[derive(PartialEq)]
-    enum Sub {
-        None,
-        Block,
-        Escaped,
-    }
     let subst = |name: &mut String, out: &mut String| {
         if let Some(Some(v)) = data.get(name.as_str()) {
             out.push_str(v);
         }
         name.clear();
     };
-    let (mut strong, mut weak, mut escaped, mut expecting_end) = (false, false, false, false);
     let mut out = String::new();
-    let mut sub = Sub::None;
     let mut name = String::new();
-    for c in input.chars() {
-        if expecting_end {
-            if c == ' ' || c == '\t' {
-                continue;
-            } else if c == '#' {
-                break;
-            } else {
-                return None;
-            }
-        } else if escaped {
-            match c {
+    let end = scan_value(input, |i, p| {
+        match p {
+            Piece::Char(c) => out.push(c),
+            Piece::Escaped(c) => match c {
                 '\\' | '\'' | '"' | '$' | ' ' => out.push(c),
                 'n' => out.push('\n'),
-                _ => return None,
+                _ => return ControlFlow::Break(false),
+            },
+            Piece::Name(c) => name.push(c),
+            Piece::EndName => subst(&mut name, &mut out),
+            // After the token only blanks, then nothing or a comment.
+            Piece::Blank => {
+                let rest = input[i..].trim_start_matches([' ', '\t']);
+                return ControlFlow::Break(rest.is_empty() || rest.starts_with('#'));
             }
-            escaped = false;
-        } else if strong {
-            if c == '\'' {
-                strong = false;
-            } else {
-                out.push(c);
-            }
-        } else if sub != Sub::None {
-            if c.is_alphanumeric() {
-                name.push(c);
-            } else if sub == Sub::Block {
-                if c == '{' && name.is_empty() {
-                    sub = Sub::Escaped;
-                } else {
-                    subst(&mut name, &mut out);
-                    if c == '$' {
-                        sub = Sub::Block;
-                    } else {
-                        sub = Sub::None;
-                        out.push(c);
-                    }
-                }
-            } else if c == '}' {
-                sub = Sub::None;
-                subst(&mut name, &mut out);
-            } else {
-                name.push(c);
-            }
-        } else if c == '$' {
-            sub = Sub::Block;
-        } else if weak {
-            if c == '"' {
-                weak = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else {
-                out.push(c);
-            }
-        } else if c == '\'' {
-            strong = true;
-        } else if c == '"' {
-            weak = true;
-        } else if c == '\\' {
-            escaped = true;
-        } else if c == ' ' || c == '\t' {
-            expecting_end = true;
-        } else {
-            out.push(c);
         }
-    }
-    if sub == Sub::Escaped || strong || weak {
+        ControlFlow::Continue(())
+    });
+    if matches!(end, ControlFlow::Break(false) | ControlFlow::Continue(true)) {
         return None;
     }
     subst(&mut name, &mut out);
