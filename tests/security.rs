@@ -61,6 +61,13 @@ impl Box {
         c
     }
 
+    /// `SUB --yes` as root, with the world's env file.
+    fn with_env_file(&self, sub: &str) -> Command {
+        let mut c = self.w.cmd_sub(sub);
+        c.arg("--yes");
+        c
+    }
+
     fn incoming(&self) -> PathBuf {
         let mut s = self.w.config.clone().into_os_string();
         s.push(".dci-incoming");
@@ -73,6 +80,33 @@ impl Box {
             .home
             .join(".local/state/disinto/claude-init/journal.json")
     }
+}
+
+/// Refused (3), saying `says` and a fix, having changed nothing; the canaries intact.
+#[track_caller]
+fn refused(b: &Box, cmd: &mut Command, says: &str) {
+    let before = b.w.manifest();
+    let r = run(cmd);
+    assert_eq!(r.code, 3, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(says),
+        "expected {says:?} in:\n{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("fix:"), "{}", r.stderr);
+    assert_same(&before, &b.w.manifest(), "a refusal changes nothing");
+    b.check();
+}
+
+/// Nothing in the world is writable by everyone.
+#[track_caller]
+fn assert_nothing_world_writable(b: &Box) {
+    let ww: Vec<String> =
+        b.w.roots
+            .iter()
+            .flat_map(|(_, r)| world_writable(r))
+            .collect();
+    assert!(ww.is_empty(), "world-writable after the migration: {ww:#?}");
 }
 
 /// `link` is still a symlink to `target`.
@@ -193,28 +227,26 @@ fn untrusted(r: &Run) {
     );
 }
 
-#[test]
-fn f1_a_forged_journal_is_not_obeyed_by_undo() {
+/// A finished migration, its journal forged with entries in `state`: `next` refuses it.
+fn forged_journal_is_not_obeyed(state: &str, next: fn(&Box) -> Command) {
     let Some(b) = setup(false) else { return };
     ok(&run(&mut b.migrate()), "migrate");
-    forge_journal(&b, "done");
+    forge_journal(&b, state);
     let before = b.w.manifest();
-    let r = run(&mut b.undo());
+    let r = run(&mut next(&b));
     untrusted(&r);
     assert_same(&before, &b.w.manifest(), "a refusal changes nothing");
     b.check();
 }
 
 #[test]
+fn f1_a_forged_journal_is_not_obeyed_by_undo() {
+    forged_journal_is_not_obeyed("done", Box::undo);
+}
+
+#[test]
 fn f1_b_a_forged_journal_is_not_obeyed_by_a_resumed_migrate() {
-    let Some(b) = setup(false) else { return };
-    ok(&run(&mut b.migrate()), "migrate");
-    forge_journal(&b, "planned");
-    let before = b.w.manifest();
-    let r = run(&mut b.migrate());
-    untrusted(&r);
-    assert_same(&before, &b.w.manifest(), "a refusal changes nothing");
-    b.check();
+    forged_journal_is_not_obeyed("planned", Box::migrate);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -306,13 +338,25 @@ fn f4_source_removal_does_not_follow_a_swapped_directory() {
     }
     b.u.give(&b.w.claude().join("a"));
     // Depth 1 of the removal: `~/.claude/a` listed, `~/.claude/a/b` not opened yet.
+    let aside = b.w.home.join("a.orig");
+    swapped_while_removed(&b, b.migrate(), &b.w.claude(), &aside);
+}
+
+/// `cmd` paused when its removal of `tree` has listed `tree/a` (depth 1) but not opened
+/// `tree/a/b`; U moves `tree/a` to `aside` and puts a link to `$R/victim` in its place. The
+/// removal must notice and not follow it.
+fn swapped_while_removed(b: &Box, mut cmd: Command, tree: &Path, aside: &Path) {
     let point = "remove-tree-listed-1";
-    let mut p = spawn_paused(&mut b.migrate(), &[point]);
-    assert!(p.reached(point), "the source removal never started");
+    let mut p = spawn_paused(&mut cmd, &[point]);
+    assert!(
+        p.reached(point),
+        "the removal of {} never started",
+        tree.display()
+    );
     b.u.must(&format!(
-        "mv {claude}/a {home}/a.orig && ln -s {victim} {claude}/a",
-        claude = q(&b.w.claude()),
-        home = q(&b.w.home),
+        "mv {tree}/a {aside} && ln -s {victim} {tree}/a",
+        tree = q(tree),
+        aside = q(aside),
         victim = q(&b.r.path("victim")),
     ));
     let r = p.finish(&[point]);
@@ -359,12 +403,7 @@ fn f5_a_stow_style_bashrc_is_edited_through_its_link_and_undone() {
     let text = std::fs::read_to_string(&target).unwrap();
     assert!(text.starts_with(BASHRC_CONTENT), "{text}");
     assert!(text.contains("# >>> disinto-claude-init >>>"), "{text}");
-    let ww: Vec<String> =
-        b.w.roots
-            .iter()
-            .flat_map(|(_, r)| world_writable(r))
-            .collect();
-    assert!(ww.is_empty(), "world-writable after the migration: {ww:#?}");
+    assert_nothing_world_writable(&b);
     ok(&run(&mut b.undo()), "undo");
     assert_same(&before, &b.w.manifest(), "the world after undo");
     b.check();
@@ -375,13 +414,7 @@ fn f5_b_a_bashrc_linked_to_a_root_file_is_refused() {
     let Some(b) = setup(false) else { return };
     std::fs::remove_file(&b.w.profile).unwrap();
     ln_s(b.r.path("secret"), &b.w.profile);
-    let before = b.w.manifest();
-    let r = run(&mut b.migrate());
-    assert_eq!(r.code, 3, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("not the home's owner's"), "{}", r.stderr);
-    assert!(r.stderr.contains("fix:"), "{}", r.stderr);
-    assert_same(&before, &b.w.manifest(), "a refusal changes nothing");
-    b.check();
+    refused(&b, &mut b.migrate(), "not the home's owner's");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -405,9 +438,7 @@ fn f6_a_symlinked_env_file_is_edited_through_its_link_and_stays_root_only() {
     let target = root_env_file(&b);
     ln_s(&target, &b.w.env_file);
     let before = b.w.manifest();
-    let mut c = b.w.cmd_sub("migrate");
-    c.arg("--yes");
-    ok(&run(&mut c), "migrate");
+    ok(&run(&mut b.with_env_file("migrate")), "migrate");
     assert_link(&b.w.env_file, &target);
     assert_eq!(mode_of(&target), 0o600);
     let m = std::fs::symlink_metadata(&target).unwrap();
@@ -418,9 +449,7 @@ fn f6_a_symlinked_env_file_is_edited_through_its_link_and_stays_root_only() {
         "{text}"
     );
     b.check();
-    let mut c = b.w.cmd_sub("undo");
-    c.arg("--yes");
-    ok(&run(&mut c), "undo");
+    ok(&run(&mut b.with_env_file("undo")), "undo");
     assert_same(&before, &b.w.manifest(), "the world after undo");
     b.check();
 }
@@ -434,13 +463,9 @@ fn f7_the_secrets_of_a_root_env_file_never_reach_a_file_u_can_read() {
         0o600,
     );
     let before = b.w.manifest();
-    let mut c = b.w.cmd_sub("migrate");
-    c.arg("--yes");
-    ok(&run(&mut c), "migrate");
+    ok(&run(&mut b.with_env_file("migrate")), "migrate");
     b.check();
-    let mut c = b.w.cmd_sub("undo");
-    c.arg("--yes");
-    ok(&run(&mut c), "undo");
+    ok(&run(&mut b.with_env_file("undo")), "undo");
     assert_same(&before, &b.w.manifest(), "the world after undo");
     b.check();
 }
@@ -466,7 +491,6 @@ fn f8_adopt_refuses_a_foreign_config_dir_named_by_u_s_env_file() {
         0o600,
     );
     b.u.give(&envf);
-    let before = b.w.manifest();
     let mut c = b.w.cmd_bare();
     c.arg("migrate")
         .arg("--yes")
@@ -476,15 +500,7 @@ fn f8_adopt_refuses_a_foreign_config_dir_named_by_u_s_env_file() {
         .arg(&envf)
         .arg("--profile")
         .arg(&b.w.profile);
-    let r = run(&mut c);
-    assert_eq!(r.code, 3, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains("adopting it would hand them over"),
-        "{}",
-        r.stderr
-    );
-    assert_same(&before, &b.w.manifest(), "a refusal changes nothing");
-    b.check();
+    refused(&b, &mut c, "adopting it would hand them over");
 }
 
 #[test]
@@ -495,7 +511,6 @@ fn m4_a_second_user_is_not_given_the_first_user_s_config_dir() {
     let vhome = b.w.root.join("home/v");
     mkdir(&vhome, 0o755);
     b.v.give(&vhome);
-    let before = b.w.manifest();
     let mut c = b.w.cmd_bare();
     c.arg("migrate")
         .arg("--yes")
@@ -505,16 +520,8 @@ fn m4_a_second_user_is_not_given_the_first_user_s_config_dir() {
         .arg(&vhome)
         .arg("--shared-dir")
         .arg(&b.w.shared);
-    let r = run(&mut c);
-    assert_eq!(r.code, 3, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr
-            .contains(&format!("belongs to uid {}, neither root", b.u.uid)),
-        "{}",
-        r.stderr
-    );
-    assert_same(&before, &b.w.manifest(), "a refusal changes nothing");
-    b.check();
+    let says = format!("belongs to uid {}, neither root", b.u.uid);
+    refused(&b, &mut c, &says);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -550,30 +557,7 @@ fn m1_a_state_dir_linked_into_root_s_tree_is_not_written() {
     let Some(b) = setup(false) else { return };
     ln_s(&b.r.root, &b.w.home.join(".local/state"));
     b.u.give(&b.w.home.join(".local"));
-    let before = b.w.manifest();
-    let r = run(&mut b.migrate());
-    assert_eq!(r.code, 3, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains("Cannot create the journal"),
-        "{}",
-        r.stderr
-    );
-    assert_same(&before, &b.w.manifest(), "a refusal changes nothing");
-    b.check();
-}
-
-fn foreign_shared_dir_is_refused(b: &Box, says: &str) {
-    let before = b.w.manifest();
-    let r = run(&mut b.migrate());
-    assert_eq!(r.code, 3, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains(says),
-        "expected {says:?} in:\n{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("fix:"), "{}", r.stderr);
-    assert_same(&before, &b.w.manifest(), "a refusal changes nothing");
-    b.check();
+    refused(&b, &mut b.migrate(), "Cannot create the journal");
 }
 
 #[test]
@@ -581,14 +565,15 @@ fn m2_a_shared_dir_owned_by_another_user_is_refused() {
     let Some(b) = setup(false) else { return };
     mkdir(&b.w.shared, 0o755);
     b.v.give(&b.w.shared);
-    foreign_shared_dir_is_refused(&b, &format!("belongs to uid {}, neither root", b.v.uid));
+    let says = format!("belongs to uid {}, neither root", b.v.uid);
+    refused(&b, &mut b.migrate(), &says);
 }
 
 #[test]
 fn m2_a_world_writable_shared_dir_is_refused() {
     let Some(b) = setup(false) else { return };
     mkdir(&b.w.shared, 0o777);
-    foreign_shared_dir_is_refused(&b, "is writable by everyone (mode 0777)");
+    refused(&b, &mut b.migrate(), "is writable by everyone (mode 0777)");
 }
 
 /// `mknod` a character device (1,3: what /dev/null is; 1,5: /dev/zero) at `path`.
@@ -620,26 +605,14 @@ fn refused_untouched(b: &Box, cmd: &mut Command, says: &str) {
             Ok(())
         });
     }
-    let before = b.w.manifest();
-    let r = run(cmd);
-    assert_eq!(r.code, 3, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("fix:"), "{}", r.stderr);
-    assert!(
-        r.stderr.contains(says),
-        "expected {says:?} in:\n{}",
-        r.stderr
-    );
-    assert_same(&before, &b.w.manifest(), "a refusal changes nothing");
-    b.check();
+    refused(b, cmd, says);
 }
 
 #[test]
 fn m3_an_env_file_that_is_a_device_is_refused_and_kept() {
     let Some(b) = setup(false) else { return };
     mknod_char(&b.w.env_file, 3);
-    let mut c = b.w.cmd_sub("migrate");
-    c.arg("--yes");
-    refused_untouched(&b, &mut c, "is a character device");
+    refused_untouched(&b, &mut b.with_env_file("migrate"), "is a character device");
 }
 
 #[test]
@@ -651,9 +624,7 @@ fn low_an_env_file_that_is_a_fifo_is_refused_not_waited_on() {
     )
     .unwrap();
     for sub in ["migrate", "status"] {
-        let mut c = b.w.cmd_sub(sub);
-        c.arg("--yes");
-        refused_untouched(&b, &mut c, "is a fifo");
+        refused_untouched(&b, &mut b.with_env_file(sub), "is a fifo");
     }
 }
 
@@ -678,9 +649,7 @@ fn low_an_env_file_that_never_ends_is_refused_not_read() {
     mknod_char(&zero, 5);
     ln_s(&zero, &b.w.env_file);
     for sub in ["migrate", "status"] {
-        let mut c = b.w.cmd_sub(sub);
-        c.arg("--yes");
-        refused_untouched(&b, &mut c, "is a character device");
+        refused_untouched(&b, &mut b.with_env_file(sub), "is a character device");
     }
 }
 
@@ -690,9 +659,11 @@ fn low_an_oversized_env_file_is_refused_not_read() {
     let mut big = ENV_FILE_CONTENT.as_bytes().to_vec();
     big.resize(2 << 20, b'#');
     write_file(&b.w.env_file, &big, 0o600);
-    let mut c = b.w.cmd_sub("migrate");
-    c.arg("--yes");
-    refused_untouched(&b, &mut c, "holds more than 1048576 bytes");
+    refused_untouched(
+        &b,
+        &mut b.with_env_file("migrate"),
+        "holds more than 1048576 bytes",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -888,12 +859,7 @@ fn a_stow_style_home_migrated_by_its_owner_keeps_its_links() {
     assert!(std::fs::read_to_string(&target)
         .unwrap()
         .contains("# >>> disinto-claude-init >>>"));
-    let ww: Vec<String> =
-        b.w.roots
-            .iter()
-            .flat_map(|(_, r)| world_writable(r))
-            .collect();
-    assert!(ww.is_empty(), "world-writable after the migration: {ww:#?}");
+    assert_nothing_world_writable(&b);
     ok(&run(&mut as_owner(&b, "undo")), "undo as the owner");
     assert_same(&before, &b.w.manifest(), "the world after undo");
     b.check();
@@ -973,22 +939,6 @@ fn undo_removal_of_the_config_dir_does_not_follow_a_swapped_directory() {
         return;
     };
     // Depth 1 of the config dir's removal: `config/a` listed, `config/a/b` not opened yet.
-    let point = "remove-tree-listed-1";
-    let mut p = spawn_paused(&mut b.undo(), &[point]);
-    assert!(p.reached(point), "undo never removed the config dir");
-    b.u.must(&format!(
-        "mv {config}/a {shared}/a.orig && ln -s {victim} {config}/a",
-        config = q(&b.w.config),
-        shared = q(&b.w.shared),
-        victim = q(&b.r.path("victim")),
-    ));
-    let r = p.finish(&[point]);
-    ended(&r);
-    assert!(
-        r.stderr.contains("no longer the directory that was listed"),
-        "exit {}\n{}",
-        r.code,
-        r.stderr
-    );
-    b.check();
+    let aside = b.w.shared.join("a.orig");
+    swapped_while_removed(&b, b.undo(), &b.w.config, &aside);
 }
