@@ -51,6 +51,45 @@ fn chown(p: &Path, uid: u32) {
     std::os::unix::fs::lchown(p, Some(uid), Some(uid)).expect("chown");
 }
 
+/// The environment of Claude in a container: `PATH`, and `HOME` at `/home/agent`.
+fn agent_env() -> [(&'static str, &'static OsStr); 2] {
+    [
+        ("PATH", OsStr::new("/usr/bin:/bin")),
+        ("HOME", OsStr::new("/home/agent")),
+    ]
+}
+
+/// The factory's agent: a container with the whole shared dir at the same path and
+/// `CLAUDE_CONFIG_DIR` set, as `AGENT_UID`; `setup` as for `start_container`.
+fn start_factory_agent(w: &World, bin: &Path, setup: &str) -> Agent {
+    let mut env = agent_env().to_vec();
+    env.push(("CLAUDE_CONFIG_DIR", w.config.as_os_str()));
+    start_container(w, bin, AGENT_UID, &[(&w.shared, &w.shared)], setup, &env)
+}
+
+/// Claude on the host as root, through `~/.claude` (a link to the config dir), without
+/// `CLAUDE_CONFIG_DIR`.
+fn start_host_agent(w: &World, bin: &Path) -> Agent {
+    start_host(
+        w,
+        bin,
+        &[
+            ("PATH", OsStr::new("/usr/bin:/bin")),
+            ("HOME", w.home.as_os_str()),
+        ],
+    )
+}
+
+/// A directory unrelated to the migration, the agents' uid's, to mount as a `~/.claude`.
+fn other_config_dir() -> tempfile::TempDir {
+    let other = tempfile::Builder::new()
+        .prefix("dci-other-config.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    chown(other.path(), AGENT_UID);
+    other
+}
+
 /// A migrated machine by hand: the shared dir and the config dir (0700) owned by the agents'
 /// uid, `~/.claude` a link to the config dir, a credentials file.
 fn migrated_world() -> World {
@@ -129,28 +168,11 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
     // Declared before the agents, so removed after they are gone.
     let cgroup = DockerCgroup::new();
     let w = migrated_world();
-    let other = tempfile::Builder::new()
-        .prefix("dci-other-config.")
-        .tempdir_in("/tmp")
-        .unwrap();
-    chown(other.path(), AGENT_UID);
+    let other = other_config_dir();
     let home_claude = Path::new("/home/agent/.claude");
-    let path_env = ("PATH", OsStr::new("/usr/bin:/bin"));
-    let home_env = ("HOME", OsStr::new("/home/agent"));
 
     // a) the whole shared dir at the same path, CLAUDE_CONFIG_DIR set.
-    let a = start_container(
-        &w,
-        &bin,
-        AGENT_UID,
-        &[(&w.shared, &w.shared)],
-        "",
-        &[
-            path_env,
-            home_env,
-            ("CLAUDE_CONFIG_DIR", w.config.as_os_str()),
-        ],
-    );
+    let a = start_factory_agent(&w, &bin, "");
     if let Some(cg) = &cgroup {
         cg.add(a.pid);
     }
@@ -161,7 +183,7 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
         AGENT_UID,
         &[(&w.config, home_claude)],
         "",
-        &[path_env, home_env],
+        &agent_env(),
     );
     // c) an unrelated directory as its ~/.claude.
     let c = start_container(
@@ -170,10 +192,10 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
         AGENT_UID,
         &[(other.path(), home_claude)],
         "",
-        &[path_env, home_env],
+        &agent_env(),
     );
     // d) on the host, through ~/.claude (a link to the config dir), without the variable.
-    let d = start_host(&w, &bin, &[path_env, ("HOME", w.home.as_os_str())]);
+    let d = start_host_agent(&w, &bin);
 
     let before = w.manifest();
     let inside_b = manifest(&PathBuf::from(format!("/proc/{}/root/home/agent", b.pid)));
@@ -277,10 +299,7 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
 fn links_resolve_inside_the_container_and_identity_decides() {
     let (bin, _serial) = real_agents!("needs root (mount namespaces, chroot, other users' /proc)");
     let w = migrated_world();
-    let env = [
-        ("PATH", OsStr::new("/usr/bin:/bin")),
-        ("HOME", OsStr::new("/home/agent")),
-    ];
+    let env = agent_env();
     let cfg = w.config.to_str().unwrap();
     // e) ~/.claude -> the host's config dir path, which in this container is a local directory
     //    (the shared dir is mounted elsewhere): followed on the host's side it would "share".
@@ -348,40 +367,32 @@ fn links_resolve_inside_the_container_and_identity_decides() {
     }
 }
 
+/// A scan with lock probes changes nothing and still judges `agent` as sharing the lock, but
+/// its probe fails with `error`: what the agent itself gets making its lock in its own view.
+#[track_caller]
+fn probe_fails_like_the_agent(w: &World, agent: &Agent, error: &str, what: &str) {
+    let before = w.manifest();
+    let scan = dci::scan(&host(w), true);
+    assert_same(&before, &w.manifest(), &format!("the world after {what}"));
+    let got = find(&scan, agent.pid);
+    assert_eq!(got.verdict, Verdict::SharesLock, "{got:#?}");
+    let probe = got.lock_probe.as_ref().unwrap();
+    assert!(!probe.ok, "{probe:?}");
+    assert_eq!(probe.error.as_deref(), Some(error), "{probe:?}");
+    let lock = lock_in_view(agent.pid, AGENT_UID, &w.config);
+    let e = mkdir_in_view(agent.pid, AGENT_UID, &lock)
+        .expect_err("the agent's own mkdir of its lock succeeded");
+    assert!(e.contains(error), "{e}");
+}
+
 #[test]
 fn the_probe_runs_as_the_agent_and_fails_where_it_could_not_lock() {
     let (bin, _serial) = real_agents!("needs root");
     let w = migrated_world();
     // The shared dir belongs to root now, 0755: root could make the lock, uid 1000 cannot.
     chown(&w.shared, 0);
-    let a = start_container(
-        &w,
-        &bin,
-        AGENT_UID,
-        &[(&w.shared, &w.shared)],
-        "",
-        &[
-            ("PATH", OsStr::new("/usr/bin:/bin")),
-            ("HOME", OsStr::new("/home/agent")),
-            ("CLAUDE_CONFIG_DIR", w.config.as_os_str()),
-        ],
-    );
-    let before = w.manifest();
-    let scan = dci::scan(&host(&w), true);
-    assert_same(&before, &w.manifest(), "the world after a failed probe");
-    let got = find(&scan, a.pid);
-    assert_eq!(got.verdict, Verdict::SharesLock, "{got:#?}");
-    let probe = got.lock_probe.as_ref().unwrap();
-    assert!(!probe.ok, "{probe:?}");
-    assert_eq!(
-        probe.error.as_deref(),
-        Some("Permission denied"),
-        "{probe:?}"
-    );
-    // What the agent itself would get:
-    let lock = lock_in_view(a.pid, AGENT_UID, &w.config);
-    let e = mkdir_in_view(a.pid, AGENT_UID, &lock).expect_err("uid 1000 cannot mkdir there");
-    assert!(e.contains("Permission denied"), "{e}");
+    let a = start_factory_agent(&w, &bin, "");
+    probe_fails_like_the_agent(&w, &a, "Permission denied", "a failed probe");
     // Without the probe nothing is made at all.
     let scan = dci::scan(&host(&w), false);
     assert!(find(&scan, a.pid).lock_probe.is_none());
@@ -391,36 +402,17 @@ fn the_probe_runs_as_the_agent_and_fails_where_it_could_not_lock() {
     // same directory, so the same lock, which it cannot take there. Root on the host could.
     chown(&w.shared, AGENT_UID);
     let shared = w.shared.to_str().unwrap();
-    let r = start_container(
+    let r = start_factory_agent(
         &w,
         &bin,
-        AGENT_UID,
-        &[(&w.shared, &w.shared)],
         &format!("mount -o remount,bind,ro \"$root{shared}\""),
-        &[
-            ("PATH", OsStr::new("/usr/bin:/bin")),
-            ("HOME", OsStr::new("/home/agent")),
-            ("CLAUDE_CONFIG_DIR", w.config.as_os_str()),
-        ],
     );
-    let before = w.manifest();
-    let scan = dci::scan(&host(&w), true);
-    assert_same(
-        &before,
-        &w.manifest(),
-        "the world after a probe on a read-only mount",
+    probe_fails_like_the_agent(
+        &w,
+        &r,
+        "Read-only file system",
+        "a probe on a read-only mount",
     );
-    let got = find(&scan, r.pid);
-    assert_eq!(got.verdict, Verdict::SharesLock, "{got:#?}");
-    let probe = got.lock_probe.as_ref().unwrap();
-    assert_eq!(
-        probe.error.as_deref(),
-        Some("Read-only file system"),
-        "{probe:?}"
-    );
-    let lock = lock_in_view(r.pid, AGENT_UID, &w.config);
-    let e = mkdir_in_view(r.pid, AGENT_UID, &lock).expect_err("read-only in its view");
-    assert!(e.contains("Read-only file system"), "{e}");
     // verify: a problem, with the fix for a read-only mount.
     let (code, doc) = run_json(w.cmd_sub("verify").arg("--json"));
     assert_eq!(code, 5, "{doc:#}");
@@ -448,14 +440,7 @@ fn the_probe_runs_as_the_agent_and_fails_where_it_could_not_lock() {
 fn agents_that_exit_are_not_listed() {
     let (bin, _serial) = real_agents!("needs root");
     let w = migrated_world();
-    let d = start_host(
-        &w,
-        &bin,
-        &[
-            ("PATH", OsStr::new("/usr/bin:/bin")),
-            ("HOME", w.home.as_os_str()),
-        ],
-    );
+    let d = start_host_agent(&w, &bin);
     let pid = d.pid;
     assert!(dci::pids().contains(&pid));
     drop(d);
@@ -568,6 +553,23 @@ fn really_migrated_world() -> World {
     w
 }
 
+/// `verify --json` run as uid 1000 with `groups` (a `setpriv` option), in a clean environment:
+/// the world's env file is root's (0600), so `--no-env-file`; and no `DCI_TEST_WORLD` (as uid
+/// 1000 it cannot read root's environ, so the token's filter would leave out root's agents,
+/// which must be listed as cannot-read).
+fn verify_as_uid_1000(w: &World, groups: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=1000", "--regid=1000", groups, "--"])
+        .arg(w.cmd_sub("verify").get_program())
+        .args(w.cmd_sub("verify").get_args())
+        // A later option wins.
+        .args(["--no-env-file", "--json"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", &w.home);
+    cmd
+}
+
 fn pids_in(doc: &serde_json::Value) -> Vec<(u64, String)> {
     doc["agents"]
         .as_array()
@@ -602,20 +604,8 @@ fn verify_and_status_report_the_agents() {
     );
     assert_schema_valid("verify, no agents", &doc);
 
-    let env_a = [
-        ("PATH", OsStr::new("/usr/bin:/bin")),
-        ("HOME", OsStr::new("/home/agent")),
-        ("CLAUDE_CONFIG_DIR", w.config.as_os_str()),
-    ];
-    let a = start_container(&w, &bin, AGENT_UID, &[(&w.shared, &w.shared)], "", &env_a);
-    let d = start_host(
-        &w,
-        &bin,
-        &[
-            ("PATH", OsStr::new("/usr/bin:/bin")),
-            ("HOME", w.home.as_os_str()),
-        ],
-    );
+    let a = start_factory_agent(&w, &bin, "");
+    let d = start_host_agent(&w, &bin);
     let before = w.manifest();
     let r = run(&mut w.cmd_sub("verify"));
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
@@ -648,15 +638,8 @@ fn verify_and_status_report_the_agents() {
     );
 
     // The old layout and an unrelated dir: exit 5, each named, with the fix.
-    let home_env = [
-        ("PATH", OsStr::new("/usr/bin:/bin")),
-        ("HOME", OsStr::new("/home/agent")),
-    ];
-    let other = tempfile::Builder::new()
-        .prefix("dci-other-config.")
-        .tempdir_in("/tmp")
-        .unwrap();
-    chown(other.path(), AGENT_UID);
+    let home_env = agent_env();
+    let other = other_config_dir();
     let home_claude = Path::new("/home/agent/.claude");
     let b = start_container(
         &w,
@@ -770,26 +753,8 @@ fn verify_and_status_report_the_agents() {
 fn not_root_own_agents_are_judged_others_are_a_warning() {
     let (bin, _serial) = real_agents!("needs root (to start agents as two users)");
     let w = really_migrated_world();
-    let a = start_container(
-        &w,
-        &bin,
-        AGENT_UID,
-        &[(&w.shared, &w.shared)],
-        "",
-        &[
-            ("PATH", OsStr::new("/usr/bin:/bin")),
-            ("HOME", OsStr::new("/home/agent")),
-            ("CLAUDE_CONFIG_DIR", w.config.as_os_str()),
-        ],
-    );
-    let d = start_host(
-        &w,
-        &bin,
-        &[
-            ("PATH", OsStr::new("/usr/bin:/bin")),
-            ("HOME", w.home.as_os_str()),
-        ],
-    );
+    let a = start_factory_agent(&w, &bin, "");
+    let d = start_host_agent(&w, &bin);
     // verify runs as uid 1000 with the agent's own groups: it can take the agent's credentials
     // (not root, it probes only as itself).
     let status = fs::read_to_string(format!("/proc/{}/status", a.pid)).unwrap();
@@ -804,17 +769,7 @@ fn not_root_own_agents_are_judged_others_are_a_warning() {
     } else {
         format!("--groups={}", groups.join(","))
     };
-    let mut cmd = std::process::Command::new("setpriv");
-    cmd.args(["--reuid=1000", "--regid=1000", &groups_arg, "--"])
-        .arg(w.cmd_sub("verify").get_program())
-        .args(w.cmd_sub("verify").get_args())
-        // The world's env file is root's (0600); a later option wins.
-        .args(["--no-env-file", "--json"])
-        // No DCI_TEST_WORLD: as uid 1000 it cannot read root's environ, so the token's filter
-        // would leave out `d`, which must be listed as cannot-read.
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", &w.home);
+    let mut cmd = verify_as_uid_1000(&w, &groups_arg);
     let before = w.manifest();
     let (_, doc) = run_json(&mut cmd);
     assert_same(&before, &w.manifest(), "verify as uid 1000");
@@ -852,15 +807,7 @@ fn not_root_own_agents_are_judged_others_are_a_warning() {
     // With other groups than the agent's it cannot act as the agent: the probe is not run
     // (rather than run as someone else).
     if !groups.is_empty() {
-        let mut cmd = std::process::Command::new("setpriv");
-        cmd.args(["--reuid=1000", "--regid=1000", "--clear-groups", "--"])
-            .arg(w.cmd_sub("verify").get_program())
-            .args(w.cmd_sub("verify").get_args())
-            .args(["--no-env-file", "--json"])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", &w.home);
-        let (_, doc) = run_json(&mut cmd);
+        let (_, doc) = run_json(&mut verify_as_uid_1000(&w, "--clear-groups"));
         let a_doc = doc["agents"]
             .as_array()
             .unwrap()
@@ -882,16 +829,9 @@ fn not_root_own_agents_are_judged_others_are_a_warning() {
 fn a_world_sees_only_its_own_agents() {
     let (bin, _serial) = real_agents!("needs root (mount namespaces, chroot, other users' /proc)");
     let a_world = really_migrated_world();
-    let other = tempfile::Builder::new()
-        .prefix("dci-other-config.")
-        .tempdir_in("/tmp")
-        .unwrap();
-    chown(other.path(), AGENT_UID);
-    let env = [
-        ("PATH", OsStr::new("/usr/bin:/bin")),
-        ("HOME", OsStr::new("/home/agent")),
-        ("CLAUDE_SHARED_DIR", a_world.shared.as_os_str()),
-    ];
+    let other = other_config_dir();
+    let mut env = agent_env().to_vec();
+    env.push(("CLAUDE_SHARED_DIR", a_world.shared.as_os_str()));
     let a = start_container(
         &a_world,
         &bin,
@@ -913,15 +853,7 @@ fn a_world_sees_only_its_own_agents() {
     );
 
     // World B: migrate and verify while A's agent runs.
-    let b_world = World::realistic();
-    let out = std::process::Command::new("chown")
-        .args(["-R", "--no-dereference", "1000:1000"])
-        .arg(&b_world.home)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "chown -R: {out:?}");
-    let r = run(b_world.cmd().arg("--yes"));
-    assert_eq!(r.code, 0, "B: migrate: {}\n{}", r.stdout, r.stderr);
+    let b_world = really_migrated_world();
     let before = b_world.manifest();
     let (code, doc) = run_json(b_world.cmd_sub("verify").arg("--json"));
     assert_eq!(
