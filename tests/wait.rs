@@ -238,36 +238,26 @@ fn a_lock_file_that_is_not_a_file_is_refused() {
     fs::remove_file(&lock).unwrap();
     ln_s(&target, &lock);
     let before = w.manifest();
-    let err = waiter::wait_for_agents(&targets(&w), Duration::from_secs(5), &mut |_| {})
-        .expect_err("a symlinked session.lock");
-    assert!(
-        matches!(
-            err,
-            WaitError::NotALockFile {
-                found: "a symlink",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err = not_a_lock_file(&w, "a symlink");
     assert_eq!(err.to_error("x").exit.code(), 3);
     assert_same(&before, &w.manifest(), "refused symlink");
     assert!(!is_flocked(&target));
 
     fs::remove_file(&lock).unwrap();
     nix::unistd::mkfifo(&lock, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let err = waiter::wait_for_agents(&targets(&w), Duration::from_secs(5), &mut |_| {})
-        .expect_err("a FIFO session.lock");
+    not_a_lock_file(&w, "a FIFO");
+}
+
+/// The wait refuses session.lock at once as `found`, not a lock file.
+#[track_caller]
+fn not_a_lock_file(w: &World, found: &str) -> WaitError {
+    let err =
+        waiter::wait_for_agents(&targets(w), Duration::from_secs(5), &mut |_| {}).expect_err(found);
     assert!(
-        matches!(
-            err,
-            WaitError::NotALockFile {
-                found: "a FIFO",
-                ..
-            }
-        ),
+        matches!(&err, WaitError::NotALockFile { found: f, .. } if *f == found),
         "{err:?}"
     );
+    err
 }
 
 /// Who counts as "using ~/.claude without the lock": not a wrapped agent (its shell, the
@@ -677,6 +667,40 @@ fn stopped_holding(strace: &Output, dev: u64, ino: u64) -> Option<u32> {
         .find(|p| matches!(proc_state(*p), Some('t' | 'T')) && granted_to(dev, ino).contains(p))
 }
 
+/// The tool (`--yes --wait --json`, with `env` added) stopped by strace right after its
+/// flock(2) on `~/.claude/session.lock` succeeded, and an agent started then, queued behind it.
+struct LockedWindow {
+    strace: Output,
+    /// The stopped tool's pid (strace's child).
+    tool: u32,
+    agent: Agent,
+    /// The pid blocked in flock(2): the agent's `flock`.
+    queued: u32,
+    /// session.lock's (dev, ino).
+    inode: (u64, u64),
+}
+
+fn locked_window(w: &World, env: &[(&str, &str)]) -> LockedWindow {
+    let lock = w.claude().join("session.lock");
+    let (dev, ino) = inode(&lock);
+    let strace = tool_stopped_at(w, "flock", lock.as_ref(), env);
+    // Stopped (strace also stops it once at start, before exec) and holding the lock.
+    let tool = wait_until("the tool to stop holding session.lock", || {
+        stopped_holding(&strace, dev, ino)
+    });
+    let agent = Agent::start(&w.home);
+    let queued = wait_until("the agent to queue on session.lock", || {
+        blocked_on(dev, ino).into_iter().next()
+    });
+    LockedWindow {
+        strace,
+        tool,
+        agent,
+        queued,
+        inode: (dev, ino),
+    }
+}
+
 /// Let the tool that strace stopped go on.
 fn resume(tool: u32) {
     nix::sys::signal::kill(
@@ -697,20 +721,16 @@ fn an_agent_starting_during_the_migration_queues_and_finds_it_migrated() {
         skip!("strace is not installed (apt-get install strace)");
     }
     let w = World::realistic();
-    let lock = w.claude().join("session.lock");
     let claude_before = claude_manifest_without_lock(&w);
     let json_before = fs::read(w.claude_json()).unwrap();
-    let (dev, ino) = inode(&lock);
-    let strace = tool_stopped_at(&w, "flock", lock.as_ref(), &[]);
-    // Stopped (strace also stops it once at start, before exec) and holding the lock.
-    let tool = wait_until("the tool to stop holding session.lock", || {
-        stopped_holding(&strace, dev, ino)
-    });
-    let mut agent = Agent::start(&w.home);
-    let flock_pid = wait_until("the agent to queue on session.lock", || {
-        blocked_on(dev, ino).into_iter().next()
-    });
-    assert_ne!(flock_pid, tool);
+    let LockedWindow {
+        strace,
+        tool,
+        mut agent,
+        queued,
+        inode: (dev, ino),
+    } = locked_window(&w, &[]);
+    assert_ne!(queued, tool);
     assert!(
         agent.saw().is_none(),
         "the agent must not run before the switch"
@@ -786,24 +806,15 @@ fn a_kill_while_holding_the_lock_frees_the_agents_and_resumes() {
         skip!("strace is not installed (apt-get install strace)");
     }
     let w = World::realistic();
-    let lock = w.claude().join("session.lock");
     let claude_before = claude_manifest_without_lock(&w);
     let json_before = fs::read(w.claude_json()).unwrap();
-    let (dev, ino) = inode(&lock);
-    let strace = tool_stopped_at(
-        &w,
-        "flock",
-        lock.as_ref(),
-        &[("DCI_FAILPOINTS", "applied-move-config=kill")],
-    );
-    // Stopped (strace also stops it once at start, before exec) and holding the lock.
-    let tool = wait_until("the tool to stop holding session.lock", || {
-        stopped_holding(&strace, dev, ino)
-    });
-    let mut agent = Agent::start(&w.home);
-    wait_until("the agent to queue on session.lock", || {
-        blocked_on(dev, ino).into_iter().next()
-    });
+    let LockedWindow {
+        strace,
+        tool,
+        mut agent,
+        inode: (dev, ino),
+        ..
+    } = locked_window(&w, &[("DCI_FAILPOINTS", "applied-move-config=kill")]);
     resume(tool);
     let (st, _, err) = strace.finish();
     use std::os::unix::process::ExitStatusExt;
