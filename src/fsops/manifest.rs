@@ -64,6 +64,38 @@ pub(super) fn chunk_buf(t: &Tree, files: &[u32]) -> Vec<u8> {
     vec![0u8; (max as usize).saturating_add(1).clamp(4096, BUF_SIZE)]
 }
 
+/// Hash the files of `chunks` (each a directory of `t` and files of it, found under `root`) in
+/// parallel, each opened through its directory's descriptor, and hand each hash to `got`.
+/// `sized`: read at most the size `t` recorded, so a file that grows meanwhile is not read to
+/// its new end (sizes are compared apart).
+pub(super) fn hash_chunks(
+    t: &Tree,
+    root: &Path,
+    chunks: &[(u32, Vec<u32>)],
+    drop_cache: bool,
+    sized: bool,
+    got: &(dyn Fn(u32, [u8; 32]) + Sync),
+) -> Result<(), FsError> {
+    par_for(chunks.len(), &|c| {
+        let (d, files) = &chunks[c];
+        let dpath = t.path_in(root, *d);
+        let dir = open_dir(None, &dpath, &dpath)?;
+        let mut buf = chunk_buf(t, files);
+        for &i in files {
+            let name = cstr(t.name(i));
+            let shown = || t.path_in(root, i);
+            let mut f =
+                open_read_at(dir.as_raw_fd(), &name).map_err(|e| nix_err(&shown(), "open")(e))?;
+            let limit = sized.then(|| t.recs[i as usize].size);
+            let h = hash_open(&mut f, &mut buf, drop_cache, limit)
+                .map_err(|e| io_err(&shown(), "read")(e))?;
+            got(i, h);
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
 /// Hash every file of `t` (found under `root`) in parallel, each hard-linked inode once.
 pub(super) fn hash_tree(t: &Tree, root: &Path, drop_cache: bool) -> Result<(), FsError> {
     let mut seen: HashMap<(u64, u64), u32> = HashMap::new();
@@ -81,21 +113,8 @@ pub(super) fn hash_tree(t: &Tree, root: &Path, drop_cache: bool) -> Result<(), F
     let second: HashSet<u32> = links.iter().map(|&(_, i)| i).collect();
     drop(seen);
     let chunks = t.file_chunks(|i| !second.contains(&i));
-    par_for(chunks.len(), &|c| {
-        let (d, files) = &chunks[c];
-        let dpath = t.path_in(root, *d);
-        let dir = open_dir(None, &dpath, &dpath)?;
-        let mut buf = chunk_buf(t, files);
-        for &i in files {
-            let name = cstr(t.name(i));
-            let shown = || t.path_in(root, i);
-            let mut f =
-                open_read_at(dir.as_raw_fd(), &name).map_err(|e| nix_err(&shown(), "open")(e))?;
-            let h = hash_open(&mut f, &mut buf, drop_cache, None)
-                .map_err(|e| io_err(&shown(), "read")(e))?;
-            t.recs[i as usize].set_hash(&h);
-        }
-        Ok(())
+    hash_chunks(t, root, &chunks, drop_cache, false, &|i, h| {
+        t.recs[i as usize].set_hash(&h)
     })?;
     for (first, i) in links {
         t.recs[i as usize].set_hash(&t.recs[first as usize].hash());

@@ -106,23 +106,10 @@ pub(super) fn verify_against(
         }
     }
     let bad: Mutex<Vec<(u32, [u8; 32])>> = Mutex::new(Vec::new());
-    par_for(chunks.len(), &|c| {
-        let (dir, files) = &chunks[c];
-        let dpath = t.path_in(dst, *dir);
-        let dfd = open_dir(None, &dpath, &dpath)?;
-        let mut buf = chunk_buf(t, files);
-        for &i in files {
-            let name = cstr(t.name(i));
-            let shown = || t.path_in(dst, i);
-            let mut f =
-                open_read_at(dfd.as_raw_fd(), &name).map_err(|e| nix_err(&shown(), "open")(e))?;
-            let h = hash_open(&mut f, &mut buf, drop_cache, Some(t.recs[i as usize].size))
-                .map_err(|e| io_err(&shown(), "read")(e))?;
-            if h != t.recs[i as usize].hash() {
-                bad.lock().unwrap_or_else(|p| p.into_inner()).push((i, h));
-            }
+    hash_chunks(t, dst, &chunks, drop_cache, true, &|i, h| {
+        if h != t.recs[i as usize].hash() {
+            bad.lock().unwrap_or_else(|p| p.into_inner()).push((i, h));
         }
-        Ok(())
     })?;
     let mut bad = bad.into_inner().unwrap_or_else(|p| p.into_inner());
     bad.sort_unstable_by_key(|b| b.0);
