@@ -48,9 +48,7 @@ impl Drop for Mount {
 
 #[test]
 fn disk_full_fails_and_leaves_source_alone() {
-    let s = tmp_in("/tmp");
-    let src = s.path().join("claude");
-    build_nasty(&src, &s.path().join("dotfiles"));
+    let (s, src) = nasty_tree();
     let mnt = s.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     let ok = Command::new("mount")
@@ -87,9 +85,7 @@ fn disk_full_fails_and_leaves_source_alone() {
 
 #[test]
 fn source_modified_during_copy_is_detected() {
-    let s = tmp_in("/tmp");
-    let src = s.path().join("claude");
-    build_nasty(&src, &s.path().join("dotfiles"));
+    let (s, src) = nasty_tree();
     let dst = s.path().join("copy");
     let done = AtomicBool::new(false);
     let target = src.join("settings.json");

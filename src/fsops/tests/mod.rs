@@ -46,6 +46,15 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A temp dir in /tmp holding `build_nasty`'s tree at `claude` (its outside directory at
+/// `dotfiles`).
+fn nasty_tree() -> (tempfile::TempDir, PathBuf) {
+    let s = tmp_in("/tmp");
+    let src = s.path().join("claude");
+    build_nasty(&src, &s.path().join("dotfiles"));
+    (s, src)
+}
+
 /// A tree with everything that has broken naive copies: see the module brief.
 fn build_nasty(root: &Path, outside: &Path) {
     mkdir(root, 0o700);

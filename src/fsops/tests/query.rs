@@ -4,9 +4,7 @@ use super::*;
 
 #[test]
 fn tree_stats_counts_hard_links_once_and_follows_nothing() {
-    let s = tmp_in("/tmp");
-    let src = s.path().join("claude");
-    build_nasty(&src, &s.path().join("dotfiles"));
+    let (_dir, src) = nasty_tree();
     let st = tree_stats(&src).unwrap();
     assert_eq!(
         st,

@@ -4,9 +4,7 @@ use super::*;
 
 #[test]
 fn verify_catches_corruption_with_same_size_and_mtime() {
-    let s = tmp_in("/tmp");
-    let src = s.path().join("claude");
-    build_nasty(&src, &s.path().join("dotfiles"));
+    let (s, src) = nasty_tree();
     let dst = s.path().join("copy");
     copy_tree_verified(&src, &dst, &opts(), &|_, _| {}).unwrap();
     verify_trees(&src, &dst, is_root()).unwrap();
@@ -40,9 +38,7 @@ fn verify_catches_corruption_with_same_size_and_mtime() {
 
 #[test]
 fn verify_reports_missing_and_extra_entries_and_subtrees() {
-    let s = tmp_in("/tmp");
-    let src = s.path().join("claude");
-    build_nasty(&src, &s.path().join("dotfiles"));
+    let (s, src) = nasty_tree();
     let dst = s.path().join("copy");
     copy_tree_verified(&src, &dst, &opts(), &|_, _| {}).unwrap();
     fs::remove_file(dst.join("projects/-home-u-repo/0001.jsonl")).unwrap();
