@@ -371,30 +371,28 @@ mod tests {
     #[test]
     fn default_profile_paths() {
         let home = Path::new("/home/u");
-        assert_eq!(
-            default_profile(ShellKind::Bash, home, None),
-            Path::new("/home/u/.bashrc")
-        );
-        assert_eq!(
-            default_profile(ShellKind::Zsh, home, None),
-            Path::new("/home/u/.zshrc")
-        );
-        assert_eq!(
-            default_profile(ShellKind::Zsh, home, Some(Path::new("/home/u/.config/zsh"))),
-            Path::new("/home/u/.config/zsh/.zshrc")
-        );
-        assert_eq!(
-            default_profile(ShellKind::Zsh, home, Some(Path::new(""))),
-            Path::new("/home/u/.zshrc")
-        );
-        assert_eq!(
-            default_profile(ShellKind::Fish, home, None),
-            Path::new("/home/u/.config/fish/conf.d/disinto-claude.fish")
-        );
-        assert_eq!(
-            default_profile(ShellKind::Posix, home, None),
-            Path::new("/home/u/.profile")
-        );
+        for (kind, zdotdir, want) in [
+            (ShellKind::Bash, None, "/home/u/.bashrc"),
+            (ShellKind::Zsh, None, "/home/u/.zshrc"),
+            (
+                ShellKind::Zsh,
+                Some("/home/u/.config/zsh"),
+                "/home/u/.config/zsh/.zshrc",
+            ),
+            (ShellKind::Zsh, Some(""), "/home/u/.zshrc"),
+            (
+                ShellKind::Fish,
+                None,
+                "/home/u/.config/fish/conf.d/disinto-claude.fish",
+            ),
+            (ShellKind::Posix, None, "/home/u/.profile"),
+        ] {
+            assert_eq!(
+                default_profile(kind, home, zdotdir.map(Path::new)),
+                Path::new(want),
+                "{kind:?} {zdotdir:?}"
+            );
+        }
         assert_eq!(
             default_profile(ShellKind::Bash, p(b"/home/\xff"), None)
                 .as_os_str()

@@ -303,25 +303,17 @@ impl Dir {
 
     /// `unlinkat` of a non-directory; Ok when it is already gone.
     pub fn unlink(&self, name: &OsStr) -> io::Result<()> {
-        let c = single(name)?;
-        match nix::unistd::unlinkat(
-            Some(self.raw()),
-            c.as_c_str(),
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        ) {
-            Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.unlinkat_gone_ok(name, nix::unistd::UnlinkatFlags::NoRemoveDir)
     }
 
     /// `unlinkat(AT_REMOVEDIR)` of an empty directory; Ok when it is already gone.
     pub fn rmdir(&self, name: &OsStr) -> io::Result<()> {
+        self.unlinkat_gone_ok(name, nix::unistd::UnlinkatFlags::RemoveDir)
+    }
+
+    fn unlinkat_gone_ok(&self, name: &OsStr, flag: nix::unistd::UnlinkatFlags) -> io::Result<()> {
         let c = single(name)?;
-        match nix::unistd::unlinkat(
-            Some(self.raw()),
-            c.as_c_str(),
-            nix::unistd::UnlinkatFlags::RemoveDir,
-        ) {
+        match nix::unistd::unlinkat(Some(self.raw()), c.as_c_str(), flag) {
             Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
             Err(e) => Err(e.into()),
         }

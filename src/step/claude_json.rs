@@ -75,6 +75,19 @@ impl Record for ClaudeJsonRecord {
     }
 }
 
+impl MoveClaudeJson {
+    /// `to` as the config dir and the name in it.
+    fn to_parts(&self) -> Result<(&Path, &std::ffi::OsStr), StepError> {
+        match (self.to.parent(), self.to.file_name()) {
+            (Some(dir), Some(name)) => Ok((dir, name)),
+            _ => Err(StepError::new(format!(
+                "'{}' has no parent",
+                show(&self.to)
+            ))),
+        }
+    }
+}
+
 impl StepKind for MoveClaudeJson {
     type Record = R;
 
@@ -94,12 +107,7 @@ impl StepKind for MoveClaudeJson {
         let from = self.from.as_path();
         // Everything inside the config dir through the opened directory (issue 10 finding 9):
         // `to` below names it by its descriptor, whatever is put in place of its name.
-        let (Some(to_dir), Some(to_name)) = (self.to.parent(), self.to.file_name()) else {
-            return Err(StepError::new(format!(
-                "'{}' has no parent",
-                show(&self.to)
-            )));
-        };
+        let (to_dir, to_name) = self.to_parts()?;
         let (cdir, anchored) = anchor(to_dir)?;
         let to_buf = anchored.join(to_name);
         let to = to_buf.as_path();
@@ -154,12 +162,7 @@ impl StepKind for MoveClaudeJson {
         let from = self.from.as_path();
         // Inside the config dir only through the opened directory (issue 10 finding 9); a
         // config dir that is gone (or a link now) holds nothing of ours to take back.
-        let (Some(to_dir), Some(to_name)) = (self.to.parent(), self.to.file_name()) else {
-            return Err(StepError::new(format!(
-                "'{}' has no parent",
-                show(&self.to)
-            )));
-        };
+        let (to_dir, to_name) = self.to_parts()?;
         let anchored = if is_real_dir(to_dir) {
             Some(anchor(to_dir)?)
         } else {
