@@ -252,6 +252,32 @@ impl Txn {
         res
     }
 
+    /// Run `op` (apply or undo) on entry `i`, timed, and report it to `on_event`. On success
+    /// `done` records it in the journal and names the outcome (an error there is returned as
+    /// the step's, unreported); on failure the journal is saved as it stands (best effort).
+    fn step_entry(
+        &mut self,
+        i: usize,
+        progress: &(dyn Fn(u64, u64) + Sync),
+        op: StepOp,
+        on_event: &mut dyn FnMut(Event),
+        done: fn(&mut Self, usize) -> Result<Outcome, StepError>,
+    ) -> Result<(), (usize, StepError)> {
+        let t0 = Instant::now();
+        let step = self.journal.entries[i].step.clone();
+        let res = self.run_on_entry(i, progress, op);
+        let ms = t0.elapsed().as_millis() as u64;
+        let outcome = match &res {
+            Ok(()) => done(self, i).map_err(|e| (i, e))?,
+            Err(e) => {
+                let _ = self.save();
+                Outcome::Failed(e.message.clone())
+            }
+        };
+        on_event(Event::new(step, outcome, ms));
+        res.map_err(|e| (i, e))
+    }
+
     /// Apply every `planned` or `started` entry, in order. On the first failure, stop and
     /// return its index and error (the caller rolls back).
     fn apply_pending(
@@ -266,27 +292,15 @@ impl Txn {
             ) {
                 continue;
             }
-            let t0 = Instant::now();
             // `started` reaches the disk with the step's own first save, which every step makes
             // before its first change (`step::apply`): one journal write per step, not three.
             self.journal.entries[i].state = State::Started;
-            let step = self.journal.entries[i].step.clone();
-            let res = self.run_on_entry(i, progress, step::apply);
-            let ms = t0.elapsed().as_millis() as u64;
-            let outcome = match &res {
+            self.step_entry(i, progress, step::apply, on_event, |t, i| {
                 // `done` is written with the next step's first save, or at the end. A crash
                 // before then leaves this step `started`, and applying it again is a no-op.
-                Ok(()) => {
-                    self.journal.entries[i].state = State::Done;
-                    Outcome::Done
-                }
-                Err(e) => {
-                    let _ = self.save();
-                    Outcome::Failed(e.message.clone())
-                }
-            };
-            on_event(Event::new(step, outcome, ms));
-            res.map_err(|e| (i, e))?;
+                t.journal.entries[i].state = State::Done;
+                Ok(Outcome::Done)
+            })?;
         }
         self.save()
             .map_err(|e| (self.journal.entries.len().saturating_sub(1), e))
@@ -315,27 +329,15 @@ impl Txn {
         }
         for &i in idx.iter().rev() {
             let state = self.journal.entries[i].state;
-            let step = self.journal.entries[i].step.clone();
             if state == State::Planned || state == State::Undone {
                 self.journal.entries[i].state = State::Undone;
                 continue;
             }
-            let t0 = Instant::now();
-            let res = self.run_on_entry(i, progress, step::undo);
-            let ms = t0.elapsed().as_millis() as u64;
-            let outcome = match &res {
-                Ok(()) => {
-                    self.journal.entries[i].state = State::Undone;
-                    self.save().map_err(|e| (i, e))?;
-                    Outcome::Undone
-                }
-                Err(e) => {
-                    let _ = self.save();
-                    Outcome::Failed(e.message.clone())
-                }
-            };
-            on_event(Event::new(step, outcome, ms));
-            res.map_err(|e| (i, e))?;
+            self.step_entry(i, progress, step::undo, on_event, |t, i| {
+                t.journal.entries[i].state = State::Undone;
+                t.save()?;
+                Ok(Outcome::Undone)
+            })?;
         }
         // Forget what was undone.
         let runs_left: Vec<u32> = self
