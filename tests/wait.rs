@@ -602,8 +602,7 @@ fn wait_waits_for_the_agent_then_migrates() {
     let lock = w.claude().join("session.lock");
     let mut agent = Agent::holding(&w.home);
     let holder = agent.saw().unwrap().pid;
-    let claude_before = claude_manifest_without_lock(&w);
-    let json_before = fs::read(w.claude_json()).unwrap();
+    let was = Before::take(&w);
     let before = w.manifest();
     let (dev, ino) = inode(&lock);
     let tool = Output::spawn(w.cmd().args(["--yes", "--wait", "--json"]));
@@ -626,7 +625,7 @@ fn wait_waits_for_the_agent_then_migrates() {
     let doc = json(&out);
     assert_eq!(st.code(), Some(0), "{doc:#}\n{err}");
     assert_eq!(doc["changed"], true);
-    assert_migrated(&w, &claude_before, &json_before, "--wait after the agent");
+    was.assert_migrated(&w, "--wait after the agent");
     assert_eq!(
         inode(&w.config.join("session.lock")),
         (dev, ino),
@@ -670,6 +669,8 @@ fn stopped_holding(strace: &Output, dev: u64, ino: u64) -> Option<u32> {
 /// The tool (`--yes --wait --json`, with `env` added) stopped by strace right after its
 /// flock(2) on `~/.claude/session.lock` succeeded, and an agent started then, queued behind it.
 struct LockedWindow {
+    /// `~/.claude` and `~/.claude.json` before the tool started.
+    before: Before,
     strace: Output,
     /// The stopped tool's pid (strace's child).
     tool: u32,
@@ -680,7 +681,29 @@ struct LockedWindow {
     inode: (u64, u64),
 }
 
+/// `~/.claude` (without session.lock) and `~/.claude.json` as they were.
+struct Before {
+    claude: Manifest,
+    json: Vec<u8>,
+}
+
+impl Before {
+    fn take(w: &World) -> Before {
+        Before {
+            claude: claude_manifest_without_lock(w),
+            json: fs::read(w.claude_json()).unwrap(),
+        }
+    }
+
+    /// The migration is complete, against what `~/.claude` held then.
+    #[track_caller]
+    fn assert_migrated(&self, w: &World, what: &str) {
+        assert_migrated(w, &self.claude, &self.json, what);
+    }
+}
+
 fn locked_window(w: &World, env: &[(&str, &str)]) -> LockedWindow {
+    let before = Before::take(w);
     let lock = w.claude().join("session.lock");
     let (dev, ino) = inode(&lock);
     let strace = tool_stopped_at(w, "flock", lock.as_ref(), env);
@@ -693,6 +716,7 @@ fn locked_window(w: &World, env: &[(&str, &str)]) -> LockedWindow {
         blocked_on(dev, ino).into_iter().next()
     });
     LockedWindow {
+        before,
         strace,
         tool,
         agent,
@@ -721,25 +745,18 @@ fn an_agent_starting_during_the_migration_queues_and_finds_it_migrated() {
         skip!("strace is not installed (apt-get install strace)");
     }
     let w = World::realistic();
-    let claude_before = claude_manifest_without_lock(&w);
-    let json_before = fs::read(w.claude_json()).unwrap();
-    let LockedWindow {
-        strace,
-        tool,
-        mut agent,
-        queued,
-        inode: (dev, ino),
-    } = locked_window(&w, &[]);
-    assert_ne!(queued, tool);
+    let mut lw = locked_window(&w, &[]);
+    let (dev, ino) = lw.inode;
+    assert_ne!(lw.queued, lw.tool);
     assert!(
-        agent.saw().is_none(),
+        lw.agent.saw().is_none(),
         "the agent must not run before the switch"
     );
-    resume(tool);
-    let (st, out, err) = strace.finish();
+    resume(lw.tool);
+    let (st, out, err) = lw.strace.finish();
     let doc = json(&out);
     assert_eq!(st.code(), Some(0), "{doc:#}\n{err}");
-    let saw = agent.wait_locked();
+    let saw = lw.agent.wait_locked();
     assert_eq!(
         saw.claude,
         format!("link:{}", w.config.display()),
@@ -752,13 +769,9 @@ fn an_agent_starting_during_the_migration_queues_and_finds_it_migrated() {
         (dev, ino),
         "which is <config>/session.lock"
     );
-    assert_eq!(agent.finish(), 0);
-    assert_migrated(
-        &w,
-        &claude_before,
-        &json_before,
-        "agent queued during the switch",
-    );
+    assert_eq!(lw.agent.finish(), 0);
+    lw.before
+        .assert_migrated(&w, "agent queued during the switch");
     // An agent starting now reaches the same lock through the link.
     let mut later = Agent::holding(&w.home);
     assert_eq!(later.saw().unwrap().lock, (dev, ino));
@@ -806,24 +819,17 @@ fn a_kill_while_holding_the_lock_frees_the_agents_and_resumes() {
         skip!("strace is not installed (apt-get install strace)");
     }
     let w = World::realistic();
-    let claude_before = claude_manifest_without_lock(&w);
-    let json_before = fs::read(w.claude_json()).unwrap();
-    let LockedWindow {
-        strace,
-        tool,
-        mut agent,
-        inode: (dev, ino),
-        ..
-    } = locked_window(&w, &[("DCI_FAILPOINTS", "applied-move-config=kill")]);
-    resume(tool);
-    let (st, _, err) = strace.finish();
+    let mut lw = locked_window(&w, &[("DCI_FAILPOINTS", "applied-move-config=kill")]);
+    let (dev, ino) = lw.inode;
+    resume(lw.tool);
+    let (st, _, err) = lw.strace.finish();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         st.signal(),
         Some(9),
         "killed at the failpoint: {st:?}\n{err}"
     );
-    let saw = agent.wait_locked();
+    let saw = lw.agent.wait_locked();
     assert_eq!(saw.lock, (dev, ino));
     assert_eq!(
         saw.claude, "missing",
@@ -842,10 +848,10 @@ fn a_kill_while_holding_the_lock_frees_the_agents_and_resumes() {
             .then_some(())
     });
     assert_same(&before, &w.manifest(), "nothing while it waits");
-    assert_eq!(agent.finish(), 0);
+    assert_eq!(lw.agent.finish(), 0);
     let (st, out, err) = tool.finish();
     assert_eq!(st.code(), Some(0), "resume: {out}\n{err}");
-    assert_migrated(&w, &claude_before, &json_before, "resumed after the kill");
+    lw.before.assert_migrated(&w, "resumed after the kill");
 }
 
 /// `--wait --dry-run` says what it would wait for and returns at once, exit 0, changing
