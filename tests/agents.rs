@@ -67,6 +67,20 @@ fn start_factory_agent(w: &World, bin: &Path, setup: &str) -> Agent {
     start_container(w, bin, AGENT_UID, &[(&w.shared, &w.shared)], setup, &env)
 }
 
+/// The old layout: a container with only the config dir, at `/home/agent/.claude`, and no
+/// `CLAUDE_CONFIG_DIR`.
+fn start_old_layout_agent(w: &World, bin: &Path) -> Agent {
+    let home_claude = Path::new("/home/agent/.claude");
+    start_container(
+        w,
+        bin,
+        AGENT_UID,
+        &[(&w.config, home_claude)],
+        "",
+        &agent_env(),
+    )
+}
+
 /// Claude on the host as root, through `~/.claude` (a link to the config dir), without
 /// `CLAUDE_CONFIG_DIR`.
 fn start_host_agent(w: &World, bin: &Path) -> Agent {
@@ -177,14 +191,7 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
         cg.add(a.pid);
     }
     // b) the old layout: only the config dir, at /home/agent/.claude, no CLAUDE_CONFIG_DIR.
-    let b = start_container(
-        &w,
-        &bin,
-        AGENT_UID,
-        &[(&w.config, home_claude)],
-        "",
-        &agent_env(),
-    );
+    let b = start_old_layout_agent(&w, &bin);
     // c) an unrelated directory as its ~/.claude.
     let c = start_container(
         &w,
@@ -570,6 +577,18 @@ fn verify_as_uid_1000(w: &World, groups: &str) -> std::process::Command {
     cmd
 }
 
+/// `verify --json` exits 0 and lists no agent; its document.
+#[track_caller]
+fn verify_lists_no_agents(w: &World, what: &str) -> serde_json::Value {
+    let (code, doc) = run_json(w.cmd_sub("verify").arg("--json"));
+    assert_eq!(
+        (code, &doc["agents"]),
+        (0, &serde_json::json!([])),
+        "{what}: {doc:#}"
+    );
+    doc
+}
+
 fn pids_in(doc: &serde_json::Value) -> Vec<(u64, String)> {
     doc["agents"]
         .as_array()
@@ -596,12 +615,7 @@ fn verify_and_status_report_the_agents() {
     let r = run(&mut w.cmd_sub("verify"));
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("agents: none running"), "{}", r.stdout);
-    let (code, doc) = run_json(w.cmd_sub("verify").arg("--json"));
-    assert_eq!(
-        (code, &doc["agents"]),
-        (0, &serde_json::json!([])),
-        "{doc:#}"
-    );
+    let doc = verify_lists_no_agents(&w, "verify");
     assert_schema_valid("verify, no agents", &doc);
 
     let a = start_factory_agent(&w, &bin, "");
@@ -641,14 +655,7 @@ fn verify_and_status_report_the_agents() {
     let home_env = agent_env();
     let other = other_config_dir();
     let home_claude = Path::new("/home/agent/.claude");
-    let b = start_container(
-        &w,
-        &bin,
-        AGENT_UID,
-        &[(&w.config, home_claude)],
-        "",
-        &home_env,
-    );
+    let b = start_old_layout_agent(&w, &bin);
     // c is the factory's (started with its CLAUDE_SHARED_DIR, as from the factory's .env) but
     // mounts an unrelated directory as ~/.claude.
     let mut c_env = home_env.to_vec();
@@ -855,12 +862,7 @@ fn a_world_sees_only_its_own_agents() {
     // World B: migrate and verify while A's agent runs.
     let b_world = really_migrated_world();
     let before = b_world.manifest();
-    let (code, doc) = run_json(b_world.cmd_sub("verify").arg("--json"));
-    assert_eq!(
-        (code, &doc["agents"]),
-        (0, &serde_json::json!([])),
-        "B: verify: {doc:#}"
-    );
+    verify_lists_no_agents(&b_world, "B: verify");
     assert_same(&before, &b_world.manifest(), "B: verify");
 
     // World A: its own agent is judged.
