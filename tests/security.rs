@@ -61,6 +61,15 @@ impl Box {
         c
     }
 
+    /// `undo` (as `cmd` runs it) succeeds and puts the world back as it was `before`; the
+    /// canaries intact.
+    #[track_caller]
+    fn undo_restores(&self, before: &Manifest, mut cmd: Command) {
+        ok(&run(&mut cmd), "undo");
+        assert_same(before, &self.w.manifest(), "the world after undo");
+        self.check();
+    }
+
     /// `SUB --yes` as root, with the world's env file.
     fn with_env_file(&self, sub: &str) -> Command {
         let mut c = self.w.cmd_sub(sub);
@@ -404,9 +413,7 @@ fn f5_a_stow_style_bashrc_is_edited_through_its_link_and_undone() {
     assert!(text.starts_with(BASHRC_CONTENT), "{text}");
     assert!(text.contains("# >>> disinto-claude-init >>>"), "{text}");
     assert_nothing_world_writable(&b);
-    ok(&run(&mut b.undo()), "undo");
-    assert_same(&before, &b.w.manifest(), "the world after undo");
-    b.check();
+    b.undo_restores(&before, b.undo());
 }
 
 #[test]
@@ -421,14 +428,19 @@ fn f5_b_a_bashrc_linked_to_a_root_file_is_refused() {
 // Findings 6, 7: the env file (a link to root's, or root's own) and its secrets
 // ---------------------------------------------------------------------------------------------
 
-/// `<root>/etc-disinto/env`, root 0600 in a root 0755 directory, holding the canary token.
-fn root_env_file(b: &Box) -> PathBuf {
-    let f = b.w.root.join("etc-disinto/env");
+/// An env file at `f`, 0600, holding the canary token besides the factory's entries.
+fn write_token_env_file(b: &Box, f: &Path) {
     write_file(
-        &f,
+        f,
         format!("{ENV_FILE_CONTENT}API_KEY={}\n", b.r.token).as_bytes(),
         0o600,
     );
+}
+
+/// `<root>/etc-disinto/env`, root 0600 in a root 0755 directory, holding the canary token.
+fn root_env_file(b: &Box) -> PathBuf {
+    let f = b.w.root.join("etc-disinto/env");
+    write_token_env_file(b, &f);
     f
 }
 
@@ -449,25 +461,17 @@ fn f6_a_symlinked_env_file_is_edited_through_its_link_and_stays_root_only() {
         "{text}"
     );
     b.check();
-    ok(&run(&mut b.with_env_file("undo")), "undo");
-    assert_same(&before, &b.w.manifest(), "the world after undo");
-    b.check();
+    b.undo_restores(&before, b.with_env_file("undo"));
 }
 
 #[test]
 fn f7_the_secrets_of_a_root_env_file_never_reach_a_file_u_can_read() {
     let Some(b) = setup(false) else { return };
-    write_file(
-        &b.w.env_file,
-        format!("{ENV_FILE_CONTENT}API_KEY={}\n", b.r.token).as_bytes(),
-        0o600,
-    );
+    write_token_env_file(&b, &b.w.env_file);
     let before = b.w.manifest();
     ok(&run(&mut b.with_env_file("migrate")), "migrate");
     b.check();
-    ok(&run(&mut b.with_env_file("undo")), "undo");
-    assert_same(&before, &b.w.manifest(), "the world after undo");
-    b.check();
+    b.undo_restores(&before, b.with_env_file("undo"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -842,9 +846,7 @@ fn a_journal_the_owner_wrote_is_undone_by_the_owner_not_by_root() {
     let mut st = b.w.cmd_sub("status");
     st.arg("--no-env-file");
     ok(&run(&mut st), "status as root");
-    ok(&run(&mut as_owner(&b, "undo")), "undo as the owner");
-    assert_same(&before, &b.w.manifest(), "the world after the owner's undo");
-    b.check();
+    b.undo_restores(&before, as_owner(&b, "undo"));
 }
 
 #[test]
@@ -860,9 +862,7 @@ fn a_stow_style_home_migrated_by_its_owner_keeps_its_links() {
         .unwrap()
         .contains("# >>> disinto-claude-init >>>"));
     assert_nothing_world_writable(&b);
-    ok(&run(&mut as_owner(&b, "undo")), "undo as the owner");
-    assert_same(&before, &b.w.manifest(), "the world after undo");
-    b.check();
+    b.undo_restores(&before, as_owner(&b, "undo"));
 }
 
 // ---------------------------------------------------------------------------------------------
