@@ -14,6 +14,7 @@ mod common;
 
 use common::attacker::*;
 use common::*;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -675,12 +676,12 @@ fn low_an_oversized_env_file_is_refused_not_read() {
 // ---------------------------------------------------------------------------------------------
 
 #[track_caller]
-fn usage_error(b: &Box, args: &[&std::ffi::OsStr], kind: &str) {
+fn usage_error(b: &Box, args: &[&OsStr], kind: &str) {
     usage_error_of(b, &["migrate", "status", "undo"], args, kind);
 }
 
 #[track_caller]
-fn usage_error_of(b: &Box, subs: &[&str], args: &[&std::ffi::OsStr], kind: &str) {
+fn usage_error_of(b: &Box, subs: &[&str], args: &[&OsStr], kind: &str) {
     let before = b.w.manifest();
     for sub in subs {
         let (code, doc) = run_json(
@@ -701,33 +702,19 @@ fn usage_error_of(b: &Box, subs: &[&str], args: &[&std::ffi::OsStr], kind: &str)
 fn low_system_directories_are_not_homes() {
     let Some(b) = setup(false) else { return };
     let shared = b.w.shared.as_os_str();
-    for home in [
+    // Also a home that is a link to one.
+    let link = b.w.root.join("home/etc-link");
+    ln_s("/etc", &link);
+    let system = [
         "/", "/etc", "/usr", "/var", "/var/lib", "/proc", "/usr/lib", "/etc/ssh", "/run", "/home",
-    ] {
+    ];
+    for home in system.map(OsStr::new).into_iter().chain([link.as_os_str()]) {
         usage_error(
             &b,
-            &[
-                "--home".as_ref(),
-                home.as_ref(),
-                "--shared-dir".as_ref(),
-                shared,
-            ],
+            &["--home".as_ref(), home, "--shared-dir".as_ref(), shared],
             "system-dir-home",
         );
     }
-    // A home that is a link to one.
-    let link = b.w.root.join("home/etc-link");
-    ln_s("/etc", &link);
-    usage_error(
-        &b,
-        &[
-            "--home".as_ref(),
-            link.as_os_str(),
-            "--shared-dir".as_ref(),
-            shared,
-        ],
-        "system-dir-home",
-    );
 }
 
 #[test]
