@@ -218,6 +218,24 @@ impl Play {
             .find(|t| t["task"] == name)
     }
 
+    /// A `--check` run on the `legacy` fixture: the plan reported, no migration.
+    #[track_caller]
+    fn assert_legacy_preview(&self) {
+        let plan = self.task(PLAN).expect("plan reported")["msg"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            plan.contains("layout legacy; would run: create-shared-dir, move-config"),
+            "{plan}"
+        );
+        assert!(
+            self.task(MIGRATE).is_none_or(|t| t["skipped"] == true),
+            "no migration in check mode: {}",
+            self.raw
+        );
+    }
+
     /// Every failure message of the run.
     fn failures(&self) -> String {
         let mut out = String::new();
@@ -292,6 +310,19 @@ impl Controller {
 
     fn tmp(&self) -> PathBuf {
         self.dir.path().join("tmp")
+    }
+
+    /// A real run on a migrated box with the tool already installed: exit 0, changed=0, the
+    /// migration task unchanged, the world untouched.
+    #[track_caller]
+    fn run_changes_nothing(&self, ansible_playbook: &Path, w: &World) -> Play {
+        let migrated = w.manifest();
+        let p = self.run(ansible_playbook, w, false);
+        assert_eq!(p.code, 0, "{}", p.raw);
+        assert_eq!(p.stats("changed"), 0, "{}", p.raw);
+        assert_eq!(p.task(MIGRATE).unwrap()["changed"], false);
+        assert_same(&migrated, &w.manifest(), "second run");
+        p
     }
 
     fn run(&self, ansible_playbook: &Path, w: &World, check: bool) -> Play {
@@ -428,20 +459,8 @@ fn check_then_migrate_then_idempotent() {
     let p = ctl.run(ap, &w, true);
     assert_eq!(p.code, 0, "{}", p.raw);
     assert_eq!(p.stats("failures"), 0, "{}", p.raw);
-    let plan = p.task(PLAN).expect("plan reported")["msg"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        plan.contains("layout legacy; would run: create-shared-dir, move-config"),
-        "{plan}"
-    );
+    p.assert_legacy_preview();
     assert_eq!(p.task(INSTALL).unwrap()["changed"], true, "would install");
-    assert!(
-        p.task(MIGRATE).is_none_or(|t| t["skipped"] == true),
-        "no migration in check mode: {}",
-        p.raw
-    );
     assert_same(&world_before, &w.manifest(), "--check run");
     assert!(
         manifest(&ctl.install_dir()).len() == 1,
@@ -463,11 +482,7 @@ fn check_then_migrate_then_idempotent() {
 
     // Second run: changed=0, nothing touched.
     let migrated = w.manifest();
-    let p = ctl.run(ap, &w, false);
-    assert_eq!(p.code, 0, "{}", p.raw);
-    assert_eq!(p.stats("changed"), 0, "{}", p.raw);
-    assert_eq!(p.task(MIGRATE).unwrap()["changed"], false);
-    assert_same(&migrated, &w.manifest(), "second run");
+    ctl.run_changes_nothing(ap, &w);
 
     // --check on the migrated box: nothing to change.
     let p = ctl.run(ap, &w, true);
@@ -572,19 +587,7 @@ fn installs_the_package_with_apt_then_migrates() {
         "no bare binary copied: {}",
         p.raw
     );
-    let plan = p.task(PLAN).expect("plan reported")["msg"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        plan.contains("layout legacy; would run: create-shared-dir, move-config"),
-        "{plan}"
-    );
-    assert!(
-        p.task(MIGRATE).is_none_or(|t| t["skipped"] == true),
-        "no migration in check mode: {}",
-        p.raw
-    );
+    p.assert_legacy_preview();
     assert_same(&world_before, &w.manifest(), "--check run");
     assert!(!installed.exists(), "--check installed the binary");
     assert!(!registered(), "--check installed the package");
@@ -611,13 +614,8 @@ fn installs_the_package_with_apt_then_migrates() {
     ctl.assert_no_staging_left();
 
     // Second run: the same version is installed, the box is migrated: changed=0.
-    let migrated = w.manifest();
-    let p = ctl.run(ap, &w, false);
-    assert_eq!(p.code, 0, "{}", p.raw);
-    assert_eq!(p.stats("changed"), 0, "{}", p.raw);
+    let p = ctl.run_changes_nothing(ap, &w);
     assert_eq!(p.task(INSTALL_DEB).unwrap()["changed"], false);
-    assert_eq!(p.task(MIGRATE).unwrap()["changed"], false);
-    assert_same(&migrated, &w.manifest(), "second run");
 
     // All of it happened in the overlays.
     assert_eq!(
