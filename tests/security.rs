@@ -293,13 +293,7 @@ fn f2_staging_swapped_for_a_link_before_the_metadata_fixes() {
 #[test]
 fn f3_source_and_staging_swapped_before_the_data_copy() {
     let Some(b) = setup(true) else { return };
-    // ~/.claude/nest/sub/token: U's file of the size of the root secret $R/nest/sub/token.
-    let size = std::fs::metadata(b.r.path("nest/sub/token")).unwrap().len() as usize;
-    write_file(
-        &b.w.claude().join("nest/sub/token"),
-        &vec![b'u'; size],
-        0o644,
-    );
+    plant_u_token(&b);
     b.u.give(&b.w.claude().join("nest"));
     let points = ["copy-data", "copy-meta"];
     let mut p = spawn_paused(&mut b.migrate(), &points);
@@ -307,31 +301,56 @@ fn f3_source_and_staging_swapped_before_the_data_copy() {
         p.reached("copy-data"),
         "the copy never reached its data phase"
     );
-    // Staging: U's own directory tree with the same directories; source: `nest` now a link to
-    // $R/nest, whose `sub/token` root can read.
+    let stash = b.w.shared.join("stash");
+    swap_staging_and_source(&b, &mut p, &b.incoming(), &b.w.claude(), &stash);
+    let r = p.finish(&points);
+    ended(&r);
+    b.check();
+}
+
+/// Paused at `copy-data` (`p`), a copy from `src` into the staging dir `staging`: U moves the
+/// staging dir to `stash` and puts its own tree of the same directories in its place, and
+/// points `src/nest` at `$R/nest` (whose `sub/token` root can read). The copy goes on; if it
+/// reaches `copy-meta`, U takes whatever root wrote into its tree before the run cleans up, and
+/// the answer is true (the copy paused there).
+fn swap_staging_and_source(
+    b: &Box,
+    p: &mut Paused,
+    staging: &Path,
+    src: &Path,
+    stash: &Path,
+) -> bool {
     b.u.must(&format!(
-        "mv {inc} {shared}/stash
-         mkdir {inc}
-         cd {claude} && find . -type d -exec mkdir -p {inc}/{{}} \\;
-         mv {claude}/nest {home}/nest.orig && ln -s {rnest} {claude}/nest",
-        inc = q(&b.incoming()),
-        shared = q(&b.w.shared),
-        claude = q(&b.w.claude()),
+        "mv {st} {stash}
+         mkdir {st}
+         cd {src} && find . -type d -exec mkdir -p {st}/{{}} \\;
+         mv {src}/nest {home}/nest.orig && ln -s {rnest} {src}/nest",
+        st = q(staging),
+        stash = q(stash),
+        src = q(src),
         home = q(&b.w.home),
         rnest = q(&b.r.path("nest")),
     ));
     p.release("copy-data");
-    if p.reached("copy-meta") {
-        // Take whatever root wrote into U's staging tree before the run cleans up.
+    let at_meta = p.reached("copy-meta");
+    if at_meta {
         b.u.sh(&format!(
-            "cat {inc}/nest/sub/token > {home}/loot",
-            inc = q(&b.incoming()),
+            "cat {st}/nest/sub/token > {home}/loot",
+            st = q(staging),
             home = q(&b.w.home)
         ));
     }
-    let r = p.finish(&points);
-    ended(&r);
-    b.check();
+    at_meta
+}
+
+/// `~/.claude/nest/sub/token`: U's file of the size of the root secret `$R/nest/sub/token`.
+fn plant_u_token(b: &Box) {
+    let size = std::fs::metadata(b.r.path("nest/sub/token")).unwrap().len() as usize;
+    write_file(
+        &b.w.claude().join("nest/sub/token"),
+        &vec![b'u'; size],
+        0o644,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -863,12 +882,7 @@ fn migrated_cross_device() -> Option<Box> {
     for i in 0..5 {
         write_file(&b.w.claude().join(format!("a/b/f{i}")), b"mine\n", 0o644);
     }
-    let size = std::fs::metadata(b.r.path("nest/sub/token")).unwrap().len() as usize;
-    write_file(
-        &b.w.claude().join("nest/sub/token"),
-        &vec![b'u'; size],
-        0o644,
-    );
+    plant_u_token(&b);
     b.u.give(&b.w.claude());
     ok(&run(&mut b.migrate()), "migrate");
     Some(b)
@@ -890,23 +904,8 @@ fn undo_copy_back_with_its_staging_and_source_swapped() {
     assert!(p.reached("copy-data"), "undo never copied back");
     // The copy back goes into ~/.claude.dci-restore, in U's home: U puts its own tree there,
     // and points `nest` of the config dir (theirs) at $R/nest.
-    b.u.must(&format!(
-        "mv {rs} {home}/restore.stash
-         mkdir {rs}
-         cd {config} && find . -type d -exec mkdir -p {rs}/{{}} \\;
-         mv {config}/nest {home}/nest.orig && ln -s {rnest} {config}/nest",
-        rs = q(&restore_staging(&b)),
-        home = q(&b.w.home),
-        config = q(&b.w.config),
-        rnest = q(&b.r.path("nest")),
-    ));
-    p.release("copy-data");
-    if p.reached("copy-meta") {
-        b.u.sh(&format!(
-            "cat {rs}/nest/sub/token > {home}/loot",
-            rs = q(&restore_staging(&b)),
-            home = q(&b.w.home)
-        ));
+    let stash = b.w.home.join("restore.stash");
+    if swap_staging_and_source(&b, &mut p, &restore_staging(&b), &b.w.config, &stash) {
         // And the staging dir itself for a link into root's tree before the metadata fixes.
         b.u.sh(&format!(
             "mv {rs} {home}/restore.stash2 && ln -s {etc} {rs}",
