@@ -81,6 +81,12 @@ fn start_old_layout_agent(w: &World, bin: &Path) -> Agent {
     )
 }
 
+/// A container with `other` (an unrelated directory) as its `~/.claude`, and `env`.
+fn start_other_config_agent(w: &World, bin: &Path, other: &Path, env: &[(&str, &OsStr)]) -> Agent {
+    let home_claude = Path::new("/home/agent/.claude");
+    start_container(w, bin, AGENT_UID, &[(other, home_claude)], "", env)
+}
+
 /// Claude on the host as root, through `~/.claude` (a link to the config dir), without
 /// `CLAUDE_CONFIG_DIR`.
 fn start_host_agent(w: &World, bin: &Path) -> Agent {
@@ -193,14 +199,7 @@ fn four_agents_four_verdicts_each_matching_a_real_mkdir_race() {
     // b) the old layout: only the config dir, at /home/agent/.claude, no CLAUDE_CONFIG_DIR.
     let b = start_old_layout_agent(&w, &bin);
     // c) an unrelated directory as its ~/.claude.
-    let c = start_container(
-        &w,
-        &bin,
-        AGENT_UID,
-        &[(other.path(), home_claude)],
-        "",
-        &agent_env(),
-    );
+    let c = start_other_config_agent(&w, &bin, other.path(), &agent_env());
     // d) on the host, through ~/.claude (a link to the config dir), without the variable.
     let d = start_host_agent(&w, &bin);
 
@@ -654,20 +653,12 @@ fn verify_and_status_report_the_agents() {
     // The old layout and an unrelated dir: exit 5, each named, with the fix.
     let home_env = agent_env();
     let other = other_config_dir();
-    let home_claude = Path::new("/home/agent/.claude");
     let b = start_old_layout_agent(&w, &bin);
     // c is the factory's (started with its CLAUDE_SHARED_DIR, as from the factory's .env) but
     // mounts an unrelated directory as ~/.claude.
     let mut c_env = home_env.to_vec();
     c_env.push(("CLAUDE_SHARED_DIR", w.shared.as_os_str()));
-    let c = start_container(
-        &w,
-        &bin,
-        AGENT_UID,
-        &[(other.path(), home_claude)],
-        "",
-        &c_env,
-    );
+    let c = start_other_config_agent(&w, &bin, other.path(), &c_env);
     // h: someone else's Claude with its own config dir (no container, none of the factory's
     // variables, not this home): listed and warned about, not a problem.
     let h_home = tempfile::Builder::new()
@@ -839,14 +830,7 @@ fn a_world_sees_only_its_own_agents() {
     let other = other_config_dir();
     let mut env = agent_env().to_vec();
     env.push(("CLAUDE_SHARED_DIR", a_world.shared.as_os_str()));
-    let a = start_container(
-        &a_world,
-        &bin,
-        AGENT_UID,
-        &[(other.path(), Path::new("/home/agent/.claude"))],
-        "",
-        &env,
-    );
+    let a = start_other_config_agent(&a_world, &bin, other.path(), &env);
     // The token really reaches claude's own environment (through unshare, chroot and env -i).
     let mut entry = b"DCI_TEST_WORLD=".to_vec();
     entry.extend_from_slice(a_world.token().as_encoded_bytes());
