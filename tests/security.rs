@@ -133,32 +133,6 @@ fn assert_link(link: &Path, target: &Path) {
     assert_eq!(bpath(&link_target(link)), target);
 }
 
-#[track_caller]
-fn ok(r: &Run, what: &str) {
-    assert_eq!(
-        r.code, 0,
-        "{what}\nstdout:\n{}\nstderr:\n{}",
-        r.stdout, r.stderr
-    );
-}
-
-/// A run under attack may fail (rolled back, 1), be refused (3) or even report a rollback that
-/// could not finish (6: the attacker wrecked their own files); it must not die of a signal
-/// (`run` panics then) and must say something when it fails.
-#[track_caller]
-fn ended(r: &Run) {
-    assert!(
-        [0, 1, 3, 6].contains(&r.code),
-        "exit {}\nstdout:\n{}\nstderr:\n{}",
-        r.code,
-        r.stdout,
-        r.stderr
-    );
-    if r.code != 0 {
-        assert!(!r.stderr.trim().is_empty(), "exit {} said nothing", r.code);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Finding 1: the journal is trusted
 // ---------------------------------------------------------------------------------------------
