@@ -279,10 +279,9 @@ pub fn world_writable(root: &Path) -> Vec<String> {
 
 /// The binary running with pause points (`DCI_FAILPOINTS=<p>=pause,...`).
 pub struct Paused {
-    child: Child,
+    /// None once [`Paused::finish`] took its output.
+    child: Option<Collecting>,
     dir: TempDir,
-    out: Option<std::thread::JoinHandle<Vec<u8>>>,
-    err: Option<std::thread::JoinHandle<Vec<u8>>>,
 }
 
 /// Start `cmd` with each of `points` set to pause. Wait for one with [`Paused::reached`].
@@ -292,32 +291,21 @@ pub fn spawn_paused(cmd: &mut Command, points: &[&str]) -> Paused {
         .tempdir()
         .expect("pause dir");
     let spec: Vec<String> = points.iter().map(|p| format!("{p}=pause")).collect();
-    let mut child = cmd
-        .env("DCI_FAILPOINTS", spec.join(","))
-        .env("DCI_FAILPOINT_DIR", dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
+    let child = Collecting::spawn(
+        cmd.env("DCI_FAILPOINTS", spec.join(","))
+            .env("DCI_FAILPOINT_DIR", dir.path()),
+    );
     Paused {
-        child,
+        child: Some(child),
         dir,
-        out: Some(std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = out.read_to_end(&mut v);
-            v
-        })),
-        err: Some(std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = err.read_to_end(&mut v);
-            v
-        })),
     }
 }
 
 impl Paused {
+    fn proc(&mut self) -> &mut Child {
+        &mut self.child.as_mut().expect("not finished").child
+    }
+
     /// Wait until the binary stands at `point` (true), or has exited without reaching it
     /// (false). Panics after `RUN_TIMEOUT`.
     pub fn reached(&mut self, point: &str) -> bool {
@@ -327,11 +315,11 @@ impl Paused {
             if flag.exists() {
                 return true;
             }
-            if self.child.try_wait().expect("wait").is_some() {
+            if self.proc().try_wait().expect("wait").is_some() {
                 return flag.exists();
             }
             if start.elapsed() > RUN_TIMEOUT {
-                let _ = self.child.kill();
+                let _ = self.proc().kill();
                 panic!("the binary never reached failpoint {point}");
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -350,20 +338,17 @@ impl Paused {
         }
         let start = Instant::now();
         let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
+            if let Some(s) = self.proc().try_wait().expect("wait") {
                 break s;
             }
             if start.elapsed() > RUN_TIMEOUT {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                let _ = self.proc().kill();
+                let _ = self.proc().wait();
                 panic!("the paused binary did not finish within {RUN_TIMEOUT:?}");
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        let stdout =
-            String::from_utf8_lossy(&self.out.take().unwrap().join().unwrap()).into_owned();
-        let stderr =
-            String::from_utf8_lossy(&self.err.take().unwrap().join().unwrap()).into_owned();
+        let (stdout, stderr) = self.child.take().expect("not finished").output();
         let code = match (status.code(), status.signal()) {
             (Some(c), _) => c,
             (None, sig) => panic!("killed by signal {sig:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"),
@@ -379,9 +364,11 @@ impl Paused {
 impl Drop for Paused {
     fn drop(&mut self) {
         // A test that panicked half way must not leave a paused root process behind.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if let Some(c) = self.child.as_mut() {
+            if let Ok(None) = c.child.try_wait() {
+                let _ = c.child.kill();
+                let _ = c.child.wait();
+            }
         }
     }
 }

@@ -228,7 +228,6 @@ impl Slot {
     /// The world of this slot as it stands (after [`Slot::restore`]).
     pub fn current(&self) -> World {
         let root = self.tmp_root.clone();
-        let home = root.join("home/user");
         let (shared, roots) = match &self.shm_root {
             None => (
                 root.join("var/lib/disinto/claude-shared"),
@@ -239,16 +238,7 @@ impl Slot {
                 vec![("tmp", root.clone()), ("shm", shm.clone())],
             ),
         };
-        World {
-            config: shared.join("config"),
-            shared,
-            env_file: root.join("factory/.env"),
-            profile: home.join(".bashrc"),
-            home,
-            roots,
-            root,
-            tmp: Vec::new(),
-        }
+        World::laid_out(&root, shared, roots, Vec::new())
     }
 }
 
@@ -375,23 +365,8 @@ impl Out {
 /// Run to completion; never panics on the outcome (a hang past `RUN_TIMEOUT` is killed and
 /// reported as signal 9 with a note in stderr).
 pub fn exec(cmd: &mut Command) -> Out {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
+    let mut c = Collecting::spawn(cmd);
+    let child = &mut c.child;
     let start = Instant::now();
     let mut timed_out = false;
     let status = loop {
@@ -406,8 +381,7 @@ pub fn exec(cmd: &mut Command) -> Out {
         // A watchdog only: the outcome never depends on this interval.
         std::thread::sleep(Duration::from_millis(2));
     };
-    let stdout = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
-    let mut stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
+    let (stdout, mut stderr) = c.output();
     if timed_out {
         stderr.insert_str(0, &format!("(timed out after {RUN_TIMEOUT:?}) "));
     }

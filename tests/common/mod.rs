@@ -537,15 +537,28 @@ impl World {
         mkdir(&root.join("var/lib/disinto"), 0o755);
         mkdir(&root.join("factory"), 0o755);
         let shared = root.join("var/lib/disinto/claude-shared");
+        World::laid_out(&root, shared, vec![("tmp", root.clone())], vec![t])
+    }
+
+    /// The paths every world shares, from its root (home `home/user`, env file
+    /// `factory/.env`, rc file `~/.bashrc`) and its shared dir (config dir `<shared>/config`).
+    /// Creates nothing.
+    pub fn laid_out(
+        root: &Path,
+        shared: PathBuf,
+        roots: Vec<(&'static str, PathBuf)>,
+        tmp: Vec<TempDir>,
+    ) -> World {
+        let home = root.join("home/user");
         World {
             config: shared.join("config"),
             shared,
             env_file: root.join("factory/.env"),
             profile: home.join(".bashrc"),
             home,
-            roots: vec![("tmp", root.clone())],
-            root,
-            tmp: vec![t],
+            roots,
+            root: root.to_path_buf(),
+            tmp,
         }
     }
 
@@ -578,16 +591,12 @@ impl World {
         mkdir(&home, 0o755);
         mkdir(&root.join("factory"), 0o755);
         let shared = shm.join("claude-shared");
-        Some(World {
-            config: shared.join("config"),
+        Some(World::laid_out(
+            &root,
             shared,
-            env_file: root.join("factory/.env"),
-            profile: home.join(".bashrc"),
-            home,
-            roots: vec![("tmp", root.clone()), ("shm", shm)],
-            root,
-            tmp: vec![t1, t2],
-        })
+            vec![("tmp", root.clone()), ("shm", shm)],
+            vec![t1, t2],
+        ))
     }
 
     /// `World::new()` with `build_realistic_home`, `write_env_file` and `write_bashrc` done.
