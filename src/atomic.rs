@@ -222,7 +222,7 @@ pub(crate) fn set_mtime(path: &Path, (sec, nsec): (i64, i64)) -> io::Result<()> 
     /// UTIME_OMIT: leave atime as it is.
     const UTIME_OMIT: i64 = (1i64 << 30) - 2;
     utimensat(
-        None,
+        nix::fcntl::AT_FDCWD,
         path,
         &TimeSpec::new(0, UTIME_OMIT),
         &TimeSpec::new(sec, nsec),

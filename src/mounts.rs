@@ -17,7 +17,7 @@ use crate::pathser::show;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, Mode};
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -157,11 +157,9 @@ fn strip_dir_prefix<'a>(p: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
 /// The host's view of the directory `dir` (opened without following a symlink).
 pub fn host_view(dir: &Path) -> Result<HostView, MountsError> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = nix::fcntl::openat(None, dir, flags, Mode::empty())
+    let fd = nix::fcntl::openat(nix::fcntl::AT_FDCWD, dir, flags, Mode::empty())
         .map_err(|e| io(dir, "open", std::io::Error::from_raw_os_error(e as i32)))?;
-    // SAFETY: just returned by openat(2); nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let st = fstat(fd.as_raw_fd())
+    let st = fstat(fd.as_fd())
         .map_err(|e| io(dir, "fstat", std::io::Error::from_raw_os_error(e as i32)))?;
     let raw = fd.as_raw_fd();
     let info_path = PathBuf::from(format!("/proc/self/fdinfo/{raw}"));

@@ -27,7 +27,7 @@ use nix::sys::stat::{fstat, fstatat, Mode};
 use nix::unistd::{Gid, Uid};
 use std::fmt;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
@@ -353,7 +353,7 @@ impl SessionGuard {
         if flock_holders(self.dev, self.ino).1 > 0 {
             return false; // an agent opened it: the wrapper's now
         }
-        let alive = fstat(self.dir.as_raw_fd()).is_ok_and(|d| d.st_nlink > 0);
+        let alive = fstat(self.dir.as_fd()).is_ok_and(|d| d.st_nlink > 0);
         if alive {
             return unlink_lock_in(&self.dir, Some((self.dev, self.ino)), &c);
         }
@@ -365,7 +365,7 @@ impl SessionGuard {
         };
         // The copy of our empty file: nobody may have it open either.
         match fstatat(
-            Some(dir.as_raw_fd()),
+            dir.as_fd(),
             SESSION_LOCK,
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         ) {
@@ -397,7 +397,7 @@ impl Drop for SessionGuard {
 /// else changed the directory since).
 fn unlink_lock_in(dir: &OwnedFd, want: Option<(u64, u64)>, c: &Created) -> bool {
     let named = fstatat(
-        Some(dir.as_raw_fd()),
+        dir.as_fd(),
         SESSION_LOCK,
         nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
     )
@@ -406,9 +406,9 @@ fn unlink_lock_in(dir: &OwnedFd, want: Option<(u64, u64)>, c: &Created) -> bool 
         return false;
     }
     let untouched =
-        fstat(dir.as_raw_fd()).is_ok_and(|d| (d.st_mtime, d.st_mtime_nsec) == c.mtime_after);
+        fstat(dir.as_fd()).is_ok_and(|d| (d.st_mtime, d.st_mtime_nsec) == c.mtime_after);
     if nix::unistd::unlinkat(
-        Some(dir.as_raw_fd()),
+        dir.as_fd(),
         SESSION_LOCK,
         nix::unistd::UnlinkatFlags::NoRemoveDir,
     )
@@ -420,7 +420,7 @@ fn unlink_lock_in(dir: &OwnedFd, want: Option<(u64, u64)>, c: &Created) -> bool 
         use nix::sys::time::TimeSpec;
         let at = TimeSpec::new(c.before.st_atime, c.before.st_atime_nsec);
         let mt = TimeSpec::new(c.before.st_mtime, c.before.st_mtime_nsec);
-        let _ = nix::sys::stat::futimens(dir.as_raw_fd(), &at, &mt);
+        let _ = nix::sys::stat::futimens(dir.as_fd(), &at, &mt);
     }
     true
 }
@@ -436,9 +436,8 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(Errno) -> WaitErr
 /// Open `~/.claude` itself, never through a symlink.
 fn open_claude_dir(dir: &Path) -> Result<OwnedFd, WaitError> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    match nix::fcntl::openat(None, dir, flags, Mode::empty()) {
-        // SAFETY: just returned by openat(2); nothing else owns it.
-        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+    match nix::fcntl::openat(nix::fcntl::AT_FDCWD, dir, flags, Mode::empty()) {
+        Ok(fd) => Ok(fd),
         Err(Errno::ELOOP) => Err(WaitError::NotALockFile {
             path: dir.to_path_buf(),
             found: "a symlink",
@@ -466,9 +465,8 @@ fn kind_name(mode: u32) -> &'static str {
 /// blocking on a FIFO; `Ok(None)` when it does not exist.
 fn open_session_lock(dir: &OwnedFd, path: &Path) -> Result<Option<File>, WaitError> {
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-    let fd = match nix::fcntl::openat(Some(dir.as_raw_fd()), SESSION_LOCK, flags, Mode::empty()) {
-        // SAFETY: just returned by openat(2); nothing else owns it.
-        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+    let fd = match nix::fcntl::openat(dir.as_fd(), SESSION_LOCK, flags, Mode::empty()) {
+        Ok(fd) => fd,
         Err(Errno::ENOENT) => return Ok(None),
         Err(Errno::ELOOP) => {
             return Err(WaitError::NotALockFile {
@@ -478,7 +476,7 @@ fn open_session_lock(dir: &OwnedFd, path: &Path) -> Result<Option<File>, WaitErr
         }
         Err(e) => return Err(io_err(path, "open")(e)),
     };
-    let st = fstat(fd.as_raw_fd()).map_err(io_err(path, "fstat"))?;
+    let st = fstat(fd.as_fd()).map_err(io_err(path, "fstat"))?;
     if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFREG {
         return Err(WaitError::NotALockFile {
             path: path.to_path_buf(),
@@ -498,25 +496,24 @@ fn create_session_lock(dir: &OwnedFd, path: &Path) -> Result<Option<File>, WaitE
         | OFlag::O_NONBLOCK
         | OFlag::O_CLOEXEC;
     let fd = match nix::fcntl::openat(
-        Some(dir.as_raw_fd()),
+        dir.as_fd(),
         SESSION_LOCK,
         flags,
         Mode::from_bits_truncate(0o600),
     ) {
-        // SAFETY: just returned by openat(2); nothing else owns it.
-        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+        Ok(fd) => fd,
         Err(Errno::EEXIST) => return Ok(None),
         Err(e) => return Err(io_err(path, "create")(e)),
     };
-    let d = fstat(dir.as_raw_fd()).map_err(io_err(path, "fstat"))?;
+    let d = fstat(dir.as_fd()).map_err(io_err(path, "fstat"))?;
     let f = File::from(fd);
     if let Err(e) = nix::unistd::fchown(
-        f.as_raw_fd(),
+        f.as_fd(),
         Some(Uid::from_raw(d.st_uid)),
         Some(Gid::from_raw(d.st_gid)),
     ) {
         let _ = nix::unistd::unlinkat(
-            Some(dir.as_raw_fd()),
+            dir.as_fd(),
             SESSION_LOCK,
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         );
@@ -528,9 +525,9 @@ fn create_session_lock(dir: &OwnedFd, path: &Path) -> Result<Option<File>, WaitE
 /// Whether `session.lock` in `dir` is still the inode `f` (the file was not replaced or
 /// removed while we waited for it).
 fn still_named(dir: &OwnedFd, f: &File, path: &Path) -> Result<bool, WaitError> {
-    let a = fstat(f.as_raw_fd()).map_err(io_err(path, "fstat"))?;
+    let a = fstat(f.as_fd()).map_err(io_err(path, "fstat"))?;
     match fstatat(
-        Some(dir.as_raw_fd()),
+        dir.as_fd(),
         SESSION_LOCK,
         nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
     ) {
@@ -569,7 +566,7 @@ pub fn inspect(t: &Targets) -> Result<Vec<Busy>, WaitError> {
     let path = t.claude_dir.join(SESSION_LOCK);
     if let Some(dir) = &dir {
         if let Some(f) = open_session_lock(dir, &path)? {
-            let st = fstat(f.as_raw_fd()).map_err(io_err(&path, "fstat"))?;
+            let st = fstat(f.as_fd()).map_err(io_err(&path, "fstat"))?;
             // A try-lock, released at once when `f` closes.
             if let Err((f, _)) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
                 drop(f);
@@ -616,7 +613,7 @@ fn lock_until(
     deadline: Instant,
     rep: &mut Reporter<'_>,
 ) -> Result<Flock<File>, WaitError> {
-    let st = fstat(f.as_raw_fd()).map_err(io_err(path, "fstat"))?;
+    let st = fstat(f.as_fd()).map_err(io_err(path, "fstat"))?;
     let f = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
         Ok(l) => return Ok(l),
         Err((f, Errno::EWOULDBLOCK)) => f,
@@ -744,10 +741,10 @@ pub fn wait_for_agents(
         let (f, created) = match open_session_lock(&dir, &path)? {
             Some(f) => (f, None),
             None => {
-                let before = fstat(dir.as_raw_fd()).map_err(io_err(&path, "fstat"))?;
+                let before = fstat(dir.as_fd()).map_err(io_err(&path, "fstat"))?;
                 match create_session_lock(&dir, &path)? {
                     Some(f) => {
-                        let after = fstat(dir.as_raw_fd()).map_err(io_err(&path, "fstat"))?;
+                        let after = fstat(dir.as_fd()).map_err(io_err(&path, "fstat"))?;
                         let mtime_after = (after.st_mtime, after.st_mtime_nsec);
                         (
                             f,
@@ -768,7 +765,7 @@ pub fn wait_for_agents(
             // Replaced or removed while we waited: the wrapper now locks another inode.
             continue;
         }
-        let st = fstat(l.as_raw_fd()).map_err(io_err(&path, "fstat"))?;
+        let st = fstat(l.as_fd()).map_err(io_err(&path, "fstat"))?;
         let guard = SessionGuard {
             lock: Some(l),
             dir,

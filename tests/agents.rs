@@ -514,7 +514,7 @@ fn resolution_stays_inside_the_root() {
         assert_eq!(got.parent, id(&parent), "{path}");
         let walked = dci::walk_in_root(root.as_fd(), Path::new(path)).unwrap();
         let last = walked.last().map(|(fd, _)| {
-            let m = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(fd)).unwrap();
+            let m = nix::sys::stat::fstat(fd).unwrap();
             (m.st_dev, m.st_ino)
         });
         assert_eq!(last.unwrap_or(id(&r)), id(&dir), "walk of {path}");

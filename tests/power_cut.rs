@@ -280,7 +280,7 @@ fn replay(c: &Call, offsets: &mut BTreeMap<Vec<u8>, u64>) -> std::io::Result<()>
                 _ => TimeSpec::new(0, (1 << 30) - 2), // UTIME_OMIT
             };
             utimensat(
-                None,
+                nix::fcntl::AT_FDCWD,
                 p(&x),
                 &ts(t.first()),
                 &ts(t.get(1)),

@@ -11,13 +11,12 @@ pub(super) fn read_in_root(root: BorrowedFd, path: &Path) -> io::Result<Vec<u8>>
             let at = dirs.last().map(|(fd, _)| fd.as_fd()).unwrap_or(root);
             let name = path.file_name().unwrap_or_default();
             let raw = nix::fcntl::openat(
-                Some(at.as_raw_fd()),
+                at.as_fd(),
                 name,
                 OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                 Mode::empty(),
             )?;
-            // SAFETY: just returned by openat(2).
-            unsafe { OwnedFd::from_raw_fd(raw) }
+            raw
         }
         r => r?,
     };
@@ -33,9 +32,8 @@ pub(super) fn openat2_in_root(root: BorrowedFd, path: &Path, flags: OFlag) -> io
         .flags(flags | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     loop {
-        match nix::fcntl::openat2(root.as_raw_fd(), path, how) {
-            // SAFETY: just returned by openat2(2), owned by nothing else.
-            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        match nix::fcntl::openat2(root.as_fd(), path, how) {
+            Ok(fd) => return Ok(fd),
             // The kernel asks for a retry when a rename raced the lookup.
             Err(nix::errno::Errno::EAGAIN) => continue,
             Err(e) => return Err(e.into()),
@@ -67,14 +65,13 @@ pub fn walk_in_root(root: BorrowedFd, path: &Path) -> io::Result<Vec<(OwnedFd, O
         }
         let at = stack.last().map(|(fd, _)| fd.as_fd()).unwrap_or(root);
         let raw = nix::fcntl::openat(
-            Some(at.as_raw_fd()),
+            at.as_fd(),
             c.as_slice(),
             OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
-        // SAFETY: just returned by openat(2).
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let st = fstat(fd.as_raw_fd())?;
+        let fd = raw;
+        let st = fstat(fd.as_fd())?;
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => stack.push((fd, OsString::from_vec(c))),
             libc::S_IFLNK => {
@@ -82,7 +79,7 @@ pub fn walk_in_root(root: BorrowedFd, path: &Path) -> io::Result<Vec<(OwnedFd, O
                 if links > MAX_SYMLINKS {
                     return Err(io::Error::from_raw_os_error(libc::ELOOP));
                 }
-                let target = nix::fcntl::readlinkat(Some(fd.as_raw_fd()), "")?;
+                let target = nix::fcntl::readlinkat(fd.as_fd(), "")?;
                 let target = target.as_bytes();
                 if target.first() == Some(&b'/') {
                     stack.clear();
@@ -132,22 +129,22 @@ pub fn resolve_in_root(root: BorrowedFd, path: &Path) -> io::Result<Resolved> {
     };
     let n = walked.len();
     let walk_dir = match walked.last() {
-        Some((fd, _)) => fstat(fd.as_raw_fd())?,
-        None => fstat(root.as_raw_fd())?,
+        Some((fd, _)) => fstat(fd.as_fd())?,
+        None => fstat(root.as_fd())?,
     };
     let parent_at = if n >= 2 {
         walked[n - 2].0.as_fd()
     } else {
         root
     };
-    let walk_parent = fstat(parent_at.as_raw_fd())?;
+    let walk_parent = fstat(parent_at.as_fd())?;
     let parent_fd = reopen_dir(parent_at)?;
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
     let kernel = openat2_in_root(root, path, flags).and_then(|d| {
         let mut up = path.as_os_str().to_os_string();
         up.push("/..");
         let p = openat2_in_root(root, Path::new(&up), flags)?;
-        Ok((fstat(d.as_raw_fd())?, fstat(p.as_raw_fd())?))
+        Ok((fstat(d.as_fd())?, fstat(p.as_fd())?))
     });
     let (dir, parent) = match kernel {
         Ok((d, p)) => {
@@ -172,13 +169,12 @@ pub fn resolve_in_root(root: BorrowedFd, path: &Path) -> io::Result<Resolved> {
 /// A readable descriptor of the directory `at` (an `O_PATH` one), for `mkdirat` and `futimens`.
 pub(super) fn reopen_dir(at: BorrowedFd) -> io::Result<OwnedFd> {
     let raw = nix::fcntl::openat(
-        Some(at.as_raw_fd()),
+        at.as_fd(),
         ".",
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    // SAFETY: just returned by openat(2).
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    Ok(raw)
 }
 
 /// `mkdir` + `rmdir` of `<real>.dci-probe-<our pid>`, a sibling of the config dir, in the
@@ -190,19 +186,19 @@ pub(super) fn probe_lock(r: &Resolved, creds: &Creds, pid: u32) -> Option<Probe>
     name.push(format!(".dci-probe-{}", std::process::id()));
     let mut shown = r.real.as_os_str().to_os_string();
     shown.push(format!(".dci-probe-{}", std::process::id()));
-    let before = fstat(r.parent_fd.as_raw_fd()).ok();
+    let before = fstat(r.parent_fd.as_fd()).ok();
     // Capabilities count in the user namespace they belong to: the agent's are only the same
     // as ours when it shares our user namespace; otherwise it acts with none over the host's
     // files.
     let caps = if same_userns(pid) { creds.cap_eff } else { 0 };
     let result = as_creds(creds, caps, || {
         nix::sys::stat::mkdirat(
-            Some(r.parent_fd.as_raw_fd()),
+            r.parent_fd.as_fd(),
             name.as_os_str(),
             Mode::from_bits_truncate(0o700),
         )?;
         nix::unistd::unlinkat(
-            Some(r.parent_fd.as_raw_fd()),
+            r.parent_fd.as_fd(),
             name.as_os_str(),
             nix::unistd::UnlinkatFlags::RemoveDir,
         )
@@ -211,7 +207,7 @@ pub(super) fn probe_lock(r: &Resolved, creds: &Creds, pid: u32) -> Option<Probe>
         use nix::sys::time::TimeSpec;
         let omit = TimeSpec::new(0, libc::UTIME_OMIT);
         let _ = nix::sys::stat::futimens(
-            r.parent_fd.as_raw_fd(),
+            r.parent_fd.as_fd(),
             &omit,
             &TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
         );

@@ -36,7 +36,7 @@ pub(super) fn apply_meta(path: &Path, r: &Rec, opts: &CopyOptions) -> Result<(),
         // The path was just created by us and is not a symlink, so chmod (which follows links)
         // acts on it.
         nix::sys::stat::fchmodat(
-            None,
+            nix::fcntl::AT_FDCWD,
             path,
             Mode::from_bits_truncate(r.mode as _),
             nix::sys::stat::FchmodatFlags::FollowSymlink,
@@ -44,7 +44,7 @@ pub(super) fn apply_meta(path: &Path, r: &Rec, opts: &CopyOptions) -> Result<(),
         .map_err(nix_err(path, "chmod"))?;
     }
     nix::sys::stat::utimensat(
-        None,
+        nix::fcntl::AT_FDCWD,
         path,
         &ts(r.atime()),
         &ts(r.mtime()),
@@ -109,7 +109,7 @@ pub(super) fn copy_data(
     if opts.preserve_owner {
         std::os::unix::fs::fchown(&out, Some(r.uid), Some(r.gid)).map_err(Side::Dst)?;
     }
-    let fd = out.as_raw_fd();
+    let fd = out.as_fd();
     nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(r.mode as _))
         .map_err(|e| Side::Dst(e.into()))?;
     nix::sys::stat::futimens(fd, &ts(r.atime()), &ts(r.mtime()))
@@ -324,15 +324,10 @@ pub fn copy_tree_verified(
         for &i in files {
             let r = &t.recs[i as usize];
             let name = cstr(t.name(i));
-            let input = open_read_at(sdir.as_raw_fd(), &name)
+            let input = open_read_at(sdir.as_fd(), &name)
                 .map_err(|e| nix_err(&t.path_in(src, i), "open")(e))?;
-            let out = open_at(
-                ddir.as_raw_fd(),
-                &name,
-                create,
-                Mode::from_bits_truncate(0o600),
-            )
-            .map_err(|e| nix_err(&t.path_in(dst, i), "create")(e))?;
+            let out = open_at(ddir.as_fd(), &name, create, Mode::from_bits_truncate(0o600))
+                .map_err(|e| nix_err(&t.path_in(dst, i), "create")(e))?;
             let h = copy_data(input, out, r, opts, &mut buf, &|n| prog.tick(0, n))
                 .map_err(|e| side_err(&t.path_in(src, i), &t.path_in(dst, i), e))?;
             r.set_hash(&h);
@@ -380,7 +375,7 @@ pub fn copy_tree_verified(
 /// which `O_NOFOLLOW` opens, not the magic link).
 fn anchor_new_dir(dst: &Path) -> Result<(Dir, PathBuf), FsError> {
     let d = open_dir(None, dst, dst)?;
-    let st = nix::sys::stat::fstat(d.as_raw_fd()).map_err(nix_err(dst, "stat"))?;
+    let st = nix::sys::stat::fstat(d.as_fd()).map_err(nix_err(dst, "stat"))?;
     if st.st_uid != nix::unistd::geteuid().as_raw() {
         return Err(FsError::Io {
             path: dst.to_path_buf(),
@@ -397,7 +392,7 @@ fn anchor_new_dir(dst: &Path) -> Result<(Dir, PathBuf), FsError> {
 
 /// [`apply_meta`] for a directory we hold open: owner, mode, times on its descriptor.
 fn apply_meta_fd(d: &Dir, shown: &Path, r: &Rec, opts: &CopyOptions) -> Result<(), FsError> {
-    let fd = d.as_raw_fd();
+    let fd = d.as_fd();
     if opts.preserve_owner {
         nix::unistd::fchown(fd, Some(r.uid.into()), Some(r.gid.into()))
             .map_err(nix_err(shown, "chown"))?;

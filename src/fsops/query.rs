@@ -23,7 +23,9 @@ pub fn tree_stats(root: &Path) -> Result<TreeStats, FsError> {
     let total = Mutex::new(TreeStats::default());
     let linked: Mutex<HashSet<(u64, u64)>> = Mutex::new(HashSet::new());
     par_walk(root, WALK_THREADS, &|path, dir| {
-        let fd = dir.as_raw_fd();
+        // SAFETY: `dir` stays open for as long as `fd` is used; iterating it (which
+        // needs `&mut`) neither closes nor replaces its descriptor.
+        let fd = unsafe { BorrowedFd::borrow_raw(dir.as_raw_fd()) };
         let mut st = TreeStats::default();
         let mut subs = Vec::new();
         for e in dir.iter() {
@@ -41,7 +43,7 @@ pub fn tree_stats(root: &Path) -> Result<TreeStats, FsError> {
                 Kind::Symlink => st.symlinks += 1,
                 Kind::File => {
                     st.files += 1;
-                    let m = nix::sys::stat::fstatat(Some(fd), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    let m = nix::sys::stat::fstatat(fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
                         .map_err(|err| nix_err(&shown(), "lstat")(err))?;
                     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
                     let (nlink, dev, ino, size) = (

@@ -21,7 +21,9 @@ pub fn remove_tree(path: &Path) -> Result<(), FsError> {
     }
     let dirs: Mutex<Vec<(PathBuf, DirId)>> = Mutex::new(Vec::new());
     par_walk(path, UNLINK_THREADS, &|p, dir| {
-        let fd = dir.as_raw_fd();
+        // SAFETY: `dir` stays open for as long as `fd` is used; iterating it (which
+        // needs `&mut`) neither closes nor replaces its descriptor.
+        let fd = unsafe { BorrowedFd::borrow_raw(dir.as_raw_fd()) };
         let own = nix::sys::stat::fstat(fd).map_err(nix_err(p, "stat"))?;
         let mut subs = Vec::new();
         let mut names = Vec::new();
@@ -41,12 +43,8 @@ pub fn remove_tree(path: &Path) -> Result<(), FsError> {
         // Unlink after listing: removing entries while reading the directory is allowed but
         // may make some filesystems return entries twice or skip some.
         for n in names {
-            nix::unistd::unlinkat(
-                Some(fd),
-                n.as_c_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            )
-            .map_err(|e| nix_err(&p.join(OsStr::from_bytes(n.as_bytes())), "unlink")(e))?;
+            nix::unistd::unlinkat(fd, n.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| nix_err(&p.join(OsStr::from_bytes(n.as_bytes())), "unlink")(e))?;
         }
         #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
         dirs.lock()
@@ -78,7 +76,7 @@ pub fn remove_tree(path: &Path) -> Result<(), FsError> {
                 };
                 let pd = open_dir_as(parent, pid)?;
                 nix::unistd::unlinkat(
-                    Some(pd.as_raw_fd()),
+                    pd.as_fd(),
                     cstr(name.as_bytes()).as_c_str(),
                     nix::unistd::UnlinkatFlags::RemoveDir,
                 )

@@ -19,20 +19,34 @@ pub(super) const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_CLOEXEC);
 
 /// Open a directory (never through a symlink at its last component), relative to `at` if given.
-pub(super) fn open_dir(at: Option<RawFd>, path: &Path, shown: &Path) -> Result<Dir, FsError> {
-    Dir::openat(at, path, DIR_FLAGS, Mode::empty()).map_err(nix_err(shown, "open directory"))
+pub(super) fn open_dir(
+    at: Option<BorrowedFd<'_>>,
+    path: &Path,
+    shown: &Path,
+) -> Result<Dir, FsError> {
+    Dir::openat(
+        at.unwrap_or(nix::fcntl::AT_FDCWD),
+        path,
+        DIR_FLAGS,
+        Mode::empty(),
+    )
+    .map_err(nix_err(shown, "open directory"))
 }
 
 /// `openat(2)` into a `File`.
-pub(super) fn open_at(dir: RawFd, name: &CStr, flags: OFlag, mode: Mode) -> nix::Result<File> {
-    let fd = nix::fcntl::openat(Some(dir), name, flags | OFlag::O_CLOEXEC, mode)?;
-    // SAFETY: `fd` was just returned by openat(2) and nothing else owns it.
-    Ok(unsafe { File::from_raw_fd(fd) })
+pub(super) fn open_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: OFlag,
+    mode: Mode,
+) -> nix::Result<File> {
+    let fd = nix::fcntl::openat(dir, name, flags | OFlag::O_CLOEXEC, mode)?;
+    Ok(File::from(fd))
 }
 
 /// Open a file for reading without following a symlink and, where the kernel allows it (owner
 /// or root), without updating its atime: copying or verifying should not modify what it reads.
-pub(super) fn open_read_at(dir: RawFd, name: &CStr) -> nix::Result<File> {
+pub(super) fn open_read_at(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<File> {
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW;
     match open_at(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
         Err(nix::errno::Errno::EPERM) => open_at(dir, name, flags, Mode::empty()),
@@ -46,7 +60,6 @@ pub(super) fn read_sorted(
     dir: &mut Dir,
     shown: &dyn Fn() -> PathBuf,
 ) -> Result<Vec<(CString, FileStat)>, FsError> {
-    let fd = dir.as_raw_fd();
     let mut names = Vec::new();
     for e in dir.iter() {
         let e = e.map_err(|e| nix_err(&shown(), "read directory")(e))?;
@@ -56,10 +69,11 @@ pub(super) fn read_sorted(
         }
     }
     names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let fd = dir.as_fd();
     names
         .into_iter()
         .map(|n| {
-            let st = nix::sys::stat::fstatat(Some(fd), n.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            let st = nix::sys::stat::fstatat(fd, n.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
                 .map_err(|e| nix_err(&shown().join(OsStr::from_bytes(n.as_bytes())), "lstat")(e))?;
             Ok((n, st))
         })
@@ -67,11 +81,11 @@ pub(super) fn read_sorted(
 }
 
 pub(super) fn readlink_at(
-    dir: RawFd,
+    dir: BorrowedFd<'_>,
     name: &CStr,
     shown: &dyn Fn() -> PathBuf,
 ) -> Result<Vec<u8>, FsError> {
-    nix::fcntl::readlinkat(Some(dir), name)
+    nix::fcntl::readlinkat(dir, name)
         .map(|t| t.into_vec())
         .map_err(|e| nix_err(&shown(), "readlink")(e))
 }
@@ -103,7 +117,7 @@ pub(super) fn scan(root: &Path) -> Result<(Tree, Rec), FsError> {
             }
             continue;
         };
-        let (fd, parent) = (f.dir.as_raw_fd(), f.idx);
+        let (fd, parent) = (f.dir.as_fd(), f.idx);
         let mut rec = Rec::from_stat(&st);
         rec.parent = parent;
         let kind = rec.kind;
@@ -147,7 +161,7 @@ pub(super) enum Seen<'a> {
     Both {
         i: u32,
         st: &'a FileStat,
-        dir: RawFd,
+        dir: BorrowedFd<'a>,
         name: &'a CStr,
     },
     /// In the scanned tree only (the whole subtree of `i`, if a directory).
@@ -210,7 +224,7 @@ pub(super) fn merge_walk(
                 let j = fr.next;
                 fr.next = t.next_sibling(j);
                 fr.pos += 1;
-                let fd = fr.dir.as_raw_fd();
+                let fd = fr.dir.as_fd();
                 let (name, st) = &fr.actual[fr.pos - 1];
                 f(Seen::Both {
                     i: j,
@@ -304,11 +318,11 @@ pub(super) type DirId = (u64, u64);
 
 /// `fstatat(dir, name)` (no follow): the identity of a subdirectory, as listed.
 pub(super) fn sub_dir_id(
-    dir: RawFd,
+    dir: BorrowedFd<'_>,
     name: &CStr,
     shown: &dyn Fn() -> PathBuf,
 ) -> Result<DirId, FsError> {
-    let st = nix::sys::stat::fstatat(Some(dir), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+    let st = nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
         .map_err(|e| nix_err(&shown(), "lstat")(e))?;
     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
     Ok((st.st_dev as u64, st.st_ino as u64))
@@ -319,7 +333,7 @@ pub(super) fn sub_dir_id(
 /// (issue 10 findings 3, 4). Checked on the opened descriptor, which is what is then used.
 pub(super) fn open_dir_as(path: &Path, id: DirId) -> Result<Dir, FsError> {
     let d = open_dir(None, path, path)?;
-    let st = nix::sys::stat::fstat(d.as_raw_fd()).map_err(nix_err(path, "stat"))?;
+    let st = nix::sys::stat::fstat(d.as_fd()).map_err(nix_err(path, "stat"))?;
     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
     if (st.st_dev as u64, st.st_ino as u64) != id {
         return Err(FsError::Io {
@@ -412,7 +426,7 @@ pub(super) const UNLINK_THREADS: usize = 8;
 
 /// The type of a directory entry: from `d_type` when the filesystem provides it, else lstat.
 pub(super) fn entry_kind(
-    dir: RawFd,
+    dir: BorrowedFd<'_>,
     e: &nix::dir::Entry,
     shown: &dyn Fn() -> PathBuf,
 ) -> Result<Kind, FsError> {
@@ -426,9 +440,8 @@ pub(super) fn entry_kind(
         Some(Type::CharacterDevice) => Kind::CharDev,
         Some(Type::BlockDevice) => Kind::BlockDev,
         None => {
-            let st =
-                nix::sys::stat::fstatat(Some(dir), e.file_name(), AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(|err| nix_err(&shown(), "lstat")(err))?;
+            let st = nix::sys::stat::fstatat(dir, e.file_name(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(|err| nix_err(&shown(), "lstat")(err))?;
             kind_of(mode_of(&st))
         }
     })

@@ -18,7 +18,7 @@ use nix::sys::stat::{fstat, fstatat, futimens, utimensat, FileStat, Mode, Utimen
 use nix::sys::time::TimeSpec;
 use serde::{Deserialize, Serialize};
 use std::ffi::{CString, OsStr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -100,7 +100,7 @@ fn open_parent(root: &Path, rel: &Path) -> Result<(Dir, CString), StepError> {
     let mut shown = root.to_path_buf();
     for c in parents {
         shown.push(c);
-        dir = Dir::openat(Some(dir.as_raw_fd()), *c, DIR_FLAGS, Mode::empty())
+        dir = Dir::openat(dir.as_fd(), *c, DIR_FLAGS, Mode::empty())
             .map_err(|e| nix_io("open the directory", &shown, e))?;
     }
     Ok((dir, cstr(name.as_bytes())?))
@@ -119,8 +119,8 @@ fn swap(
     dir_mtime: (i64, i64),
     shown: &Path,
 ) -> Res {
-    let fd: RawFd = dir.as_raw_fd();
-    let st: FileStat = fstatat(Some(fd), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+    let fd = dir.as_fd();
+    let st: FileStat = fstatat(fd, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
         .map_err(|e| nix_io("lstat", shown, e))?;
     if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFLNK {
         return Err(StepError::new(format!(
@@ -128,7 +128,7 @@ fn swap(
             show(shown)
         )));
     }
-    let now = nix::fcntl::readlinkat(Some(fd), name.as_c_str())
+    let now = nix::fcntl::readlinkat(fd, name.as_c_str())
         .map_err(|e| nix_io("read the link", shown, e))?;
     let now = Path::new(&now);
     if now == to {
@@ -148,17 +148,13 @@ fn swap(
     tmp.extend_from_slice(format!(".dci-link-{}", std::process::id()).as_bytes());
     let tmp = cstr(&tmp)?;
     // A leftover of an earlier attempt of ours (same pid only after a pid wrap: harmless).
-    let _ = nix::unistd::unlinkat(
-        Some(fd),
-        tmp.as_c_str(),
-        nix::unistd::UnlinkatFlags::NoRemoveDir,
-    );
-    nix::unistd::symlinkat(to, Some(fd), tmp.as_c_str())
+    let _ = nix::unistd::unlinkat(fd, tmp.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+    nix::unistd::symlinkat(to, fd, tmp.as_c_str())
         .map_err(|e| nix_io("create the new link for", shown, e))?;
     let finish = || -> Result<(), nix::Error> {
         if nix::unistd::geteuid().is_root() {
             nix::unistd::fchownat(
-                Some(fd),
+                fd,
                 tmp.as_c_str(),
                 Some(st.st_uid.into()),
                 Some(st.st_gid.into()),
@@ -166,20 +162,16 @@ fn swap(
             )?;
         }
         utimensat(
-            Some(fd),
+            fd,
             tmp.as_c_str(),
             &ts(st.st_atime, st.st_atime_nsec),
             &ts(st.st_mtime, st.st_mtime_nsec),
             UtimensatFlags::NoFollowSymlink,
         )?;
-        nix::fcntl::renameat(Some(fd), tmp.as_c_str(), Some(fd), name.as_c_str())
+        nix::fcntl::renameat(fd, tmp.as_c_str(), fd, name.as_c_str())
     };
     if let Err(e) = finish() {
-        let _ = nix::unistd::unlinkat(
-            Some(fd),
-            tmp.as_c_str(),
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        );
+        let _ = nix::unistd::unlinkat(fd, tmp.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
         return Err(nix_io("rewrite the link", shown, e));
     }
     put_back_mtime(fd, dir_mtime, shown)
@@ -187,7 +179,7 @@ fn swap(
 
 /// The directory's entries changed (a rename within it): put its planned mtime back (atime
 /// left as it is), then make it durable.
-fn put_back_mtime(fd: RawFd, (sec, nsec): (i64, i64), shown: &Path) -> Res {
+fn put_back_mtime(fd: BorrowedFd<'_>, (sec, nsec): (i64, i64), shown: &Path) -> Res {
     let omit = TimeSpec::new(0, nix::libc::UTIME_OMIT);
     futimens(fd, &omit, &ts(sec, nsec))
         .map_err(|e| nix_io("set the mtime of the directory of", shown, e))?;
@@ -325,7 +317,9 @@ pub fn leaving_links(home: &Path, tree: &Path) -> Result<Vec<LinkRewrite>, StepE
     let mut links: Vec<(Vec<Vec<u8>>, Vec<u8>)> = Vec::new();
     let mut todo: Vec<(Dir, Vec<Vec<u8>>)> = vec![(root, Vec::new())];
     while let Some((mut dir, at)) = todo.pop() {
-        let fd = dir.as_raw_fd();
+        // SAFETY: `dir` stays open for as long as `fd` is used; iterating it (which needs
+        // `&mut`) neither closes nor replaces its descriptor.
+        let fd = unsafe { BorrowedFd::borrow_raw(dir.as_raw_fd()) };
         let st = fstat(fd).map_err(|e| nix_io("stat", tree, e))?;
         mtimes.insert(at.clone(), (st.st_mtime, st.st_mtime_nsec));
         let shown = || {
@@ -354,7 +348,7 @@ pub fn leaving_links(home: &Path, tree: &Path) -> Result<Vec<LinkRewrite>, StepE
             let kind = match kind {
                 Some(k) => k,
                 None => {
-                    fstatat(Some(fd), n.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                    fstatat(fd, n.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
                         .map_err(|e| {
                             nix_io("lstat", &shown().join(OsStr::from_bytes(n.as_bytes())), e)
                         })?
@@ -366,13 +360,13 @@ pub fn leaving_links(home: &Path, tree: &Path) -> Result<Vec<LinkRewrite>, StepE
             rel.push(n.as_bytes().to_vec());
             match kind {
                 nix::libc::S_IFDIR => {
-                    let sub = Dir::openat(Some(fd), n.as_c_str(), DIR_FLAGS, Mode::empty())
+                    let sub = Dir::openat(fd, n.as_c_str(), DIR_FLAGS, Mode::empty())
                         .map_err(|e| nix_io("open", &shown(), e))?;
                     dirs.insert(rel.clone());
                     todo.push((sub, rel));
                 }
                 nix::libc::S_IFLNK => {
-                    let t = nix::fcntl::readlinkat(Some(fd), n.as_c_str())
+                    let t = nix::fcntl::readlinkat(fd, n.as_c_str())
                         .map_err(|e| nix_io("read the link", &shown(), e))?;
                     links.push((rel, t.as_bytes().to_vec()));
                 }

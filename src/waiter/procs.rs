@@ -160,30 +160,28 @@ pub(super) fn procs_under(real: &Path) -> Vec<Usage> {
 pub(super) fn usage(pid: u32, real: &Path) -> Option<Usage> {
     let dirflags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let base = nix::fcntl::openat(
-        None,
+        nix::fcntl::AT_FDCWD,
         format!("/proc/{pid}").as_str(),
         dirflags,
         Mode::empty(),
     )
     .ok()?;
-    // SAFETY: just returned by openat(2); nothing else owns it.
-    let base = unsafe { OwnedFd::from_raw_fd(base) };
     let under = |t: &std::ffi::OsStr| Path::new(t).starts_with(real);
-    let cwd = nix::fcntl::readlinkat(Some(base.as_raw_fd()), "cwd").is_ok_and(|c| under(&c));
+    let cwd = nix::fcntl::readlinkat(base.as_fd(), "cwd").is_ok_and(|c| under(&c));
     let mut files = Vec::new();
-    if let Ok(mut fds) =
-        nix::dir::Dir::openat(Some(base.as_raw_fd()), "fd", dirflags, Mode::empty())
-    {
-        let dfd = fds.as_raw_fd();
+    if let Ok(mut fds) = nix::dir::Dir::openat(base.as_fd(), "fd", dirflags, Mode::empty()) {
+        // SAFETY: `fds` stays open for as long as `dfd` is used; iterating it (which needs
+        // `&mut`) neither closes nor replaces its descriptor.
+        let dfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fds.as_raw_fd()) };
         for e in fds.iter().flatten() {
             let name = e.file_name();
             if name.to_bytes().starts_with(b".") {
                 continue;
             }
-            if !nix::fcntl::readlinkat(Some(dfd), name).is_ok_and(|t| under(&t)) {
+            if !nix::fcntl::readlinkat(dfd, name).is_ok_and(|t| under(&t)) {
                 continue;
             }
-            if let Ok(st) = fstatat(Some(dfd), name, nix::fcntl::AtFlags::empty()) {
+            if let Ok(st) = fstatat(dfd, name, nix::fcntl::AtFlags::empty()) {
                 files.push((st.st_dev, st.st_ino));
             }
         }

@@ -287,7 +287,14 @@ fn copy_exact(from: &Path, to: &Path, links: &mut HashMap<(u64, u64), PathBuf>) 
     }
     let at = TimeSpec::new(m.atime(), m.atime_nsec());
     let mt = TimeSpec::new(m.mtime(), m.mtime_nsec());
-    utimensat(None, to, &at, &mt, UtimensatFlags::NoFollowSymlink).unwrap();
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        to,
+        &at,
+        &mt,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
 }
 
 impl Drop for Slot {

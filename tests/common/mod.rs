@@ -418,8 +418,14 @@ pub fn set_mtime(path: &Path, secs: i64, nsecs: i64) {
     use nix::sys::stat::{utimensat, UtimensatFlags};
     use nix::sys::time::TimeSpec;
     let ts = TimeSpec::new(secs, nsecs);
-    utimensat(None, path, &ts, &ts, UtimensatFlags::NoFollowSymlink)
-        .unwrap_or_else(|e| panic!("utimensat {}: {e}", path.display()));
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &ts,
+        &ts,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap_or_else(|e| panic!("utimensat {}: {e}", path.display()));
 }
 
 /// lstat mtime (seconds, nanoseconds).

@@ -14,7 +14,7 @@ mod verify;
 
 fn set_mtime(p: &Path, sec: i64, nsec: i64) {
     nix::sys::stat::utimensat(
-        None,
+        nix::fcntl::AT_FDCWD,
         p,
         &TimeSpec::new(sec, nsec),
         &TimeSpec::new(sec, nsec),
