@@ -267,10 +267,12 @@ pub(super) fn workers() -> usize {
 
 /// Run `job(i)` for every `i` in `0..n` on a small pool of scoped threads. Stops handing out work
 /// after the first error, and returns it. Results are collected per index.
+#[cfg(not(feature = "bench-rayon"))]
 pub(super) fn par_for<T: Send>(
     n: usize,
     job: &(dyn Fn(usize) -> Result<T, FsError> + Sync),
 ) -> Result<Vec<(usize, T)>, FsError> {
+    use std::sync::atomic::AtomicUsize;
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_err: Mutex<Option<FsError>> = Mutex::new(None);
@@ -306,6 +308,29 @@ pub(super) fn par_for<T: Send>(
         return Err(e);
     }
     Ok(results.into_inner().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// `par_for` on rayon, for the comparison in docs/BENCHMARKS.md (`--features bench-rayon`):
+/// the same `workers()` threads (one pool, built once), the same early stop on an error.
+#[cfg(feature = "bench-rayon")]
+pub(super) fn par_for<T: Send>(
+    n: usize,
+    job: &(dyn Fn(usize) -> Result<T, FsError> + Sync),
+) -> Result<Vec<(usize, T)>, FsError> {
+    use rayon::prelude::*;
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(workers())
+            .build()
+            .expect("a rayon thread pool")
+    });
+    pool.install(|| {
+        (0..n)
+            .into_par_iter()
+            .map(|i| job(i).map(|t| (i, t)))
+            .collect()
+    })
 }
 
 /// What [`par_walk`] calls for each directory: returns the subdirectories to visit, each with
