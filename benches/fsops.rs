@@ -72,6 +72,44 @@ fn manifest(b: Bencher) {
     b.bench(|| fsops::manifest(&f.tree).expect("manifest"));
 }
 
+/// Our `par_for` (scoped threads) against rayon on the same `workers()` threads, for its three
+/// users (copy, manifest, verify), in one process on one tree, one after the other:
+/// `cargo bench --bench fsops --features bench-rayon -- par_for_vs_rayon` (docs/BENCHMARKS.md).
+#[cfg(feature = "bench-rayon")]
+#[divan::bench_group(sample_count = 10)]
+mod par_for_vs_rayon {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    const POOLS: [&str; 2] = ["par_for", "rayon"];
+
+    fn set(pool: &str) {
+        fsops::PAR_FOR_ON_RAYON.store(pool == "rayon", Ordering::Relaxed);
+    }
+
+    #[divan::bench(args = POOLS)]
+    fn manifest(b: Bencher, pool: &str) {
+        let f = fixture();
+        set(pool);
+        b.bench(|| fsops::manifest(&f.tree).expect("manifest"));
+        set("par_for");
+    }
+
+    #[divan::bench(args = POOLS)]
+    fn copy_tree_verified(b: Bencher, pool: &str) {
+        set(pool);
+        super::copy_tree_verified(b);
+        set("par_for");
+    }
+
+    #[divan::bench(args = POOLS)]
+    fn verify_trees(b: Bencher, pool: &str) {
+        set(pool);
+        super::verify_trees(b);
+        set("par_for");
+    }
+}
+
 #[divan::bench(sample_count = 10)]
 fn copy_tree_verified(b: Bencher) {
     let f = fixture();

@@ -457,3 +457,6 @@ pub(crate) use query::{copy_footprint, free_space, missing_dirs, nearest_existin
 pub use query::{same_filesystem, tree_stats, TreeStats};
 pub use remove::remove_tree;
 pub use verify::verify_trees;
+#[cfg(feature = "bench-rayon")]
+#[doc(hidden)]
+pub use walk::PAR_FOR_ON_RAYON;

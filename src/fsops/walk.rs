@@ -267,11 +267,14 @@ pub(super) fn workers() -> usize {
 
 /// Run `job(i)` for every `i` in `0..n` on a small pool of scoped threads. Stops handing out work
 /// after the first error, and returns it. Results are collected per index.
-#[cfg(not(feature = "bench-rayon"))]
 pub(super) fn par_for<T: Send>(
     n: usize,
     job: &(dyn Fn(usize) -> Result<T, FsError> + Sync),
 ) -> Result<Vec<(usize, T)>, FsError> {
+    #[cfg(feature = "bench-rayon")]
+    if PAR_FOR_ON_RAYON.load(Ordering::Relaxed) {
+        return par_for_rayon(n, job);
+    }
     use std::sync::atomic::AtomicUsize;
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -310,10 +313,16 @@ pub(super) fn par_for<T: Send>(
     Ok(results.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// `par_for` on rayon, for the comparison in docs/BENCHMARKS.md (`--features bench-rayon`):
-/// the same `workers()` threads (one pool, built once), the same early stop on an error.
+/// With `--features bench-rayon` only, for the comparison in docs/BENCHMARKS.md: while true,
+/// [`par_for`] runs on rayon instead of its own scoped threads. Off unless a benchmark turns it
+/// on, so the test suite (`--all-features`) still runs the shipped `par_for`.
 #[cfg(feature = "bench-rayon")]
-pub(super) fn par_for<T: Send>(
+pub static PAR_FOR_ON_RAYON: AtomicBool = AtomicBool::new(false);
+
+/// [`par_for`] on rayon: the same `workers()` threads (one pool, built once), the same early
+/// stop on an error, the results in index order.
+#[cfg(feature = "bench-rayon")]
+fn par_for_rayon<T: Send>(
     n: usize,
     job: &(dyn Fn(usize) -> Result<T, FsError> + Sync),
 ) -> Result<Vec<(usize, T)>, FsError> {
