@@ -12,7 +12,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode};
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -53,12 +53,8 @@ impl AsFd for Dir {
 }
 
 impl Dir {
-    fn from_raw(fd: RawFd, path: PathBuf) -> Dir {
-        // SAFETY: `fd` was just returned by open/openat and nothing else owns it.
-        Dir {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            path,
-        }
+    fn from_raw(fd: OwnedFd, path: PathBuf) -> Dir {
+        Dir { fd, path }
     }
 
     /// Open a trusted base (the home, the shared dir's root-owned parent) by its path. Symlinks
@@ -86,7 +82,7 @@ impl Dir {
     pub fn sub(&self, name: &OsStr) -> io::Result<Dir> {
         let c = single(name)?;
         let fd = nix::fcntl::openat(
-            Some(self.raw()),
+            self.fd.as_fd(),
             c.as_c_str(),
             DIR | OFlag::O_NOFOLLOW,
             Mode::empty(),
@@ -119,7 +115,7 @@ impl Dir {
         for c in normal_components(rel)? {
             let name = single(c)?;
             match nix::sys::stat::mkdirat(
-                Some(cur.raw()),
+                cur.as_fd(),
                 name.as_c_str(),
                 Mode::from_bits_truncate(mode as _),
             ) {
@@ -140,20 +136,19 @@ impl Dir {
     }
 
     fn sub_self(&self) -> io::Result<Dir> {
-        let fd = nix::fcntl::openat(Some(self.raw()), ".", DIR, Mode::empty())?;
+        let fd = nix::fcntl::openat(self.fd.as_fd(), ".", DIR, Mode::empty())?;
         Ok(Dir::from_raw(fd, self.path.clone()))
     }
 
     /// `fstat` of the directory itself.
     pub fn stat(&self) -> io::Result<FileStat> {
-        Ok(nix::sys::stat::fstat(self.raw())?)
+        Ok(nix::sys::stat::fstat(self.fd.as_fd())?)
     }
 
     /// `lstat` of `name` in this directory; None when there is no such entry.
     pub fn lstat(&self, name: &OsStr) -> io::Result<Option<FileStat>> {
         let c = single(name)?;
-        match nix::sys::stat::fstatat(Some(self.raw()), c.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-        {
+        match nix::sys::stat::fstatat(self.fd.as_fd(), c.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(Some(st)),
             Err(nix::errno::Errno::ENOENT) => Ok(None),
             Err(e) => Err(e.into()),
@@ -163,7 +158,7 @@ impl Dir {
     /// `fchmod` of the directory itself.
     pub fn set_mode(&self, mode: u32) -> io::Result<()> {
         Ok(nix::sys::stat::fchmod(
-            self.raw(),
+            self.fd.as_fd(),
             Mode::from_bits_truncate(mode as _),
         )?)
     }
@@ -171,7 +166,7 @@ impl Dir {
     /// `fchown` of the directory itself.
     pub fn set_owner(&self, uid: u32, gid: u32) -> io::Result<()> {
         Ok(nix::unistd::fchown(
-            self.raw(),
+            self.fd.as_fd(),
             Some(uid.into()),
             Some(gid.into()),
         )?)
@@ -183,7 +178,7 @@ impl Dir {
     pub fn read_file(&self, name: &OsStr, max: u64) -> io::Result<Option<(Vec<u8>, FileStat)>> {
         let c = single(name)?;
         let fd = match nix::fcntl::openat(
-            Some(self.raw()),
+            self.fd.as_fd(),
             c.as_c_str(),
             OFlag::O_RDONLY
                 | OFlag::O_NOFOLLOW
@@ -196,9 +191,8 @@ impl Dir {
             Err(nix::errno::Errno::ENOENT) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        // SAFETY: just opened, owned here.
-        let file = unsafe { std::fs::File::from_raw_fd(fd) };
-        let st = nix::sys::stat::fstat(file.as_raw_fd())?;
+        let file = std::fs::File::from(fd);
+        let st = nix::sys::stat::fstat(file.as_fd())?;
         check_regular(&st, max, &self.path.join(name))?;
         let mut bytes = Vec::with_capacity(st.st_size as usize);
         file.take(max + 1).read_to_end(&mut bytes)?;
@@ -226,7 +220,7 @@ impl Dir {
         let tmp_c = single(&tmp)?;
         let create = || {
             nix::fcntl::openat(
-                Some(self.raw()),
+                self.fd.as_fd(),
                 tmp_c.as_c_str(),
                 OFlag::O_WRONLY
                     | OFlag::O_CREAT
@@ -240,7 +234,7 @@ impl Dir {
             Err(nix::errno::Errno::EEXIST) => {
                 // Ours (same pid) from a run that died: never a directory, never followed.
                 nix::unistd::unlinkat(
-                    Some(self.raw()),
+                    self.fd.as_fd(),
                     tmp_c.as_c_str(),
                     nix::unistd::UnlinkatFlags::NoRemoveDir,
                 )?;
@@ -248,26 +242,25 @@ impl Dir {
             }
             r => r?,
         };
-        // SAFETY: just opened, owned here.
-        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        let mut file = std::fs::File::from(fd);
         let res = (|| -> io::Result<()> {
             file.write_all(bytes)?;
             if let Some((u, g)) = owner {
-                nix::unistd::fchown(file.as_raw_fd(), Some(u.into()), Some(g.into()))?;
+                nix::unistd::fchown(file.as_fd(), Some(u.into()), Some(g.into()))?;
             }
-            nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode as _))?;
+            nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(mode as _))?;
             file.sync_all()?;
             nix::fcntl::renameat(
-                Some(self.raw()),
+                self.fd.as_fd(),
                 tmp_c.as_c_str(),
-                Some(self.raw()),
+                self.fd.as_fd(),
                 target.as_c_str(),
             )?;
             Ok(())
         })();
         if let Err(e) = res {
             let _ = nix::unistd::unlinkat(
-                Some(self.raw()),
+                self.fd.as_fd(),
                 tmp_c.as_c_str(),
                 nix::unistd::UnlinkatFlags::NoRemoveDir,
             );
@@ -281,13 +274,12 @@ impl Dir {
     pub fn open_file(&self, name: &OsStr, flags: OFlag, mode: u32) -> io::Result<std::fs::File> {
         let c = single(name)?;
         let fd = nix::fcntl::openat(
-            Some(self.raw()),
+            self.fd.as_fd(),
             c.as_c_str(),
             flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(mode as _),
         )?;
-        // SAFETY: just opened, owned here.
-        Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+        Ok(std::fs::File::from(fd))
     }
 
     /// `mkdirat(name, mode)` (the umask applies, as for mkdir(2)); never through a link at
@@ -295,7 +287,7 @@ impl Dir {
     pub fn mkdir_at(&self, name: &OsStr, mode: u32) -> io::Result<()> {
         let c = single(name)?;
         Ok(nix::sys::stat::mkdirat(
-            Some(self.raw()),
+            self.fd.as_fd(),
             c.as_c_str(),
             Mode::from_bits_truncate(mode as _),
         )?)
@@ -313,7 +305,7 @@ impl Dir {
 
     fn unlinkat_gone_ok(&self, name: &OsStr, flag: nix::unistd::UnlinkatFlags) -> io::Result<()> {
         let c = single(name)?;
-        match nix::unistd::unlinkat(Some(self.raw()), c.as_c_str(), flag) {
+        match nix::unistd::unlinkat(self.fd.as_fd(), c.as_c_str(), flag) {
             Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -321,7 +313,7 @@ impl Dir {
 
     /// The names in this directory (without `.` and `..`), read through its descriptor.
     pub fn names(&self) -> io::Result<Vec<OsString>> {
-        let fd = nix::fcntl::openat(Some(self.raw()), ".", DIR, Mode::empty())?;
+        let fd = nix::fcntl::openat(self.fd.as_fd(), ".", DIR, Mode::empty())?;
         let mut d = nix::dir::Dir::from_fd(fd)?;
         let mut out = Vec::new();
         for e in d.iter() {
@@ -429,28 +421,26 @@ impl Dir {
     pub fn sync_at(&self, name: &OsStr) -> io::Result<()> {
         let c = single(name)?;
         let fd = nix::fcntl::openat(
-            Some(self.raw()),
+            self.fd.as_fd(),
             c.as_c_str(),
             OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
-        // SAFETY: just opened, owned here.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(nix::unistd::fsync(fd.as_raw_fd())?)
+        Ok(nix::unistd::fsync(fd.as_fd())?)
     }
 
     /// `fsync` the directory.
     pub fn sync(&self) -> io::Result<()> {
-        Ok(nix::unistd::fsync(self.raw())?)
+        Ok(nix::unistd::fsync(self.fd.as_fd())?)
     }
 
     /// `renameat(self/from, to/to_name)`.
     pub fn rename_to(&self, from: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
         let (a, b) = (single(from)?, single(to_name)?);
         Ok(nix::fcntl::renameat(
-            Some(self.raw()),
+            self.fd.as_fd(),
             a.as_c_str(),
-            Some(to.raw()),
+            to.as_fd(),
             b.as_c_str(),
         )?)
     }
@@ -464,7 +454,7 @@ impl Dir {
     ) -> io::Result<()> {
         let c = single(name)?;
         Ok(nix::sys::stat::utimensat(
-            Some(self.raw()),
+            self.fd.as_fd(),
             c.as_c_str(),
             &ts(atime),
             &ts(mtime),
@@ -480,7 +470,11 @@ impl Dir {
     /// `futimens` of the directory itself: its mtime (atime left as it is).
     pub fn set_mtime(&self, mtime: (i64, i64)) -> io::Result<()> {
         let omit = nix::sys::time::TimeSpec::new(0, UTIME_OMIT);
-        Ok(nix::sys::stat::futimens(self.raw(), &omit, &ts(mtime))?)
+        Ok(nix::sys::stat::futimens(
+            self.fd.as_fd(),
+            &omit,
+            &ts(mtime),
+        )?)
     }
 }
 

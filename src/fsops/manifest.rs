@@ -42,7 +42,7 @@ pub(super) fn hash_open(
 ) -> io::Result<[u8; 32]> {
     if drop_cache {
         let _ = nix::fcntl::posix_fadvise(
-            f.as_raw_fd(),
+            f.as_fd(),
             0,
             0,
             nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
@@ -85,7 +85,7 @@ pub(super) fn hash_chunks(
             let name = cstr(t.name(i));
             let shown = || t.path_in(root, i);
             let mut f =
-                open_read_at(dir.as_raw_fd(), &name).map_err(|e| nix_err(&shown(), "open")(e))?;
+                open_read_at(dir.as_fd(), &name).map_err(|e| nix_err(&shown(), "open")(e))?;
             let limit = sized.then(|| t.recs[i as usize].size);
             let h = hash_open(&mut f, &mut buf, drop_cache, limit)
                 .map_err(|e| io_err(&shown(), "read")(e))?;

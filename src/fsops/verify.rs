@@ -158,7 +158,7 @@ pub fn verify_trees(src: &Path, dst: &Path, compare_owner: bool) -> Result<(), F
 /// new entry for `path` itself is durable too (the parent may be on another filesystem).
 pub(super) fn sync_tree(path: &Path) -> Result<(), FsError> {
     let f = File::open(path).map_err(io_err(path, "open"))?;
-    nix::unistd::syncfs(f.as_raw_fd()).map_err(nix_err(path, "syncfs"))?;
+    nix::unistd::syncfs(f.as_fd()).map_err(nix_err(path, "syncfs"))?;
     fsync_dir(parent_or_dot(path))
 }
 

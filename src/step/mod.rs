@@ -50,7 +50,7 @@ use crate::pathser::show;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::io::ErrorKind;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -332,7 +332,7 @@ fn dir_meta(d: &crate::safefs::Dir) -> Result<Meta, StepError> {
 
 /// Mode, owner and mtime of an opened file or directory (`path` for messages only).
 fn fd_meta(fd: BorrowedFd<'_>, path: &Path) -> Result<Meta, StepError> {
-    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| io("cannot stat", path, e))?;
+    let st = nix::sys::stat::fstat(fd).map_err(|e| io("cannot stat", path, e))?;
     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
     Ok(Meta {
         mode: (st.st_mode & 0o7777) as u32,
@@ -347,35 +347,33 @@ fn fd_meta(fd: BorrowedFd<'_>, path: &Path) -> Result<Meta, StepError> {
 /// `mode` first, then hand it to `give` (so at no point can more people read it than before),
 /// then fsync it. `path` is for messages only.
 fn narrow(fd: BorrowedFd<'_>, path: &Path, mode: u32, give: Option<(u32, u32)>) -> Res {
-    let raw = fd.as_raw_fd();
-    nix::sys::stat::fchmod(raw, nix::sys::stat::Mode::from_bits_truncate(mode as _))
+    nix::sys::stat::fchmod(fd, nix::sys::stat::Mode::from_bits_truncate(mode as _))
         .map_err(|e| io(format!("cannot chmod {mode:04o}"), path, e))?;
     if let Some((u, g)) = give {
-        nix::unistd::fchown(raw, Some(u.into()), Some(g.into()))
+        nix::unistd::fchown(fd, Some(u.into()), Some(g.into()))
             .map_err(|e| io("cannot give to the home's owner", path, e))?;
     }
-    nix::unistd::fsync(raw).map_err(|e| io("cannot sync", path, e))
+    nix::unistd::fsync(fd).map_err(|e| io("cannot sync", path, e))
 }
 
 /// Put a recorded mode and owner (when `chown_it`) back on an opened file or directory, and its
 /// mtime when `mtime`, then fsync it: the undo of [`narrow`], and of any directory the
 /// migration removed or re-moded. The owner goes first (a chown can clear set-id bits).
 fn give_back(fd: BorrowedFd<'_>, path: &Path, m: &Meta, chown_it: bool, mtime: bool) -> Res {
-    let raw = fd.as_raw_fd();
     if chown_it {
-        nix::unistd::fchown(raw, Some(m.uid.into()), Some(m.gid.into()))
+        nix::unistd::fchown(fd, Some(m.uid.into()), Some(m.gid.into()))
             .map_err(|e| io("cannot give back", path, e))?;
     }
-    nix::sys::stat::fchmod(raw, nix::sys::stat::Mode::from_bits_truncate(m.mode as _))
+    nix::sys::stat::fchmod(fd, nix::sys::stat::Mode::from_bits_truncate(m.mode as _))
         .map_err(|e| io("cannot chmod", path, e))?;
     if mtime {
         let omit = nix::sys::time::TimeSpec::new(0, (1 << 30) - 2); // UTIME_OMIT: atime kept
         #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
         let t = nix::sys::time::TimeSpec::new(m.mtime.0 as _, m.mtime.1 as _);
-        nix::sys::stat::futimens(raw, &omit, &t)
+        nix::sys::stat::futimens(fd, &omit, &t)
             .map_err(|e| io("cannot set the mtime of", path, e))?;
     }
-    nix::unistd::fsync(raw).map_err(|e| io("cannot sync", path, e))
+    nix::unistd::fsync(fd).map_err(|e| io("cannot sync", path, e))
 }
 
 fn meta_of(path: &Path) -> std::io::Result<Meta> {
