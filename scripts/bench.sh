@@ -152,6 +152,7 @@ case_e() {
         printf '{}' >"$home/.claude.json"
         sync
         own=() ext=()
+        echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
         for i in $(seq "$lock_runs"); do
             out=$(DISINTO_AGENT_UID=$(id -u) strace -f --seccomp-bpf -y -ttt -e trace=flock -o "$e/strace.txt" \
                 "$bin" --home "$home" --shared-dir "$shared" --config-dir "$shared/config" \
@@ -166,6 +167,7 @@ case_e() {
                 --no-env-file --no-modify-profile --yes -q || die "E: undo failed"
             if ! [ -d "$home/.claude" ] || [ -L "$home/.claude" ]; then die "E: undo did not restore ~/.claude"; fi
         done
+        echo "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
         echo "held, the tool's figure (ms): ${own[*]}"
         echo "held, strace flock to flock (ms): ${ext[*]}"
         m_own=$(printf '%s\n' "${own[@]}" | median)

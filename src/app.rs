@@ -361,12 +361,22 @@ fn migrate(s: &Settings, opts: &Opts, io: &Io, report: &mut Report) -> Result<()
     report.steps = planned_reports(&plan);
     let steps: Vec<Step> = plan.runnable().filter(|st| st.changes()).cloned().collect();
     let had_creds = expect_credentials(s, layout);
-    let guard = match wait {
-        Some(limit) => crate::live::acquire(&plan, Some((layout, &facts)), s, limit, opts.quiet)?,
-        None => None,
-    };
     clear_leftovers(s, existing.as_ref());
-    let (txn, run) = Txn::begin(s, existing, &steps, &disturbed_dirs(s, &steps))?;
+    let Some(limit) = wait else {
+        let (txn, run) = Txn::begin(s, existing, &steps, &disturbed_dirs(s, &steps))?;
+        return execute(s, txn, run, io, report, had_creds, None);
+    };
+    // `--wait`: the first journal is built and synced before the agents' lock is taken; under
+    // it only its rename is left (or, refused, it is removed: nothing was changed).
+    let prepared = Txn::prepare(s, existing, &steps, &disturbed_dirs(s, &steps))?;
+    let guard = match crate::live::acquire(&plan, Some((layout, &facts)), s, limit, opts.quiet) {
+        Ok(g) => g,
+        Err(e) => {
+            prepared.discard();
+            return Err(e);
+        }
+    };
+    let (txn, run) = prepared.commit()?;
     execute(s, txn, run, io, report, had_creds, guard)
 }
 
@@ -423,12 +433,24 @@ fn execute(
         .collect();
     let pb = Progress::new(io, &pending);
     let progress = |files: u64, bytes: u64| pb.update(files, bytes);
-    let res = txn.run(run, &progress, &mut |e| report_event(report, &e, false));
+    // `--wait`: the agents queued on session.lock go on as soon as every step is in place
+    // (before the journal's last write, which only marks the last step done), or once the
+    // steps are rolled back; the verify below only reads.
+    let mut guard = guard;
+    let mut released = None;
+    let res = if guard.is_some() {
+        txn.run_then(
+            run,
+            &progress,
+            &mut |e| report_event(report, &e, false),
+            &mut || released = crate::live::release_now(&mut guard),
+        )
+    } else {
+        txn.run(run, &progress, &mut |e| report_event(report, &e, false))
+    };
     pb.finish();
-    // `--wait`: the agents queued on session.lock go on now that the links and files are in
-    // place (or rolled back); the verify below only reads.
-    crate::live::release(
-        guard,
+    crate::live::note_release(
+        released.or_else(|| crate::live::release_now(&mut guard)),
         if res.is_ok() {
             "the links and env were in place"
         } else {

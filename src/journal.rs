@@ -253,13 +253,80 @@ pub fn create_with_journal(
     owner: Option<(u32, u32)>,
     journal: &mut Journal,
 ) -> std::io::Result<()> {
+    match stage_journal(state_dir, owner, journal)? {
+        Some(staged) => staged.commit(),
+        None => journal.save(state_dir, owner),
+    }
+}
+
+/// A first journal built in its staging directory (every directory and the journal synced), not
+/// yet renamed into place: [`Staged::commit`] makes it the journal with one rename and one fsync,
+/// [`Staged::discard`] removes it and puts the parent's mtime back. `--wait` stages before it
+/// takes the agents' lock, so that under the lock only the rename is left. Killed in between,
+/// the staging directory is what [`clear_stale_staging`] removes.
+pub struct Staged {
+    base: crate::safefs::Dir,
+    staging_name: std::ffi::OsString,
+    top: PathBuf,
+    parent_mtime: Option<(i64, i64)>,
+}
+
+impl Staged {
+    /// Rename the staging directory into place (refused if the name appeared meanwhile) and
+    /// sync the parent. On failure the staging directory is removed.
+    pub fn commit(self) -> std::io::Result<()> {
+        let top_name = self
+            .top
+            .file_name()
+            .ok_or_else(|| std::io::Error::other("the state directory has no parent"))?;
+        let res = (|| {
+            // rename(2) onto a name that appeared meanwhile fails (EEXIST/ENOTEMPTY for a
+            // non-empty directory, and we check for an empty one): never merge into it.
+            if self.base.lstat(top_name)?.is_some() {
+                return Err(std::io::Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("{} appeared meanwhile", self.top.display()),
+                ));
+            }
+            self.base
+                .rename_to(&self.staging_name, &self.base, top_name)?;
+            self.base.sync()
+        })();
+        if res.is_err() {
+            self.discard_ref();
+        }
+        res
+    }
+
+    /// Remove the staging directory (nothing else was changed) and put the parent's mtime back.
+    pub fn discard(self) {
+        self.discard_ref();
+    }
+
+    fn discard_ref(&self) {
+        if self.base.remove_tree_at(&self.staging_name).is_ok() {
+            if let Some(t) = self.parent_mtime {
+                let _ = self.base.set_mtime(t);
+            }
+        }
+    }
+}
+
+/// Build the first journal in a staging directory (see [`create_with_journal`]), up to the
+/// rename. `None` when the state directory exists already: there is nothing to stage, the
+/// journal is simply saved. Sets `journal.created_state_dirs`.
+pub fn stage_journal(
+    state_dir: &Path,
+    owner: Option<(u32, u32)>,
+    journal: &mut Journal,
+) -> std::io::Result<Option<Staged>> {
     use std::ffi::OsStr;
     let missing = crate::fsops::missing_dirs(state_dir);
     journal.created_state_dirs = missing.clone();
     let Some(top) = missing.first() else {
-        return journal.save(state_dir, owner);
+        return Ok(None);
     };
-    let (Some(parent), Some(top_name)) = (top.parent(), top.file_name()) else {
+    let Some(parent) = top.parent() else {
         return Err(std::io::Error::other("the state directory has no parent"));
     };
     // The directory the state dirs appear in, opened without following a link below the home
@@ -272,14 +339,15 @@ pub fn create_with_journal(
         .ok_or_else(|| std::io::Error::other("the state directory has no parent"))?;
     let staging_name = staging
         .file_name()
-        .ok_or_else(|| std::io::Error::other("the state directory has no parent"))?;
-    if base.lstat(staging_name)?.is_some() {
-        base.remove_tree_at(staging_name)?; // ours (same pid), from a run that died
+        .ok_or_else(|| std::io::Error::other("the state directory has no parent"))?
+        .to_os_string();
+    if base.lstat(&staging_name)?.is_some() {
+        base.remove_tree_at(&staging_name)?; // ours (same pid), from a run that died
     }
     let build = || -> std::io::Result<()> {
         crate::failpoint::hook("state-dir");
         let inner_rel = state_dir.strip_prefix(top).map_err(std::io::Error::other)?;
-        let rel = Path::new(staging_name).join(inner_rel);
+        let rel = Path::new(&staging_name).join(inner_rel);
         // Every directory created 0700 through its own descriptor, given to the home's owner.
         let (inner, _) = base.walk_create(&rel, 0o700, owner)?;
         let bytes = serde_json::to_vec_pretty(&*journal).map_err(std::io::Error::other)?;
@@ -287,27 +355,25 @@ pub fn create_with_journal(
         // The chain of directories (their entries, modes and owners) reaches the disk before
         // the rename makes it the journal's: a power cut cannot keep the rename and lose them.
         // Each synced through its descriptor, reached from `base` without following a link.
-        let mut d = base.sub(staging_name)?;
+        let mut d = base.sub(&staging_name)?;
         d.sync()?;
         for c in inner_rel.components() {
             d = d.sub(c.as_os_str())?;
             d.sync()?;
         }
         crate::failpoint::failpoint("journal-staged")?;
-        // rename(2) onto a name that appeared meanwhile fails (EEXIST/ENOTEMPTY for a
-        // non-empty directory, and we check for an empty one): never merge into it.
-        if base.lstat(top_name)?.is_some() {
-            return Err(std::io::Error::new(
-                ErrorKind::AlreadyExists,
-                format!("{} appeared meanwhile", top.display()),
-            ));
-        }
-        base.rename_to(staging_name, &base, top_name)?;
-        base.sync()
+        Ok(())
     };
-    build().inspect_err(|_| {
-        let _ = base.remove_tree_at(staging_name);
-    })
+    if let Err(e) = build() {
+        let _ = base.remove_tree_at(&staging_name);
+        return Err(e);
+    }
+    Ok(Some(Staged {
+        base,
+        staging_name,
+        top: top.clone(),
+        parent_mtime,
+    }))
 }
 
 /// Remove the staging directory of a run that was killed before its first journal was in

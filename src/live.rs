@@ -19,7 +19,7 @@ use crate::layout::{self, Facts, Layout, Node};
 use crate::mounts;
 use crate::pathser::show;
 use crate::plan::{self, Method, Plan, Step};
-use crate::report::Report;
+use crate::report::{Report, WaitReport};
 use crate::settings::Settings;
 use crate::step::{human_bytes, MoveConfig};
 use crate::waiter::{self, Busy, SessionGuard, Targets};
@@ -122,11 +122,23 @@ pub fn check(
         return Ok(());
     }
     let claude = s.claude_dir();
+    if let Some(limit) = wait {
+        report.wait = Some(WaitReport {
+            limit_s: limit.as_secs(),
+            waits_for: Vec::new(),
+            holds_lock_for: "switch",
+            estimated_hold_s: None,
+        });
+    }
     if let Some((method, files, bytes)) = move_config(plan).map(|(m, f, b)| (*m, f, b)) {
         if is_real_dir(&claude) {
             containers(plan, s, method, report)?;
             if wait.is_some() && method == Method::VerifiedCopy {
                 let est = estimate_copy(files, bytes);
+                if let Some(w) = report.wait.as_mut() {
+                    w.holds_lock_for = "copy";
+                    w.estimated_hold_s = Some(est.as_secs());
+                }
                 annotate_move(
                     plan,
                     format!(
@@ -167,6 +179,9 @@ pub fn check(
                 limit.as_secs()
             ));
         }
+    }
+    if let Some(w) = report.wait.as_mut() {
+        w.waits_for = busy.iter().map(|b| b.to_string()).collect();
     }
     Ok(())
 }
@@ -379,12 +394,21 @@ pub fn check_undo(s: &Settings, limit: Duration, report: &mut Report) -> Result<
             pids.join(" ")
         )));
     }
+    report.wait = Some(WaitReport {
+        limit_s: limit.as_secs(),
+        waits_for: Vec::new(),
+        holds_lock_for: "switch",
+        estimated_hold_s: None,
+    });
     if report.dry_run {
         let t = Targets {
             claude_dir: s.config_dir.clone(),
             ..Targets::new(&s.home, &s.config_dir)
         };
         let busy = waiter::inspect(&t).map_err(|e| e.to_error(&rerun_undo(limit)))?;
+        if let Some(w) = report.wait.as_mut() {
+            w.waits_for = busy.iter().map(|b| b.to_string()).collect();
+        }
         for b in &busy {
             report.notes.push(format!(
                 "--wait: waits (up to {} s) for {b}, then holds session.lock until ~/.claude is back",
@@ -462,19 +486,42 @@ fn recheck(plan: &Plan, planned: Layout, facts: &Facts, s: &Settings) -> Result<
     Ok(())
 }
 
+/// `session.lock` released: how long it was held, how long it took to get.
+pub struct Released {
+    held: Duration,
+    waited: Duration,
+    created: bool,
+    removed: bool,
+}
+
+/// Release `session.lock` now, if it is held (agents waiting for it go on).
+pub fn release_now(guard: &mut Option<SessionGuard>) -> Option<Released> {
+    let g = guard.take()?;
+    let (created, waited) = (g.created(), g.waited());
+    let (held, removed) = g.release();
+    Some(Released {
+        held,
+        waited,
+        created,
+        removed,
+    })
+}
+
 /// Release `session.lock` (agents waiting for it go on) and say how long it was held. `after`
 /// says what was done by then (e.g. "the links and env were in place").
 pub fn release(guard: Option<SessionGuard>, after: &str, report: &mut Report) {
-    if let Some(g) = guard {
-        let created = g.created();
-        let waited = g.waited();
-        let (held, removed) = g.release();
+    note_release(release_now(&mut { guard }), after, report);
+}
+
+/// Say in the report how long `session.lock` was held (see [`release_now`]).
+pub fn note_release(r: Option<Released>, after: &str, report: &mut Report) {
+    if let Some(r) = r {
         report.notes.push(format!(
             "Agents were held off for {:.1} ms: session.lock was taken after waiting {:.1} s and released once {}{}.",
-            held.as_secs_f64() * 1000.0,
-            waited.as_secs_f64(),
+            r.held.as_secs_f64() * 1000.0,
+            r.waited.as_secs_f64(),
             after,
-            match (created, removed) {
+            match (r.created, r.removed) {
                 (true, true) => " (it did not exist: it was created for agents to queue on, and removed again)",
                 (true, false) => " (it did not exist: it was created for agents to queue on, and an agent has it open now, so it stays)",
                 _ => "",

@@ -77,10 +77,30 @@ pub struct Report {
     /// left out of the document when the command did not look.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agents: Option<Vec<crate::agents::Agent>>,
+    /// `--wait` (`migrate`, `undo`): what agents would wait for, and for how long; left out
+    /// without `--wait`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitReport>,
     #[serde(skip)]
     pub notes: Vec<String>,
     #[serde(skip)]
     pub env_file_note: Option<String>,
+}
+
+/// The `wait` object of `--json`: what `--wait` waits for before it takes `session.lock`, and
+/// what agents wait for while the run holds it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WaitReport {
+    /// The limit of the wait for the agents, in seconds.
+    pub limit_s: u64,
+    /// What holds the agents' locks now (a dry run looks; a real run waits instead): one line
+    /// each, as the text preview says it.
+    pub waits_for: Vec<String>,
+    /// What the run does while it holds `session.lock`: `switch` (one filesystem: renames,
+    /// links, env; milliseconds) or `copy` (across filesystems: the verified copy).
+    pub holds_lock_for: &'static str,
+    /// For `copy`: the estimated time agents wait, in seconds.
+    pub estimated_hold_s: Option<u64>,
 }
 
 impl Report {
@@ -103,6 +123,7 @@ impl Report {
             error: None,
             exit_code: 0,
             agents: None,
+            wait: None,
             notes: Vec::new(),
             env_file_note: None,
         }

@@ -58,6 +58,59 @@ pub struct Txn {
     pub owner: Option<(u32, u32)>,
 }
 
+/// A run prepared by [`Txn::prepare`]: commit it to start changing things, or discard it
+/// (nothing was changed: the staged journal goes, the parent's mtime comes back).
+pub struct Prepared {
+    txn: Txn,
+    run: u32,
+    is_new: bool,
+    staged: Option<journal::Staged>,
+}
+
+impl Prepared {
+    /// Put the journal in place (the staging directory's rename, or a save of an existing
+    /// journal) and hand over the transaction.
+    pub fn commit(self) -> Result<(Txn, u32)> {
+        let Prepared {
+            mut txn,
+            run,
+            is_new,
+            staged,
+        } = self;
+        let res = match staged {
+            Some(st) => st.commit(),
+            None if is_new => {
+                journal::create_with_journal(&txn.state_dir, txn.owner, &mut txn.journal)
+            }
+            None => {
+                return txn
+                    .save()
+                    .map(|()| (txn, run))
+                    .map_err(|e| Error::new(ErrorKind::Journal, e.message));
+            }
+        };
+        res.map_err(|e| {
+            Error::new(
+                ErrorKind::NoPermission,
+                format!(
+                    "Cannot create the journal '{}': {e}. Nothing was changed.",
+                    show(&txn.journal_path())
+                ),
+            )
+            .with_fix("re-run with sudo, or set XDG_STATE_HOME to a writable directory")
+        })?;
+        Ok((txn, run))
+    }
+
+    /// Give up before anything changed (e.g. `--wait` timed out, or the home changed while it
+    /// waited): the staged journal is removed.
+    pub fn discard(self) {
+        if let Some(st) = self.staged {
+            st.discard();
+        }
+    }
+}
+
 fn mtime_of(p: &Path) -> Option<(i64, i64)> {
     std::fs::symlink_metadata(p)
         .ok()
@@ -73,6 +126,18 @@ impl Txn {
         steps: &[Step],
         disturbed: &[PathBuf],
     ) -> Result<(Txn, u32)> {
+        Txn::prepare(s, existing, steps, disturbed)?.commit()
+    }
+
+    /// [`Txn::begin`] in two halves, for `--wait`: everything that does not change what agents
+    /// see (the first journal built and synced in its staging directory, the mtimes recorded)
+    /// before the agents' lock is taken; [`Prepared::commit`] under it.
+    pub fn prepare(
+        s: &crate::settings::Settings,
+        existing: Option<Journal>,
+        steps: &[Step],
+        disturbed: &[PathBuf],
+    ) -> Result<Prepared> {
         let owner = s.owner_ids();
         if existing.is_none() {
             // A run killed before its first journal was in place left only a staging dir.
@@ -105,24 +170,30 @@ impl Txn {
             state_dir: s.state_dir.clone(),
             owner,
         };
-        if is_new {
+        let no_journal = |txn: &Txn, e: std::io::Error| {
+            Error::new(
+                ErrorKind::NoPermission,
+                format!(
+                    "Cannot create the journal '{}': {e}. Nothing was changed.",
+                    show(&txn.journal_path())
+                ),
+            )
+            .with_fix("re-run with sudo, or set XDG_STATE_HOME to a writable directory")
+        };
+        let staged = if is_new {
             // The state dirs and the first journal appear together (one rename), so a kill
             // here leaves nothing that is not recorded in a journal.
-            journal::create_with_journal(&s.state_dir, owner, &mut txn.journal).map_err(|e| {
-                Error::new(
-                    ErrorKind::NoPermission,
-                    format!(
-                        "Cannot create the journal '{}': {e}. Nothing was changed.",
-                        show(&txn.journal_path())
-                    ),
-                )
-                .with_fix("re-run with sudo, or set XDG_STATE_HOME to a writable directory")
-            })?;
+            journal::stage_journal(&s.state_dir, owner, &mut txn.journal)
+                .map_err(|e| no_journal(&txn, e))?
         } else {
-            txn.save()
-                .map_err(|e| Error::new(ErrorKind::Journal, e.message))?;
-        }
-        Ok((txn, run))
+            None
+        };
+        Ok(Prepared {
+            txn,
+            run,
+            is_new,
+            staged,
+        })
     }
 
     /// Take up the journal of an interrupted run (to finish it) or of a finished one (to undo
@@ -154,9 +225,44 @@ impl Txn {
         progress: &(dyn Fn(u64, u64) + Sync),
         on_event: &mut dyn FnMut(Event),
     ) -> std::result::Result<(), Failed> {
-        let Err((i, err)) = self.apply_pending(progress, on_event) else {
+        self.run_then(run, progress, on_event, &mut || {})
+    }
+
+    /// [`Txn::run`], calling `on_applied` once every step is applied, before the journal's
+    /// last write (which only marks the last step `done`: a crash before it leaves that step
+    /// `started`, and applying it again is a no-op). `--wait` releases the agents there.
+    pub fn run_then(
+        &mut self,
+        run: u32,
+        progress: &(dyn Fn(u64, u64) + Sync),
+        on_event: &mut dyn FnMut(Event),
+        on_applied: &mut dyn FnMut(),
+    ) -> std::result::Result<(), Failed> {
+        let mut applied = false;
+        let res = self.apply_pending(progress, on_event, &mut || {
+            applied = true;
+            on_applied()
+        });
+        let Err((i, err)) = res else {
             return Ok(());
         };
+        if applied {
+            // Every step is in place and `on_applied` may have let agents use it: rolling back
+            // under them would be worse than a journal one write behind. The journal says the
+            // last step is `started`; the next run finishes it (a no-op).
+            return Err(Failed {
+                changes_left: true,
+                error: Error::new(
+                    ErrorKind::Journal,
+                    format!(
+                        "Every step was applied, but the journal's last write failed: {}. The journal '{}' still shows the last step as started.",
+                        err.message,
+                        show(&self.journal_path())
+                    ),
+                )
+                .with_fix("fix the cause above, then re-run to finish: disinto-claude-init --yes"),
+            });
+        }
         let failed_step = self.journal.entries[i].step.clone();
         let rb = self.undo_entries(&|e| e.run == run, progress, &mut |e| {
             on_event(Event {
@@ -284,6 +390,7 @@ impl Txn {
         &mut self,
         progress: &(dyn Fn(u64, u64) + Sync),
         on_event: &mut dyn FnMut(Event),
+        on_applied: &mut dyn FnMut(),
     ) -> Result<(), (usize, StepError)> {
         for i in 0..self.journal.entries.len() {
             if !matches!(
@@ -302,6 +409,7 @@ impl Txn {
                 Ok(Outcome::Done)
             })?;
         }
+        on_applied();
         self.save()
             .map_err(|e| (self.journal.entries.len().saturating_sub(1), e))
     }

@@ -619,7 +619,20 @@ fn wait_waits_for_the_agent_then_migrates() {
         )),
         "stderr names the holder: {progress}"
     );
-    assert_same(&before, &w.manifest(), "nothing changes while it waits");
+    // Nothing of the user's changes while it waits. The run's first journal is already built
+    // and synced in its staging directory next to `~/.local` (so that under the lock only its
+    // rename is left); a refused or timed-out wait removes it again (the tests above).
+    let mut during = w.manifest();
+    during.retain(|k, _| !k.windows(16).any(|x| x == b"..local.dci-stat"));
+    assert_same_except(
+        &before,
+        &during,
+        Ignore {
+            dir_mtime: true,
+            ..Ignore::default()
+        },
+        "nothing changes while it waits, but the staged journal",
+    );
     assert_eq!(agent.finish(), 0);
     let (st, out, err) = tool.finish();
     let doc = json(&out);
@@ -872,9 +885,29 @@ fn dry_run_with_wait_reports_and_does_not_wait() {
         "{}",
         r.stdout
     );
+    // The JSON preview carries what the text one says: whom it would wait for, how long at
+    // most, and what agents wait for while it holds the lock (one filesystem: the switch).
+    let (code, doc) = run_json(w.cmd().args(["--dry-run", "--wait", "--json"]));
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["wait"]["limit_s"], 600, "{doc:#}");
+    assert_eq!(doc["wait"]["holds_lock_for"], "switch", "{doc:#}");
+    assert_eq!(doc["wait"]["estimated_hold_s"], serde_json::Value::Null);
+    let waits_for = doc["wait"]["waits_for"].as_array().expect("waits_for");
+    assert_eq!(waits_for.len(), 1, "{doc:#}");
+    assert!(
+        waits_for[0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("the agent holding session.lock (pid {holder} ")),
+        "{doc:#}"
+    );
     let (code, doc) = run_json(w.cmd().args(["--dry-run", "--json"]));
     assert_eq!(code, 3, "without --wait: {doc:#}");
     assert_eq!(doc["error"]["kind"], "agent-running");
+    assert!(
+        doc.get("wait").is_none(),
+        "no wait field without --wait: {doc:#}"
+    );
     assert_same(&before, &w.manifest(), "dry runs");
 
     let mut loose = std::process::Command::new("sleep")
