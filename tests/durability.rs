@@ -181,6 +181,26 @@ fn check(calls: &[Call], roots: &[Vec<u8>]) -> Vec<String> {
                 pending.retain(|o| !under(&o.path, &x));
                 add(&mut pending, parent(&x), None);
             }
+            "renameat2"
+                if c.args
+                    .iter()
+                    .any(|a| matches!(a, Arg::Other(f) if f.contains("RENAME_EXCHANGE"))) =>
+            {
+                // The two names swap: what was under each is now under the other.
+                let Some(b) = c.target2() else { continue };
+                let swap = |p: &Vec<u8>| {
+                    rebase_path(p, &x, &b)
+                        .or_else(|| rebase_path(p, &b, &x))
+                        .unwrap_or_else(|| p.clone())
+                };
+                for o in &mut pending {
+                    o.path = swap(&o.path);
+                    o.created = o.created.as_ref().map(swap);
+                }
+                symlinks = symlinks.iter().map(swap).collect();
+                add(&mut pending, parent(&x), None);
+                add(&mut pending, parent(&b), None);
+            }
             "rename" | "renameat" | "renameat2" => {
                 let Some(b) = c.target2() else { continue };
                 pending.retain(|o| !under(&o.path, &b));

@@ -102,8 +102,13 @@ fn ops_of(calls: &[Call], roots: &[Vec<u8>]) -> (Vec<Op>, Vec<(usize, Call)>) {
         };
         if c.name.starts_with("rename") {
             if let Some(b) = c.target2() {
-                if symlinks.remove(&x) {
-                    symlinks.insert(b);
+                let (was_x, was_b) = (symlinks.remove(&x), symlinks.remove(&b));
+                if was_x {
+                    symlinks.insert(b.clone());
+                }
+                // RENAME_EXCHANGE: the two names swap (a plain rename replaced `b`).
+                if was_b && other(c, 4).contains("RENAME_EXCHANGE") {
+                    symlinks.insert(x.clone());
                 }
             }
         }
@@ -285,6 +290,17 @@ fn replay(c: &Call, offsets: &mut BTreeMap<Vec<u8>, u64>) -> std::io::Result<()>
                 &ts(t.first()),
                 &ts(t.get(1)),
                 UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(std::io::Error::from)
+        }
+        "renameat2" if other(c, 4).contains("RENAME_EXCHANGE") => {
+            let b = c.target2().ok_or_else(|| err("no new name"))?;
+            nix::fcntl::renameat2(
+                None,
+                p(&x),
+                None,
+                p(&b),
+                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
             )
             .map_err(std::io::Error::from)
         }

@@ -90,6 +90,10 @@ impl StepKind for Link {
             save(u)?;
         }
         remove_stale_temps(link);
+        if already_made(link, target, ctx.owner) {
+            // `move-config` made it, in the same instant as the move (and synced its directory).
+            return Ok(());
+        }
         fsops::atomic_symlink(target, link, ctx.owner)?;
         Ok(())
     }
@@ -140,4 +144,16 @@ impl StepKind for Link {
             "replace ~/.claude with a link",
         ))
     }
+}
+
+/// `link` is already the link to `target`, owned as it should be.
+fn already_made(
+    link: &std::path::Path,
+    target: &std::path::Path,
+    owner: Option<(u32, u32)>,
+) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_link(link).is_ok_and(|t| t == target)
+        && std::fs::symlink_metadata(link)
+            .is_ok_and(|m| owner.is_none_or(|(uid, gid)| m.uid() == uid && m.gid() == gid))
 }

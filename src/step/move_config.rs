@@ -172,7 +172,12 @@ impl StepKind for MoveConfig {
                 if !from_is_dir && is_real_dir(to) {
                     return Ok(()); // renamed before a crash
                 }
-                rename(from, to)?;
+                if exists(to) && !is_placeholder(to) {
+                    // An empty config dir that was there already: replaced by the rename.
+                    rename(from, to)?;
+                } else {
+                    switch(from, to, ctx.owner)?;
+                }
                 sync_dir(ctx.home)?;
                 if let Some(p) = to.parent() {
                     sync_dir(p)?;
@@ -230,7 +235,27 @@ impl StepKind for MoveConfig {
         let from_is_dir = is_real_dir(from);
         match self.method {
             Method::Rename => {
+                if is_placeholder(to) {
+                    // Killed between the link's creation and the exchange (or after the
+                    // exchange back): the link at the config dir's name is ours.
+                    std::fs::remove_file(to).map_err(|e| io("cannot remove the link", to, e))?;
+                    sync_parent(to)?;
+                }
                 if !from_is_dir {
+                    if is_real_dir(to) && link_to(from, to) {
+                        // `~/.claude` is still the link the exchange left (the link step never
+                        // ran, or was undone to it): swap back, so that the name stays resolvable,
+                        // then the link (now at the config dir's name) goes.
+                        exchange(to, from)
+                            .map_err(|e| io("cannot exchange", from, std::io::Error::from(e)))?;
+                        sync_dir(ctx.home)?;
+                        sync_parent(to)?;
+                        failpoint("unswitched-move-config")?;
+                        std::fs::remove_file(to)
+                            .map_err(|e| io("cannot remove the link", to, e))?;
+                        sync_parent(to)?;
+                        return recreate_empty(u);
+                    }
                     if exists(from) {
                         return Err(in_the_way());
                     }
@@ -298,5 +323,46 @@ impl StepKind for MoveConfig {
             nearest_existing(self.to.parent().unwrap_or(&self.to)),
             "create the config dir",
         ))
+    }
+}
+
+/// Whether `p` is a symlink whose text is exactly `target`.
+fn link_to(p: &Path, target: &Path) -> bool {
+    std::fs::read_link(p).is_ok_and(|t| t == target)
+}
+
+/// The link `switch` builds at the config dir's name before the exchange: its text is the config
+/// dir's own path (a loop while it sits there; once exchanged, at `~/.claude`, it reaches the
+/// config dir).
+fn is_placeholder(to: &Path) -> bool {
+    link_to(to, to)
+}
+
+fn exchange(a: &Path, b: &Path) -> nix::Result<()> {
+    nix::fcntl::renameat2(None, a, None, b, nix::fcntl::RenameFlags::RENAME_EXCHANGE)
+}
+
+/// `~/.claude` (`from`, a directory) becomes the config dir (`to`, absent or a placeholder left
+/// by a killed run) and, in the same instant, `~/.claude` a link to it: the link is made first at
+/// the config dir's name, then `renameat2(RENAME_EXCHANGE)` swaps the two names. An agent that
+/// opens `~/.claude/...` at any instant finds it (through the directory or through the link).
+/// Where the filesystem cannot exchange (EINVAL), a plain rename, and the link step puts the link
+/// back a moment later.
+fn switch(from: &Path, to: &Path, owner: Option<(u32, u32)>) -> Res {
+    if !is_placeholder(to) {
+        std::os::unix::fs::symlink(to, to).map_err(|e| io("cannot create the link", to, e))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::lchown(to, Some(uid), Some(gid))
+                .map_err(|e| io("cannot chown the link", to, e))?;
+        }
+        failpoint("linked-move-config")?;
+    }
+    match exchange(from, to) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
+            std::fs::remove_file(to).map_err(|e| io("cannot remove the link", to, e))?;
+            rename(from, to)
+        }
+        Err(e) => Err(io("cannot exchange", from, std::io::Error::from(e))),
     }
 }
