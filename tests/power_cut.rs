@@ -296,9 +296,9 @@ fn replay(c: &Call, offsets: &mut BTreeMap<Vec<u8>, u64>) -> std::io::Result<()>
         "renameat2" if other(c, 4).contains("RENAME_EXCHANGE") => {
             let b = c.target2().ok_or_else(|| err("no new name"))?;
             nix::fcntl::renameat2(
-                None,
+                nix::fcntl::AT_FDCWD,
                 p(&x),
-                None,
+                nix::fcntl::AT_FDCWD,
                 p(&b),
                 nix::fcntl::RenameFlags::RENAME_EXCHANGE,
             )

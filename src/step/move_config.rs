@@ -339,7 +339,13 @@ fn is_placeholder(to: &Path) -> bool {
 }
 
 fn exchange(a: &Path, b: &Path) -> nix::Result<()> {
-    nix::fcntl::renameat2(None, a, None, b, nix::fcntl::RenameFlags::RENAME_EXCHANGE)
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        a,
+        nix::fcntl::AT_FDCWD,
+        b,
+        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+    )
 }
 
 /// `~/.claude` (`from`, a directory) becomes the config dir (`to`, absent or a placeholder left
