@@ -435,8 +435,7 @@ pub fn clear_stale_staging(home: &Path, state_dir: &Path) -> bool {
                 // Only a journal this tool wrote (ours, not writable by others) is acted on:
                 // the home's owner controls the staging directory (issue 10).
                 .filter(|(_, st)| {
-                    crate::trust::check_file(st, nix::unistd::geteuid().as_raw(), &staged(&name))
-                        .is_ok()
+                    check_file(st, nix::unistd::geteuid().as_raw(), &staged(&name)).is_ok()
                 })
                 .and_then(|(bytes, _)| serde_json::from_slice::<Journal>(&bytes).ok())
                 .map(|j| j.dir_times)
@@ -619,6 +618,39 @@ pub fn remove(home: &Path, state_dir: &Path, created: &[PathBuf]) -> std::io::Re
                 let _ = p.rmdir(name);
             }
         }
+    }
+    Ok(())
+}
+
+/// Who wrote the journal file (`st` from `fstat` of the opened file), for a process of `euid`.
+pub fn check_file(st: &nix::sys::stat::FileStat, euid: u32, path: &Path) -> Result<(), String> {
+    let mode = st.st_mode & 0o7777;
+    if st.st_uid != euid {
+        return Err(format!(
+            "the journal '{}' belongs to uid {}, but this run is uid {euid}{}: it was not written \
+             by a run like this one, and it will not be acted on",
+            crate::pathser::show(path),
+            st.st_uid,
+            if euid == 0 {
+                " (root acts only on a journal root wrote: the home's owner could have written this one)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "the journal '{}' is writable by others (mode {mode:04o}), so anyone could have \
+             written it",
+            crate::pathser::show(path)
+        ));
+    }
+    if st.st_nlink != 1 {
+        return Err(format!(
+            "the journal '{}' has {} hard links; the tool writes it with one",
+            crate::pathser::show(path),
+            st.st_nlink
+        ));
     }
     Ok(())
 }

@@ -13,11 +13,11 @@
 //!   dir (`~/.claude`, `~/.claude.json`, the config dir, its `.claude.json`, the directories
 //!   above it): a step aimed anywhere else was not written by this tool.
 
+use crate::journal::check_file;
 use crate::journal::Journal;
 use crate::pathser::show;
 use crate::settings::Settings;
 use crate::step::Step;
-use nix::sys::stat::FileStat;
 use std::path::Path;
 
 /// The largest journal read: a journal holds paths, small metadata and the previous bytes of
@@ -90,39 +90,6 @@ pub fn load(s: &Settings, acting: bool) -> crate::error::Result<Option<Journal>>
         check_paths(&j, s).map_err(untrusted)?;
     }
     Ok(Some(j))
-}
-
-/// Who wrote the journal file (`st` from `fstat` of the opened file), for a process of `euid`.
-pub fn check_file(st: &FileStat, euid: u32, path: &Path) -> Result<(), String> {
-    let mode = st.st_mode & 0o7777;
-    if st.st_uid != euid {
-        return Err(format!(
-            "the journal '{}' belongs to uid {}, but this run is uid {euid}{}: it was not written \
-             by a run like this one, and it will not be acted on",
-            show(path),
-            st.st_uid,
-            if euid == 0 {
-                " (root acts only on a journal root wrote: the home's owner could have written this one)"
-            } else {
-                ""
-            }
-        ));
-    }
-    if mode & 0o022 != 0 {
-        return Err(format!(
-            "the journal '{}' is writable by others (mode {mode:04o}), so anyone could have \
-             written it",
-            show(path)
-        ));
-    }
-    if st.st_nlink != 1 {
-        return Err(format!(
-            "the journal '{}' has {} hard links; the tool writes it with one",
-            show(path),
-            st.st_nlink
-        ));
-    }
-    Ok(())
 }
 
 /// What the journal says, against the settings derived now.

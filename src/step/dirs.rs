@@ -36,9 +36,6 @@ pub struct RemoveEmptyClaudeDir {
     pub path: PathBuf,
 }
 
-/// `secure-config-dir`: one step with `secure-credentials` (see [`Secure`](super::files::Secure)).
-pub type SecureConfigDir = super::files::Secure<true>;
-
 /// What undoing a directory step needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirsRecord {
@@ -151,7 +148,7 @@ impl StepKind for CreateConfigDir {
         // if Claude has written to it since).
         let ours = |e: &std::fs::DirEntry| {
             e.file_name() == ".claude.json"
-                && std::fs::read(e.path()).is_ok_and(|b| b == super::files::EMPTY_CLAUDE_JSON)
+                && std::fs::read(e.path()).is_ok_and(|b| b == super::EMPTY_CLAUDE_JSON)
         };
         if is_real_dir(path)
             && std::fs::read_dir(path)

@@ -17,8 +17,8 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// What `create-claude-json` writes: the smallest global config Claude Code accepts.
-pub(crate) const EMPTY_CLAUDE_JSON: &[u8] = b"{}";
+/// `secure-config-dir`: one step with `secure-credentials` (see [`Secure`]).
+pub type SecureConfigDir = Secure<true>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateClaudeJson {
@@ -161,7 +161,7 @@ fn still_empty(f: std::io::Result<std::fs::File>) -> std::io::Result<bool> {
     use std::io::Read;
     let mut b = Vec::new();
     Read::by_ref(&mut f?).take(64).read_to_end(&mut b)?;
-    Ok(b == EMPTY_CLAUDE_JSON)
+    Ok(b == super::EMPTY_CLAUDE_JSON)
 }
 
 impl StepKind for CreateClaudeJson {
@@ -202,7 +202,7 @@ impl StepKind for CreateClaudeJson {
             }
             Err(e) => return Err(io("cannot create", path, e)),
         };
-        f.write_all(EMPTY_CLAUDE_JSON)
+        f.write_all(super::EMPTY_CLAUDE_JSON)
             .map_err(|e| io("cannot write", path, e))?;
         if let Some((u, g)) = ctx.owner {
             std::os::unix::fs::fchown(&f, Some(u), Some(g))

@@ -34,8 +34,12 @@ mod wire;
 mod write_file;
 
 pub(crate) use claude_json::MoveClaudeJson;
-pub(crate) use dirs::{CreateConfigDir, CreateSharedDir, RemoveEmptyClaudeDir, SecureConfigDir};
-pub(crate) use files::{CreateClaudeJson, SecureCredentials};
+pub(crate) use dirs::{CreateConfigDir, CreateSharedDir, RemoveEmptyClaudeDir};
+pub(crate) use files::{CreateClaudeJson, SecureConfigDir, SecureCredentials};
+
+/// What `create-claude-json` writes: the smallest global config Claude Code accepts (and what
+/// `remove-empty-claude-json-dir` recognises as ours).
+pub(crate) const EMPTY_CLAUDE_JSON: &[u8] = b"{}";
 pub(crate) use link::Link;
 pub(crate) use move_config::MoveConfig;
 pub(crate) use rewrite_links::{leaving_links, rewrite_detail, LinkRewrite, RewriteLinks};
