@@ -89,16 +89,7 @@ impl Prepared {
                     .map_err(|e| Error::new(ErrorKind::Journal, e.message));
             }
         };
-        res.map_err(|e| {
-            Error::new(
-                ErrorKind::NoPermission,
-                format!(
-                    "Cannot create the journal '{}': {e}. Nothing was changed.",
-                    show(&txn.journal_path())
-                ),
-            )
-            .with_fix("re-run with sudo, or set XDG_STATE_HOME to a writable directory")
-        })?;
+        res.map_err(|e| txn.no_journal(e))?;
         Ok((txn, run))
     }
 
@@ -118,6 +109,18 @@ fn mtime_of(p: &Path) -> Option<(i64, i64)> {
 }
 
 impl Txn {
+    /// The refusal when the first journal cannot be made: nothing was changed.
+    fn no_journal(&self, e: std::io::Error) -> Error {
+        Error::new(
+            ErrorKind::NoPermission,
+            format!(
+                "Cannot create the journal '{}': {e}. Nothing was changed.",
+                show(&self.journal_path())
+            ),
+        )
+        .with_fix("re-run with sudo, or set XDG_STATE_HOME to a writable directory")
+    }
+
     /// Start a run: record the mtimes of the directories it will disturb, create the state dir
     /// if needed, and write the journal with every step `planned` — before anything else changes.
     pub fn begin(
@@ -170,21 +173,11 @@ impl Txn {
             state_dir: s.state_dir.clone(),
             owner,
         };
-        let no_journal = |txn: &Txn, e: std::io::Error| {
-            Error::new(
-                ErrorKind::NoPermission,
-                format!(
-                    "Cannot create the journal '{}': {e}. Nothing was changed.",
-                    show(&txn.journal_path())
-                ),
-            )
-            .with_fix("re-run with sudo, or set XDG_STATE_HOME to a writable directory")
-        };
         let staged = if is_new {
             // The state dirs and the first journal appear together (one rename), so a kill
             // here leaves nothing that is not recorded in a journal.
             journal::stage_journal(&s.state_dir, owner, &mut txn.journal)
-                .map_err(|e| no_journal(&txn, e))?
+                .map_err(|e| txn.no_journal(e))?
         } else {
             None
         };
