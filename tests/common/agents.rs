@@ -69,7 +69,14 @@ fn runs_claude(pid: u32, bin_name: &OsStr) -> bool {
 fn wait_until_claude(pid: u32, bin: &Path, log: &Path) {
     let start = Instant::now();
     let name = bin.file_name().unwrap();
-    while !runs_claude(pid, name) {
+    // Claude, and its environment as the scan will read it: right after the exec, seen
+    // under load, /proc/PID/environ could still lack the HOME it was started with (the scan
+    // then took the passwd home: a wrong verdict for a reason the test did not set up).
+    let settled = |pid: u32| {
+        fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|e| e.split(|&b| b == 0).any(|kv| kv.starts_with(b"HOME=")))
+    };
+    while !(runs_claude(pid, name) && settled(pid)) {
         if start.elapsed() > START_TIMEOUT || !Path::new(&format!("/proc/{pid}")).exists() {
             panic!(
                 "pid {pid} did not become {} within {START_TIMEOUT:?}; its output:\n{}",
