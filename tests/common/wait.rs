@@ -266,10 +266,14 @@ exec sleep 3600"#
                 return None;
             }
         };
-        // Up, or exited (unshare or mount failed).
+        // Up (the marker, and the exec into sleep done: the scan reads its comm; seen as
+        // `sh` under load when only the marker was awaited), or exited (unshare or mount
+        // failed).
         let t0 = Instant::now();
+        let pid = child.id();
         loop {
-            if mark.exists() {
+            let slept = || fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| c == b"sleep\n");
+            if mark.exists() && slept() {
                 break;
             }
             if let Ok(Some(st)) = child.try_wait() {
