@@ -36,6 +36,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::libc;
@@ -240,10 +241,13 @@ pub fn pids() -> Vec<u32> {
     let Ok(rd) = fs::read_dir("/proc") else {
         return Vec::new();
     };
+    // One budget for the whole scan: a process that never settles cannot slow it by more.
+    let settle_by = Instant::now() + SETTLE_LIMIT;
     let mut out: Vec<u32> = rd
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me && is_claude_pid(pid) && in_test_world(pid))
+        .filter(|&pid| pid != me && settle(pid, settle_by) && is_claude_pid(pid))
+        .filter(|&pid| in_test_world(pid))
         .collect();
     out.sort_unstable();
     out
@@ -268,6 +272,50 @@ fn in_test_world(pid: u32) -> bool {
 #[cfg(not(feature = "failpoints"))]
 fn in_test_world(_pid: u32) -> bool {
     true
+}
+
+/// How long one scan waits, in all, for processes caught in the middle of `execve`.
+const SETTLE_LIMIT: Duration = Duration::from_secs(1);
+
+/// Wait (until `by` at the latest) for a process caught in the middle of `execve` to have its
+/// new arguments and environment. Always `true`, so that it can sit in a filter before the
+/// reads it protects.
+///
+/// The kernel points `/proc/PID/exe` at the new program (`begin_new_exec`) before it lays out the
+/// new stack (`create_elf_tables`); in between, `/proc/PID/cmdline` and `/proc/PID/environ` read
+/// as empty ("Ensure the process spawned far enough to have an environment", fs/proc/base.c).
+/// An agent started a moment before a scan was once judged in that instant: no `HOME` seen, so
+/// its config dir came from passwd and the verdict was wrong.
+fn settle(pid: u32, by: Instant) -> bool {
+    while mid_exec(pid) && Instant::now() < by {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// Is the process in that instant? Zero bytes of `cmdline` from a live user process: a settled
+/// one always has at least its `argv[0]`'s NUL. Kernel threads (`PF_KTHREAD` in `stat`'s flags)
+/// and zombies also read as empty, and must not be waited for (as another user, whose `exe`
+/// we may not read, they would otherwise all look alike).
+fn mid_exec(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(stat) = fs::read(proc_path(pid, "stat")) else {
+        return false;
+    };
+    // "pid (comm) state ppid pgrp session tty_nr tpgid flags …"; comm may hold anything.
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    let mut fields = stat[close + 1..]
+        .split(u8::is_ascii_whitespace)
+        .filter(|f| !f.is_empty());
+    let state = fields.next();
+    let flags = fields
+        .nth(5)
+        .and_then(|f| std::str::from_utf8(f).ok()?.parse::<u64>().ok());
+    let user_process = matches!(state, Some(s) if s != b"Z" && s != b"X")
+        && flags.is_some_and(|f| f & PF_KTHREAD == 0);
+    user_process && fs::read(proc_path(pid, "cmdline")).is_ok_and(|c| c.is_empty())
 }
 
 fn proc_path(pid: u32, what: &str) -> PathBuf {
@@ -411,6 +459,7 @@ pub fn creds_of(status: &str) -> Option<Creds> {
 
 /// Look at one process. `None` when it is not Claude Code or vanished meanwhile.
 pub fn inspect(pid: u32, host: &io::Result<Host>, probe: bool) -> Option<Agent> {
+    settle(pid, Instant::now() + SETTLE_LIMIT);
     let exe = program_of(pid, &argv_of(pid))?;
     let status = fs::read_to_string(proc_path(pid, "status")).ok()?;
     let creds = creds_of(&status)?;

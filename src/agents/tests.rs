@@ -118,3 +118,66 @@ fn environment_lookup() {
     assert_eq!(env_var(env, b"HOME"), Some(&b"/home/agent"[..]));
     assert_eq!(env_var(env, b"PATH"), None);
 }
+
+/// An agent inspected the instant it was started is judged by the environment it was started
+/// with. `Command::spawn` returns once the child's `execve` has replaced its memory, which is
+/// before the kernel lays out its arguments and environment: without [`settle`], 282 of these
+/// 300 inspections (measured under load) read an empty environ and took the passwd home.
+#[test]
+fn an_agent_caught_in_its_exec_is_judged_by_its_own_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let claude = dir.path().join("claude");
+    fs::copy("/bin/sleep", &claude).unwrap();
+    let home = dir.path().join("home-of-the-test");
+    let host: io::Result<Host> = Err(io::Error::other("no host needed"));
+    let mut wrong = Vec::new();
+    for _ in 0..300 {
+        let mut child = std::process::Command::new(&claude)
+            .arg("30")
+            .env_clear()
+            .env("HOME", &home)
+            .spawn()
+            .unwrap();
+        let agent = inspect(child.id(), &host, false);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let agent = agent.expect("a running `claude` is an agent");
+        if agent.config_dir_from != Some(Source::Home) {
+            wrong.push((agent.config_dir, agent.config_dir_from));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of 300 judged without their HOME: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(3)]
+    );
+}
+
+/// Only a live user process with no arguments yet is waited for: not a settled one, not a
+/// zombie, not a kernel thread (all of which a scan as another user would otherwise wait on).
+#[test]
+fn only_a_process_in_its_exec_is_waited_for() {
+    assert!(!mid_exec(std::process::id()));
+    let kthreadd = fs::read_to_string("/proc/2/stat").unwrap_or_default();
+    if kthreadd.contains("(kthreadd)") {
+        assert!(!mid_exec(2), "{kthreadd}");
+    }
+    let mut zombie = std::process::Command::new("true").spawn().unwrap();
+    let state = || fs::read_to_string(format!("/proc/{}/stat", zombie.id())).unwrap();
+    let start = std::time::Instant::now();
+    while !state().contains(") Z ") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "{}",
+            state()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(fs::read(format!("/proc/{}/cmdline", zombie.id()))
+        .unwrap()
+        .is_empty());
+    assert!(!mid_exec(zombie.id()));
+    zombie.wait().unwrap();
+    assert!(!mid_exec(u32::MAX));
+}
