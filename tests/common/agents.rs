@@ -8,7 +8,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -65,27 +65,44 @@ fn runs_claude(pid: u32, bin_name: &OsStr) -> bool {
         .unwrap_or(false)
 }
 
-/// Wait (polling /proc, bounded) until `pid` is claude; panics with `log` after the bound.
-fn wait_until_claude(pid: u32, bin: &Path, log: &Path) {
+/// Wait (polling, bounded) until `pid` is claude and has started up: it answered an MCP
+/// `initialize` sent on `stdin` (its answer lands in `log`). Claude Code writes its config
+/// (`.claude.json` and its backup, `settings.json`, the lock dirs beside them) while it starts,
+/// before that answer: a test that compared the world before and after a command, with an agent
+/// still starting, saw the agent's own writes.
+fn wait_until_ready(pid: u32, bin: &Path, stdin: &mut ChildStdin, log: &Path) {
     let start = Instant::now();
     let name = bin.file_name().unwrap();
-    // Claude, and its environment as the scan will read it: right after the exec, seen
-    // under load, /proc/PID/environ could still lack the HOME it was started with (the scan
-    // then took the passwd home: a wrong verdict for a reason the test did not set up).
-    let settled = |pid: u32| {
-        fs::read(format!("/proc/{pid}/environ"))
-            .is_ok_and(|e| e.split(|&b| b == 0).any(|kv| kv.starts_with(b"HOME=")))
-    };
-    while !(runs_claude(pid, name) && settled(pid)) {
+    let waited = |what: &str| {
         if start.elapsed() > START_TIMEOUT || !Path::new(&format!("/proc/{pid}")).exists() {
             panic!(
-                "pid {pid} did not become {} within {START_TIMEOUT:?}; its output:\n{}",
+                "pid {pid} ({}) did not {what} within {START_TIMEOUT:?}; its output:\n{}",
                 bin.display(),
                 fs::read_to_string(log).unwrap_or_default()
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    // An agent scanned the instant after its exec, before the kernel has laid out its
+    // environment, is the tool's to wait for (`agents::settle`), not ours.
+    while !runs_claude(pid, name) {
+        waited("become claude");
     }
+    stdin
+        .write_all(INITIALIZE)
+        .and_then(|()| stdin.flush())
+        .unwrap_or_else(|e| panic!("initialize to pid {pid}: {e}"));
+    while !fs::read(log).is_ok_and(|out| contains(&out, b"\"serverInfo\"")) {
+        waited("answer initialize");
+    }
+}
+
+/// An MCP `initialize` request, one line of JSON-RPC.
+const INITIALIZE: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"dci-tests","version":"1"}}}
+"#;
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// One running `claude mcp serve`, its stdin held open. Killed (SIGKILL, by its pid) on drop.
@@ -139,12 +156,13 @@ pub fn start_host(w: &World, bin: &Path, env: &[(&str, &OsStr)]) -> Agent {
         .spawn()
         .expect("spawn claude");
     let pid = child.id();
-    wait_until_claude(pid, bin, &log);
+    let mut stdin = child.stdin.take().unwrap();
+    wait_until_ready(pid, bin, &mut stdin, &log);
     Agent {
         pid,
         uid: 0,
         container: None,
-        _stdin: child.stdin.take().unwrap(),
+        _stdin: stdin,
         child,
         _log: logd,
     }
@@ -254,12 +272,13 @@ exec chroot --userspec="$uid:$uid" "$root" env -i "$@"
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    wait_until_claude(pid, bin, &log);
+    let mut stdin = child.stdin.take().unwrap();
+    wait_until_ready(pid, bin, &mut stdin, &log);
     Agent {
         pid,
         uid,
         container: Some(root),
-        _stdin: child.stdin.take().unwrap(),
+        _stdin: stdin,
         child,
         _log: logd,
     }

@@ -921,7 +921,7 @@ pub fn build_realistic_home(home: &Path) {
 
     write_file(
         &c.join(".credentials.json"),
-        br#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-FAKE-test-access-token-0000000000","refreshToken":"sk-ant-ort01-FAKE-test-refresh-token-0000000000","expiresAt":1767225600000,"scopes":["user:inference","user:profile"],"subscriptionType":"max"}}"#,
+        br#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-FAKE-test-access-token-0000000000","refreshToken":"sk-ant-ort01-FAKE-test-refresh-token-0000000000","expiresAt":4102444800000,"scopes":["user:inference","user:profile"],"subscriptionType":"max"}}"#,
         0o600,
     );
     write_file(
