@@ -180,15 +180,18 @@ pub(crate) fn remove_stale_temps(path: &Path) {
     let (Some(_), Some(name)) = (path.parent(), path.file_name()) else {
         return;
     };
-    let dir = parent_or_dot(path);
-    let Ok(rd) = std::fs::read_dir(dir) else {
+    // Listed and removed through the directory's descriptor, opened without following a link
+    // its owner put on the way (the home, as root: issue 10).
+    let Ok(dir) = crate::safefs::open_fixed(parent_or_dot(path)) else {
+        return;
+    };
+    let Ok(names) = dir.names() else {
         return;
     };
     let mut prefix = b".".to_vec();
     prefix.extend_from_slice(name.as_bytes());
     let symlink_tag = format!(".{SYMLINK_TAG}-");
-    for e in rd.flatten() {
-        let n = e.file_name();
+    for n in names {
         let Some(rest) = n.as_bytes().strip_prefix(&prefix[..]) else {
             continue;
         };
@@ -208,27 +211,15 @@ pub(crate) fn remove_stale_temps(path: &Path) {
         if pid_alive(pid) {
             continue;
         }
-        let p = dir.join(&n);
-        if std::fs::symlink_metadata(&p).is_ok_and(|m| !m.is_dir()) {
-            let _ = std::fs::remove_file(&p);
+        let is_dir =
+            |st: nix::sys::stat::FileStat| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR;
+        if dir
+            .lstat(&n)
+            .is_ok_and(|st| st.is_some_and(|st| !is_dir(st)))
+        {
+            let _ = dir.unlink(&n);
         }
     }
-}
-
-/// Set `path`'s mtime (not following a symlink), leaving its atime as it is.
-pub(crate) fn set_mtime(path: &Path, (sec, nsec): (i64, i64)) -> io::Result<()> {
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
-    /// UTIME_OMIT: leave atime as it is.
-    const UTIME_OMIT: i64 = (1i64 << 30) - 2;
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &TimeSpec::new(0, UTIME_OMIT),
-        &TimeSpec::new(sec, nsec),
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(io::Error::from)
 }
 
 #[cfg(test)]

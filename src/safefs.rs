@@ -445,6 +445,77 @@ impl Dir {
         )?)
     }
 
+    /// `renameat2(self/a, to/b, RENAME_EXCHANGE)`: the two names swap their entries in one
+    /// step. EINVAL where the filesystem cannot exchange.
+    pub fn exchange(&self, a: &OsStr, to: &Dir, b: &OsStr) -> io::Result<()> {
+        let (a, b) = (single(a)?, single(b)?);
+        Ok(nix::fcntl::renameat2(
+            self.fd.as_fd(),
+            a.as_c_str(),
+            to.as_fd(),
+            b.as_c_str(),
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        )?)
+    }
+
+    /// `symlinkat(target, self/name)`, then, with `owner`, `fchownat(AT_SYMLINK_NOFOLLOW)` of
+    /// the new link itself. The link is removed again if the chown fails.
+    pub fn symlink_at(
+        &self,
+        target: &Path,
+        name: &OsStr,
+        owner: Option<(u32, u32)>,
+    ) -> io::Result<()> {
+        let c = single(name)?;
+        nix::unistd::symlinkat(target, self.fd.as_fd(), c.as_c_str())?;
+        if let Some((uid, gid)) = owner {
+            let chown = nix::unistd::fchownat(
+                self.fd.as_fd(),
+                c.as_c_str(),
+                Some(uid.into()),
+                Some(gid.into()),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            );
+            if let Err(e) = chown {
+                let _ = self.unlink(name);
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Create or replace the entry `name` with a symlink to `target`, atomically: the link is
+    /// made under `tmp` (a name in this directory), given to `owner`, and renamed over `name`, so
+    /// that `name` is at every instant either the old entry or the new link; then the directory
+    /// is fsynced. A real directory at `name` is refused (a rename cannot replace it anyway, and
+    /// `ln -sfn` would put the link inside it): `AlreadyExists`.
+    pub fn replace_with_link(
+        &self,
+        target: &Path,
+        name: &OsStr,
+        tmp: &OsStr,
+        owner: Option<(u32, u32)>,
+    ) -> io::Result<()> {
+        if self
+            .lstat(name)?
+            .is_some_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "'{}' is a real directory; refusing to replace it with a link (move it away first)",
+                    self.path.join(name).display()
+                ),
+            ));
+        }
+        self.symlink_at(target, tmp, owner)?;
+        if let Err(e) = self.rename_to(tmp, self, name) {
+            let _ = self.unlink(tmp);
+            return Err(e);
+        }
+        self.sync()
+    }
+
     /// `utimensat(name, AT_SYMLINK_NOFOLLOW)`: atime and mtime of the entry itself.
     pub fn set_times_at(
         &self,
@@ -725,6 +796,52 @@ fn split(p: &Path) -> io::Result<(PathBuf, OsString)> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn replace_with_link_replaces_links_and_files_but_not_dirs() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let d = Dir::open(t.path()).unwrap();
+        let (link, tmp) = (OsStr::new("dot claude"), OsStr::new(".dot claude.tmp"));
+        let read = |n: &str| std::fs::read_link(t.path().join(n)).unwrap();
+        d.replace_with_link(Path::new("/first"), link, tmp, None)
+            .unwrap();
+        assert_eq!(read("dot claude"), Path::new("/first"));
+        d.replace_with_link(Path::new("rel/second"), link, tmp, None)
+            .unwrap();
+        assert_eq!(read("dot claude"), Path::new("rel/second"));
+        std::fs::write(t.path().join("claude.json"), b"{}").unwrap();
+        d.replace_with_link(
+            Path::new("/x/.claude.json"),
+            OsStr::new("claude.json"),
+            tmp,
+            None,
+        )
+        .unwrap();
+        assert_eq!(read("claude.json"), Path::new("/x/.claude.json"));
+
+        std::fs::create_dir(t.path().join("realdir")).unwrap();
+        std::fs::write(t.path().join("realdir/keep"), b"keep").unwrap();
+        let e = d
+            .replace_with_link(Path::new("/x"), OsStr::new("realdir"), tmp, None)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(
+            std::fs::read(t.path().join("realdir/keep")).unwrap(),
+            b"keep"
+        );
+        // No temporary name left behind, after a success or a refusal.
+        let mut names = d.names().unwrap();
+        names.sort();
+        assert_eq!(names, ["claude.json", "dot claude", "realdir"]);
+
+        if nix::unistd::geteuid().is_root() {
+            d.replace_with_link(Path::new("/owned"), link, tmp, Some((1234, 4321)))
+                .unwrap();
+            let m = std::fs::symlink_metadata(t.path().join("dot claude")).unwrap();
+            assert_eq!((m.uid(), m.gid()), (1234, 4321));
+        }
+    }
 
     #[test]
     fn walk_never_follows_a_link_on_the_way() {

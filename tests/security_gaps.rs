@@ -323,9 +323,30 @@ fn through(p: &[u8], roots: &[Vec<u8>]) -> bool {
         .any(|r| p.len() > r.len() && p.starts_with(r) && p[r.len()] == b'/')
 }
 
-/// The calls of `calls` that remove a directory, or open one to fsync it, by an absolute path
-/// through one of `roots`.
-fn path_removals_and_syncs(calls: &[Call], roots: &[Vec<u8>]) -> Vec<String> {
+/// The path arguments of a call that changes something, each with the slot of the directory
+/// descriptor it is relative to (`None`: a plain path argument).
+fn changed_paths(name: &str) -> &'static [(usize, Option<usize>)] {
+    match name {
+        "open" | "creat" | "mkdir" | "rmdir" | "unlink" | "chmod" | "chown" | "lchown"
+        | "truncate" | "utimes" | "setxattr" | "lsetxattr" | "removexattr" | "lremovexattr" => {
+            &[(0, None)]
+        }
+        "rename" | "link" => &[(0, None), (1, None)],
+        "symlink" => &[(1, None)],
+        "symlinkat" => &[(2, Some(1))],
+        "openat" | "mkdirat" | "unlinkat" | "fchmodat" | "fchownat" | "utimensat" | "futimesat" => {
+            &[(1, Some(0))]
+        }
+        "renameat" | "renameat2" | "linkat" => &[(1, Some(0)), (3, Some(2))],
+        _ => &[],
+    }
+}
+
+/// The calls of `calls` that change a file or directory by an absolute path through one of
+/// `roots` (create, rename, link, remove, chmod, chown, set times or xattrs: the kernel resolves
+/// every component again, so a directory U swapped for a link on the way sends the change
+/// elsewhere), and those that fsync a directory opened by such a path.
+fn path_resolved_changes(calls: &[Call], roots: &[Vec<u8>]) -> Vec<String> {
     const AT_FDCWD: i64 = -100;
     let mut by_path: HashMap<i64, Vec<u8>> = HashMap::new();
     let mut out = Vec::new();
@@ -339,31 +360,24 @@ fn path_removals_and_syncs(calls: &[Call], roots: &[Vec<u8>]) -> Vec<String> {
             Some(Arg::Str(s)) if s.starts_with(b"/") => Some(s.clone()),
             _ => None,
         };
-        let cwd_abs = |d: usize, i: usize| match args.get(d) {
-            Some(Arg::Fd(n, _)) if *n == AT_FDCWD => abs(i),
-            _ => None,
+        let from_cwd = |d: Option<usize>| match d {
+            None => true,
+            Some(d) => matches!(args.get(d), Some(Arg::Fd(n, _)) if *n == AT_FDCWD),
         };
+        let resolved = |i: usize, d: Option<usize>| abs(i).filter(|_| from_cwd(d));
+        if c.is_mutating() {
+            for &(i, d) in changed_paths(&c.name) {
+                if let Some(p) = resolved(i, d).filter(|p| through(p, roots)) {
+                    out.push(format!("{} {}", c.name, String::from_utf8_lossy(&p)));
+                }
+            }
+        }
         match c.name.as_str() {
-            "rmdir" => {
-                if let Some(p) = abs(0).filter(|p| through(p, roots)) {
-                    out.push(format!("rmdir {}", String::from_utf8_lossy(&p)));
-                }
-            }
-            "unlinkat" => {
-                let removedir =
-                    matches!(args.get(2), Some(Arg::Other(f)) if f.contains("AT_REMOVEDIR"));
-                if let Some(p) = cwd_abs(0, 1).filter(|p| removedir && through(p, roots)) {
-                    out.push(format!(
-                        "unlinkat(AT_FDCWD, {}, AT_REMOVEDIR)",
-                        String::from_utf8_lossy(&p)
-                    ));
-                }
-            }
             "open" | "openat" => {
                 let p = if c.name == "open" {
-                    abs(0)
+                    resolved(0, None)
                 } else {
-                    cwd_abs(0, 1)
+                    resolved(1, Some(0))
                 };
                 let fd = c
                     .ret
@@ -394,25 +408,48 @@ fn path_removals_and_syncs(calls: &[Call], roots: &[Vec<u8>]) -> Vec<String> {
     out
 }
 
-/// A migration and its undo under strace: every directory removed (`~/.claude` made way for
-/// the link, the shared dirs and config dir it created, the empty `~/.claude.json` directory
-/// of Docker's) and every directory fsynced after a change in it is reached through a
-/// descriptor, never by a path through the home or the shared dirs U owns.
+/// A migration and its undo under strace, of a realistic home and of one with an empty
+/// `~/.claude` and Docker's empty `~/.claude.json` directory: every change (the moves of
+/// `~/.claude` and `~/.claude.json`, the exchange, the links, a killed run's temporary link,
+/// every directory removed: `~/.claude` made way for the link, the shared dirs and config dir it
+/// created, Docker's directory) and
+/// every directory fsynced after a change in it is reached through a descriptor, never by a path
+/// through the home or the shared dirs U owns.
 #[test]
-fn removals_and_parent_fsyncs_never_resolve_a_path_through_u_s_directories() {
+fn changes_and_parent_fsyncs_never_resolve_a_path_through_u_s_directories() {
     if !crash_tests_can_run() {
         return;
     }
-    let Some(b) = setup(true) else { return };
-    // An empty ~/.claude (makes way for the link: remove-empty-claude-dir) and Docker's empty
-    // directory at ~/.claude.json (remove-empty-claude-json-dir), the config dir new.
-    let claude = b.w.home.join(".claude");
-    std::fs::remove_dir_all(&claude).unwrap();
-    let _ = std::fs::remove_file(b.w.home.join(".claude.json"));
-    for d in [&claude, &b.w.home.join(".claude.json")] {
-        mkdir(d, 0o755);
-        std::os::unix::fs::chown(d, Some(b.u.uid), Some(b.u.gid)).unwrap();
+    let mut seen = Vec::new();
+    for empty in [false, true] {
+        let Some(b) = setup(true) else { return };
+        if empty {
+            // remove-empty-claude-dir and remove-empty-claude-json-dir, the config dir new.
+            let claude = b.w.home.join(".claude");
+            std::fs::remove_dir_all(&claude).unwrap();
+            let _ = std::fs::remove_file(b.w.home.join(".claude.json"));
+            for d in [&claude, &b.w.home.join(".claude.json")] {
+                mkdir(d, 0o755);
+                std::os::unix::fs::chown(d, Some(b.u.uid), Some(b.u.gid)).unwrap();
+            }
+        }
+        // The temporary link of a killed run, which the link step clears away first.
+        let stale = b.w.home.join(format!("..claude.symlink-{}-0", dead_pid()));
+        std::os::unix::fs::symlink("/nowhere", &stale).unwrap();
+        std::os::unix::fs::lchown(&stale, Some(b.u.uid), Some(b.u.gid)).unwrap();
+        let world = if empty {
+            "empty ~/.claude"
+        } else {
+            "realistic"
+        };
+        seen.extend(traced_path_changes(&b, world));
+        b.check();
     }
+    assert!(seen.is_empty(), "{}", seen.join("\n"));
+}
+
+/// Migrate and undo `b`'s world under strace; what [`path_resolved_changes`] finds in each.
+fn traced_path_changes(b: &Box, world: &str) -> Vec<String> {
     let roots: Vec<Vec<u8>> = [&b.w.home, &b.w.root.join("var/lib/disinto/x")]
         .iter()
         .map(|p| p.as_os_str().as_bytes().to_vec())
@@ -425,52 +462,49 @@ fn removals_and_parent_fsyncs_never_resolve_a_path_through_u_s_directories() {
     ] {
         let out = dir.path().join(what);
         let (o, calls) = trace_run(&b.w, args, &out);
-        assert!(o.ok(), "{what}: {}", o.brief());
-        let removed = calls
-            .iter()
-            .filter(|c| {
-                c.name == "rmdir"
-                    || (c.name == "unlinkat"
-                        && c.args
-                            .iter()
-                            .any(|a| matches!(a, Arg::Other(f) if f.contains("AT_REMOVEDIR"))))
-            })
-            .count();
+        assert!(o.ok(), "{world}, {what}: {}", o.brief());
+        let named = |n: &str| calls.iter().filter(|c| c.name == n).count();
         eprintln!(
-            "{what}: {} traced calls, {removed} unlinkat/rmdir",
-            calls.len()
+            "{world}, {what}: {} traced calls, {} unlinkat, {} renameat2, {} symlinkat",
+            calls.len(),
+            named("unlinkat"),
+            named("renameat2"),
+            named("symlinkat")
         );
         seen.extend(
-            path_removals_and_syncs(&calls, &roots)
+            path_resolved_changes(&calls, &roots)
                 .into_iter()
-                .map(|v| format!("{what}: {v}")),
+                .map(|v| format!("{world}, {what}: {v}")),
         );
     }
-    assert!(seen.is_empty(), "{}", seen.join("\n"));
-    b.check();
+    seen
 }
 
-/// The checker sees a path removal and a path fsync, and passes descriptor-relative ones.
+/// The checker sees a path removal, rename, link and fsync, and passes descriptor-relative
+/// ones.
 #[test]
 fn the_path_checker_catches_what_it_looks_for() {
     let line = |s: &str| common::crash::parse_trace(s);
     let roots = vec![b"/w/home".to_vec()];
     let hx = |s: &str| s.bytes().map(|b| format!("\\x{b:02x}")).collect::<String>();
     let bad = line(&format!(
-        "1 rmdir(\"{a}\") = 0\n1 openat(AT_FDCWD<{r}>, \"{b}\", O_RDONLY|O_CLOEXEC) = 7<{b}>\n1 fsync(7<{b}>) = 0\n",
+        "1 rmdir(\"{a}\") = 0\n1 openat(AT_FDCWD<{r}>, \"{b}\", O_RDONLY|O_CLOEXEC) = 7<{b}>\n1 fsync(7<{b}>) = 0\n\
+         1 renameat2(AT_FDCWD<{r}>, \"{a}\", AT_FDCWD<{r}>, \"{s}\", RENAME_EXCHANGE) = 0\n\
+         1 symlinkat(\"{s}\", AT_FDCWD<{r}>, \"{a}\") = 0\n1 utimensat(AT_FDCWD<{r}>, \"{a}\", [UTIME_OMIT, {{tv_sec=1, tv_nsec=0}}], AT_SYMLINK_NOFOLLOW) = 0\n",
         a = hx("/w/home/.claude"),
         b = hx("/w/home/.local"),
+        s = hx("/w/shared/config"),
         r = hx("/"),
     ));
-    assert_eq!(path_removals_and_syncs(&bad, &roots).len(), 2, "{bad:?}");
+    let found = path_resolved_changes(&bad, &roots);
+    assert_eq!(found.len(), 5, "{found:?} in {bad:?}");
     let good = line(&format!(
-        "1 openat(AT_FDCWD<{r}>, \"{h}\", O_RDONLY|O_DIRECTORY|O_CLOEXEC) = 6<{h}>\n1 unlinkat(6<{h}>, \"{n}\", AT_REMOVEDIR) = 0\n1 fsync(6<{h}>) = 0\n",
+        "1 openat(AT_FDCWD<{r}>, \"{h}\", O_RDONLY|O_DIRECTORY|O_CLOEXEC) = 6<{h}>\n1 unlinkat(6<{h}>, \"{n}\", AT_REMOVEDIR) = 0\n1 fsync(6<{h}>) = 0\n\
+         1 renameat2(6<{h}>, \"{n}\", AT_FDCWD<{r}>, \"{s}\", RENAME_EXCHANGE) = 0\n",
         h = hx("/w/home"),
         n = hx(".claude"),
+        s = hx("/w/shared/config"),
         r = hx("/"),
     ));
-    assert!(
-        path_removals_and_syncs(&good, &roots).is_empty(),
-        "{good:?}"
-    );
+    assert!(path_resolved_changes(&good, &roots).is_empty(), "{good:?}");
 }

@@ -61,9 +61,6 @@ pub enum FsError {
     /// A regular file was required.
     #[error("{} is not a regular file", .path.display())]
     NotAFile { path: PathBuf },
-    /// [`atomic_symlink`] will not replace a real directory: that would destroy its contents.
-    #[error("{} is a real directory; refusing to replace it with a symlink (move it away first)", .path.display())]
-    RefuseReplaceDir { path: PathBuf },
     /// Device nodes can only be recreated by root.
     #[error("{} is a device node; only root can copy it (run as root or remove it from the tree)", .path.display())]
     DeviceNeedsRoot { path: PathBuf },
@@ -423,7 +420,6 @@ impl Tree {
 }
 
 mod copy;
-mod link;
 mod manifest;
 mod query;
 mod remove;
@@ -432,10 +428,21 @@ mod tests;
 mod verify;
 mod walk;
 
+/// fsync a directory, opened by its path.
+fn fsync_dir(dir: &Path) -> Result<(), FsError> {
+    let d = File::open(dir).map_err(io_err(dir, "open directory"))?;
+    d.sync_all().map_err(io_err(dir, "fsync directory"))
+}
+
+fn parent_or_dot(p: &Path) -> &Path {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 #[allow(unused_imports)]
 use copy::*;
-#[allow(unused_imports)]
-use link::*;
 #[allow(unused_imports)]
 use manifest::*;
 #[allow(unused_imports)]
@@ -449,7 +456,6 @@ use walk::*;
 
 pub(crate) use copy::copy_file_verified;
 pub use copy::{copy_tree_verified, CopyOptions, CopyStats};
-pub(crate) use link::atomic_symlink;
 #[cfg(test)]
 pub(crate) use manifest::diff;
 pub use manifest::manifest;

@@ -196,7 +196,7 @@ impl StepKind for MoveClaudeJson {
                         std::fs::remove_file(&tmp).map_err(|e| io("cannot remove", &tmp, e))?;
                     }
                     fsops::copy_file_verified(to, &tmp, &copy_options(ctx))?;
-                    std::fs::rename(&tmp, from).map_err(|e| io("cannot restore", from, e))?;
+                    rename(&tmp, from)?;
                     std::fs::remove_file(to).map_err(|e| io("cannot remove", to, e))?;
                 }
             }

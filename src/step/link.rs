@@ -3,10 +3,10 @@
 //! (its target, owner and mtime) and put back by undo.
 
 use super::{
-    exists, io, meta_of, sync_parent, Ctx, Meta, Record, Res, Save, StepError, StepKind, Wire,
+    at, exists, io, meta_of, replace_link, sync_parent, unlink, Ctx, Meta, Record, Res, Save,
+    StepError, StepKind, Wire,
 };
-use crate::atomic::{remove_stale_temps, set_mtime};
-use crate::fsops;
+use crate::atomic::remove_stale_temps;
 use crate::pathser::{self, show};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -94,8 +94,7 @@ impl StepKind for Link {
             // `move-config` made it, in the same instant as the move (and synced its directory).
             return Ok(());
         }
-        fsops::atomic_symlink(target, link, ctx.owner)?;
-        Ok(())
+        replace_link(target, link, ctx.owner)
     }
 
     fn undo(&self, u: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
@@ -104,22 +103,23 @@ impl StepKind for Link {
         match std::fs::read_link(link) {
             Ok(t) if &t == target => {
                 if let Some(prev) = &u.prev_link {
-                    fsops::atomic_symlink(prev, link, u.owner(ctx))?;
+                    replace_link(prev, link, u.owner(ctx))?;
                 } else {
-                    std::fs::remove_file(link)
-                        .map_err(|e| io("cannot remove the link", link, e))?;
+                    unlink(link, "cannot remove the link")?;
                     sync_parent(link)?;
                 }
             }
             _ => {
                 if let (Some(prev), false) = (&u.prev_link, exists(link)) {
-                    fsops::atomic_symlink(prev, link, u.owner(ctx))?;
+                    replace_link(prev, link, u.owner(ctx))?;
                 }
             }
         }
         if let (Some(m), Some(_)) = (&u.link_meta, &u.prev_link) {
-            let _ = set_mtime(link, m.mtime);
-            sync_parent(link)?;
+            let (d, name) = at(link)?;
+            let _ = d.set_mtime_at(name, m.mtime);
+            d.sync()
+                .map_err(|e| io("cannot sync the directory of", link, e))?;
         }
         Ok(())
     }

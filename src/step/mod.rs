@@ -428,7 +428,22 @@ fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), StepEr
 /// ancestor only root (or the running user) can change, the rest walked with `O_NOFOLLOW`, so
 /// a directory the home's owner swapped for a link on the way is an error, never followed.
 fn open_dir(dir: &Path) -> Result<crate::safefs::Dir, StepError> {
-    crate::safefs::open_fixed(dir).map_err(|e| io("cannot open", dir, e))
+    let opened = if is_anchor(dir) {
+        crate::safefs::Dir::open(dir)
+    } else {
+        crate::safefs::open_fixed(dir)
+    };
+    opened.map_err(|e| io("cannot open", dir, e))
+}
+
+/// `/proc/self/fd/N` (or `/proc/self/fd/N/.`): a directory this process opened itself (see
+/// [`anchor`]); following that link reaches the descriptor, not a path anyone could change.
+fn is_anchor(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let b = dir.as_os_str().as_bytes();
+    let b = b.strip_suffix(b"/.").unwrap_or(b);
+    b.strip_prefix(b"/proc/self/fd/")
+        .is_some_and(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit))
 }
 
 /// fsync the directory holding `path`: after a name in it was created, renamed or removed, or
@@ -500,15 +515,45 @@ fn copy_to_staging(src: &Path, staging: &Path, ctx: &Ctx) -> Result<(), StepErro
     Ok(())
 }
 
-/// rename(2), with an error that names both paths.
+/// The directory holding `path`, opened as [`open_dir`] does (never through a link the home's
+/// owner put on the way), and `path`'s own name in it: every change to a name in the home or
+/// the shared dirs is made relative to that descriptor (`renameat`, `unlinkat`, `symlinkat`,
+/// `utimensat`), so the kernel resolves no path through a directory its owner could swap.
+fn at(path: &Path) -> Result<(crate::safefs::Dir, &std::ffi::OsStr), StepError> {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => Ok((open_dir(parent)?, name)),
+        _ => Err(io("cannot open the directory of", path, "it has no parent")),
+    }
+}
+
+/// rename(2) of one name to another, each relative to its directory (see [`at`]), with an
+/// error that names both paths.
 fn rename(from: &Path, to: &Path) -> Result<(), StepError> {
-    std::fs::rename(from, to).map_err(|e| {
+    let ((fd, f), (td, t)) = (at(from)?, at(to)?);
+    fd.rename_to(f, &td, t).map_err(|e| {
         StepError::new(format!(
             "cannot rename '{}' to '{}': {e}",
             show(from),
             show(to)
         ))
     })
+}
+
+/// Remove the non-directory `path` (a link, a file) relative to its directory (see [`at`]);
+/// already gone is fine.
+fn unlink(path: &Path, what: &str) -> Result<(), StepError> {
+    let (d, name) = at(path)?;
+    d.unlink(name).map_err(|e| io(what, path, e))
+}
+
+/// Create or replace `link` with a symlink to `target`, atomically, owned by `owner`, relative
+/// to its directory (see [`at`] and [`Dir::replace_with_link`](crate::safefs::Dir::replace_with_link)).
+fn replace_link(target: &Path, link: &Path, owner: Option<(u32, u32)>) -> Result<(), StepError> {
+    let (d, name) = at(link)?;
+    let tmp = crate::atomic::symlink_temp(link);
+    let tmp = tmp.file_name().unwrap_or_default();
+    d.replace_with_link(target, name, tmp, owner)
+        .map_err(|e| io("cannot link", link, e))
 }
 
 /// fsync the directory `dir`, opened as [`open_dir`] does.

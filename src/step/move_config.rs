@@ -5,8 +5,8 @@
 //! replaced by the move; undo recreates it with its mode, owner and mtime.
 
 use super::{
-    copy_to_staging, exists, io, is_real_dir, meta_of, mkdir, rename, restore_meta, staging,
-    sync_dir, sync_parent, Ctx, Meta, Method, Record, Res, Save, StepError, StepKind, Wire,
+    at, copy_to_staging, exists, io, is_real_dir, meta_of, mkdir, rename, restore_meta, staging,
+    sync_dir, sync_parent, unlink, Ctx, Meta, Method, Record, Res, Save, StepError, StepKind, Wire,
     INCOMING, RESTORE,
 };
 use crate::failpoint::failpoint;
@@ -238,7 +238,7 @@ impl StepKind for MoveConfig {
                 if is_placeholder(to) {
                     // Killed between the link's creation and the exchange (or after the
                     // exchange back): the link at the config dir's name is ours.
-                    std::fs::remove_file(to).map_err(|e| io("cannot remove the link", to, e))?;
+                    unlink(to, "cannot remove the link")?;
                     sync_parent(to)?;
                 }
                 if !from_is_dir {
@@ -246,13 +246,17 @@ impl StepKind for MoveConfig {
                         // `~/.claude` is still the link the exchange left (the link step never
                         // ran, or was undone to it): swap back, so that the name stays resolvable,
                         // then the link (now at the config dir's name) goes.
-                        exchange(to, from)
-                            .map_err(|e| io("cannot exchange", from, std::io::Error::from(e)))?;
+                        if !exchange(to, from)? {
+                            return Err(io(
+                                "cannot exchange",
+                                from,
+                                "the filesystem cannot exchange two names",
+                            ));
+                        }
                         sync_dir(ctx.home)?;
                         sync_parent(to)?;
                         failpoint("unswitched-move-config")?;
-                        std::fs::remove_file(to)
-                            .map_err(|e| io("cannot remove the link", to, e))?;
+                        unlink(to, "cannot remove the link")?;
                         sync_parent(to)?;
                         return recreate_empty(u);
                     }
@@ -297,8 +301,7 @@ impl StepKind for MoveConfig {
                             }
                             fsops::remove_tree(from)?;
                         }
-                        std::fs::rename(&restore, from)
-                            .map_err(|e| io("cannot restore", from, e))?;
+                        rename(&restore, from)?;
                         sync_dir(ctx.home)?;
                     }
                     u.undo_phase = Some(UndoPhase::Restored);
@@ -338,14 +341,22 @@ fn is_placeholder(to: &Path) -> bool {
     link_to(to, to)
 }
 
-fn exchange(a: &Path, b: &Path) -> nix::Result<()> {
-    nix::fcntl::renameat2(
-        nix::fcntl::AT_FDCWD,
-        a,
-        nix::fcntl::AT_FDCWD,
-        b,
-        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-    )
+/// `renameat2(RENAME_EXCHANGE)` of two names, each relative to its directory (see [`at`]):
+/// `false` where the filesystem cannot exchange (EINVAL, ENOSYS).
+fn exchange(a: &Path, b: &Path) -> Result<bool, StepError> {
+    let ((ad, an), (bd, bn)) = (at(a)?, at(b)?);
+    match ad.exchange(an, &bd, bn) {
+        Ok(()) => Ok(true),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EINVAL | nix::libc::ENOSYS)
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(io("cannot exchange", a, e)),
+    }
 }
 
 /// `~/.claude` (`from`, a directory) becomes the config dir (`to`, absent or a placeholder left
@@ -356,19 +367,14 @@ fn exchange(a: &Path, b: &Path) -> nix::Result<()> {
 /// back a moment later.
 fn switch(from: &Path, to: &Path, owner: Option<(u32, u32)>) -> Res {
     if !is_placeholder(to) {
-        std::os::unix::fs::symlink(to, to).map_err(|e| io("cannot create the link", to, e))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::lchown(to, Some(uid), Some(gid))
-                .map_err(|e| io("cannot chown the link", to, e))?;
-        }
+        let (d, name) = at(to)?;
+        d.symlink_at(to, name, owner)
+            .map_err(|e| io("cannot create the link", to, e))?;
         failpoint("linked-move-config")?;
     }
-    match exchange(from, to) {
-        Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
-            std::fs::remove_file(to).map_err(|e| io("cannot remove the link", to, e))?;
-            rename(from, to)
-        }
-        Err(e) => Err(io("cannot exchange", from, std::io::Error::from(e))),
+    if exchange(from, to)? {
+        return Ok(());
     }
+    unlink(to, "cannot remove the link")?;
+    rename(from, to)
 }

@@ -5,7 +5,6 @@
 //! another directory fails the comparison.
 
 use super::*;
-use crate::atomic::set_mtime;
 use crate::fsops::{diff, manifest};
 use std::os::unix::fs::{symlink, PermissionsExt};
 
@@ -387,4 +386,18 @@ fn an_unknown_phase_is_an_error_not_a_guess() {
     };
     let e = MoveConfig::record(&w).unwrap_err();
     assert!(e.message.contains("unknown phase 'half-placed'"), "{e}");
+}
+
+/// Set `path`'s mtime (not following a symlink), leaving its atime as it is.
+fn set_mtime(path: &Path, (sec, nsec): (i64, i64)) -> std::io::Result<()> {
+    use nix::sys::time::TimeSpec;
+    const UTIME_OMIT: i64 = (1i64 << 30) - 2;
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &TimeSpec::new(0, UTIME_OMIT),
+        &TimeSpec::new(sec, nsec),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(std::io::Error::from)
 }

@@ -5,7 +5,6 @@ use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
 use std::process::Command;
 
 mod copy;
-mod link;
 mod manifest;
 mod perf;
 mod query;
