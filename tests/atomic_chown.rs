@@ -2,14 +2,18 @@
 //! file left. Only an unprivileged user can fail a chown, so as root (CI's normal case) the test
 //! re-runs itself as uid/gid 65534 through `setpriv` instead of skipping.
 //!
-//! `atomic` is private to the crate, and depends on nothing of it: the module is compiled in
-//! here from its source (its own unit tests come with it and run here too).
+//! `atomic` is private to the crate, and depends on nothing of it but `safefs` (which depends on
+//! nothing): the two modules are compiled in here from their source (their own unit tests come
+//! with them and run here too).
 
 mod common;
 
 #[path = "../src/atomic.rs"]
 #[allow(dead_code)]
 mod atomic;
+#[path = "../src/safefs.rs"]
+#[allow(dead_code)]
+mod safefs;
 
 use atomic::write_file_atomic;
 use common::*;
