@@ -130,6 +130,53 @@ fn undo_of_the_created_dirs_does_not_follow_a_parent_swapped_for_a_link() {
     );
 }
 
+/// U owns `x/y` (the tool made it for them). Paused right before `~/.claude` and the config
+/// dir's name are exchanged, U swaps `x/y` for a link to a root-owned tree whose
+/// `claude-shared/config` holds root's secret. By their full paths, the exchange followed the
+/// link: root's directory became U's `~/.claude` and U's config landed in root's tree. Relative
+/// to a directory walked down from `disinto` (root's) without following a link, the exchange
+/// stops at the link.
+#[test]
+fn the_switch_does_not_follow_a_shared_parent_swapped_for_a_link() {
+    let Some(b) = setup(true) else { return };
+    let r3 = b.w.root.join("R3");
+    write_file(
+        &r3.join("claude-shared/config/.credentials.json"),
+        format!("{{\"token\":\"{}\"}}\n", b.r.token).as_bytes(),
+        0o600,
+    );
+    std::fs::set_permissions(
+        r3.join("claude-shared/config"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let r3_before = manifest(&r3);
+    let point = "linked-move-config";
+    let mut p = spawn_paused(&mut b.sub("migrate"), &[point]);
+    if !p.reached(point) {
+        let r = p.finish(&[]);
+        panic!(
+            "migrate never reached {point}: exit {}\n{}\n{}",
+            r.code, r.stdout, r.stderr
+        );
+    }
+    b.u.must(&format!(
+        "mv {y} {y}.orig && ln -s {r3} {y}",
+        y = q(&b.w.root.join("var/lib/disinto/x/y")),
+        r3 = q(&r3),
+    ));
+    let r = p.finish(&[point]);
+    ended(&r);
+    assert_ne!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert_same(&r3_before, &manifest(&r3), "the root-owned tree R3");
+    assert!(
+        std::fs::symlink_metadata(b.w.home.join(".claude"))
+            .is_ok_and(|m| m.is_dir() && std::os::unix::fs::MetadataExt::uid(&m) == b.u.uid),
+        "~/.claude is no longer U's own directory"
+    );
+    b.check();
+}
+
 /// Without an attack, the directories the tool created above the config dir (`x`, whose
 /// parent is root's, then `y` and `claude-shared`, below U's `x`) are all removed by the undo
 /// through descriptors walked from `disinto`: the walk that refuses a link still reaches them.
