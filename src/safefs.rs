@@ -313,17 +313,7 @@ impl Dir {
 
     /// The names in this directory (without `.` and `..`), read through its descriptor.
     pub fn names(&self) -> io::Result<Vec<OsString>> {
-        let fd = nix::fcntl::openat(self.fd.as_fd(), ".", DIR, Mode::empty())?;
-        let mut d = nix::dir::Dir::from_fd(fd)?;
-        let mut out = Vec::new();
-        for e in d.iter() {
-            let e = e?;
-            let n = e.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                out.push(OsString::from_vec(n.to_vec()));
-            }
-        }
-        Ok(out)
+        names_of(self.fd.as_fd())
     }
 
     /// `rm -r` of the entry `name`, through descriptors: a directory is entered with
@@ -551,6 +541,50 @@ impl Dir {
 
 /// UTIME_OMIT: leave that time as it is.
 const UTIME_OMIT: i64 = (1i64 << 30) - 2;
+
+/// The names in the directory `dir` (without `.` and `..`), read through a fresh descriptor of
+/// it (so `dir`'s own position is left alone).
+fn names_of(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+    let fd = nix::fcntl::openat(dir, ".", DIR, Mode::empty())?;
+    let mut d = nix::dir::Dir::from_fd(fd)?;
+    let mut out = Vec::new();
+    for e in d.iter() {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(OsString::from_vec(n.to_vec()));
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Run `probe`, which makes and removes an entry of the directory `dir` (a lock probe), then put
+/// `dir`'s mtime back as it was, so that the probe leaves no trace: a `verify` changes nothing.
+/// Unless the directory's entries are no longer those it had before: then someone else changed
+/// it meanwhile (an agent took its lock), and the mtime is theirs, not ours to put back over.
+/// The check and the restore are two calls; a change between them is the one left window.
+/// Where the entries cannot be listed (another user's directory), the mtime is put back as
+/// before, which the kernel allows only to its owner and root.
+pub fn without_trace<T>(dir: BorrowedFd<'_>, probe: impl FnOnce() -> T) -> T {
+    let before = nix::sys::stat::fstat(dir).ok();
+    let names = names_of(dir).ok();
+    let out = probe();
+    let unchanged = match (&names, names_of(dir).ok()) {
+        (Some(a), Some(b)) => *a == b,
+        _ => true,
+    };
+    if let Some(st) = before.filter(|_| unchanged) {
+        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+        let mtime = (st.st_mtime as i64, st.st_mtime_nsec as i64);
+        let _ = nix::sys::stat::futimens(
+            dir,
+            &nix::sys::time::TimeSpec::new(0, UTIME_OMIT),
+            &ts(mtime),
+        );
+    }
+    out
+}
 
 fn ts(t: (i64, i64)) -> nix::sys::time::TimeSpec {
     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
@@ -796,6 +830,35 @@ fn split(p: &Path) -> io::Result<(PathBuf, OsString)> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_probe_leaves_no_trace_but_a_concurrent_change_keeps_its_mtime() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let d = Dir::open(t.path()).unwrap();
+        d.set_mtime((1_600_000_000, 123)).unwrap();
+        let mtime = || {
+            let m = std::fs::metadata(t.path()).unwrap();
+            (m.mtime(), m.mtime_nsec())
+        };
+        let probe = OsStr::new("x.dci-probe-1");
+        let made = without_trace(d.as_fd(), || {
+            d.mkdir_at(probe, 0o700).and_then(|()| d.rmdir(probe))
+        });
+        made.unwrap();
+        assert_eq!(
+            mtime(),
+            (1_600_000_000, 123),
+            "the probe's own mkdir and rmdir"
+        );
+        // Someone else makes an entry while the probe runs: the directory's mtime is theirs.
+        without_trace(d.as_fd(), || {
+            d.mkdir_at(probe, 0o700).unwrap();
+            std::fs::create_dir(t.path().join("x.lock")).unwrap();
+            d.rmdir(probe).unwrap();
+        });
+        assert!(mtime().0 > 1_600_000_000, "{:?}", mtime());
+    }
 
     #[test]
     fn replace_with_link_replaces_links_and_files_but_not_dirs() {

@@ -356,18 +356,15 @@ pub fn verify(s: &Settings, expect_credentials: bool) -> Findings {
         // mkdirat and rmdir in the parent's descriptor, reached without following a link the
         // home's owner could have put on the way (the shared dir is theirs; issue 10). The
         // probe leaves no trace, the parent's mtime included (a verify changes nothing): put
-        // back on that same descriptor.
+        // back on that same descriptor, unless someone else changed the directory meanwhile.
         let probed = probe
             .file_name()
             .ok_or_else(|| std::io::Error::other("the probe has no name"))
             .and_then(|name| {
                 let dir = crate::safefs::open_beneath(&s.home, parent)?;
-                let st = dir.stat()?;
-                #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-                let before = (st.st_mtime as i64, st.st_mtime_nsec as i64);
-                let made = dir.mkdir_at(name, 0o700).and_then(|()| dir.rmdir(name));
-                let _ = dir.set_mtime(before);
-                made
+                crate::safefs::without_trace(std::os::fd::AsFd::as_fd(&dir), || {
+                    dir.mkdir_at(name, 0o700).and_then(|()| dir.rmdir(name))
+                })
             });
         match probed {
             Ok(()) => {}

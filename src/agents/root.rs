@@ -178,40 +178,33 @@ pub(super) fn reopen_dir(at: BorrowedFd) -> io::Result<OwnedFd> {
 }
 
 /// `mkdir` + `rmdir` of `<real>.dci-probe-<our pid>`, a sibling of the config dir, in the
-/// agent's view, with its credentials; the parent's mtime is put back. `None` when its
-/// credentials cannot be taken (not root, and they are not ours): not run rather than run as
-/// someone else.
+/// agent's view, with its credentials; the parent's mtime is put back (unless someone else
+/// changed the directory meanwhile: [`without_trace`](crate::safefs::without_trace)). `None`
+/// when its credentials cannot be taken (not root, and they are not ours): not run rather than
+/// run as someone else.
 pub(super) fn probe_lock(r: &Resolved, creds: &Creds, pid: u32) -> Option<Probe> {
     let mut name = r.real.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".dci-probe-{}", std::process::id()));
     let mut shown = r.real.as_os_str().to_os_string();
     shown.push(format!(".dci-probe-{}", std::process::id()));
-    let before = fstat(r.parent_fd.as_fd()).ok();
     // Capabilities count in the user namespace they belong to: the agent's are only the same
     // as ours when it shares our user namespace; otherwise it acts with none over the host's
     // files.
     let caps = if same_userns(pid) { creds.cap_eff } else { 0 };
-    let result = as_creds(creds, caps, || {
-        nix::sys::stat::mkdirat(
-            r.parent_fd.as_fd(),
-            name.as_os_str(),
-            Mode::from_bits_truncate(0o700),
-        )?;
-        nix::unistd::unlinkat(
-            r.parent_fd.as_fd(),
-            name.as_os_str(),
-            nix::unistd::UnlinkatFlags::RemoveDir,
-        )
+    let result = crate::safefs::without_trace(r.parent_fd.as_fd(), || {
+        as_creds(creds, caps, || {
+            nix::sys::stat::mkdirat(
+                r.parent_fd.as_fd(),
+                name.as_os_str(),
+                Mode::from_bits_truncate(0o700),
+            )?;
+            nix::unistd::unlinkat(
+                r.parent_fd.as_fd(),
+                name.as_os_str(),
+                nix::unistd::UnlinkatFlags::RemoveDir,
+            )
+        })
     });
-    if let Some(st) = before {
-        use nix::sys::time::TimeSpec;
-        let omit = TimeSpec::new(0, libc::UTIME_OMIT);
-        let _ = nix::sys::stat::futimens(
-            r.parent_fd.as_fd(),
-            &omit,
-            &TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
-        );
-    }
     Some(match result.ok()? {
         Ok(()) => Probe {
             ok: true,
