@@ -161,6 +161,57 @@ fn claude_dir_never_stops_resolving_during_the_switch() {
     assert_migrated(&w, &claude_before, &json_before, "switch");
 }
 
+/// `undo` of a migration on one filesystem: `~/.claude` goes from the link back to the
+/// directory in one instant too. The link step found the link in place (the exchange made it), so
+/// its undo leaves it, and `move-config`'s undo exchanges the names back. (Before, the link step's
+/// undo removed the link, and `~/.claude` was missing until `move-config`'s undo.) A reader finds
+/// it at every pause and every instant, and the world ends exactly as before the migration.
+#[test]
+fn claude_dir_never_stops_resolving_during_the_undo() {
+    let w = World::realistic();
+    let before = w.manifest();
+    let r = run(w.cmd().args(["--yes"]));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let probe = w.claude().join("settings.json");
+    let want = fs::read(&probe).expect("the realistic home has settings.json");
+    let reader = Reader::start(&probe);
+    // Before the link step's undo, after it, and after move-config's.
+    let points = [
+        "undo-link-claude-dir",
+        "undo-secure-config-dir",
+        "undo-move-config",
+        "undo-create-shared-dir",
+    ];
+    let mut p = spawn_paused(w.cmd_sub("undo").args(["--yes"]), &points);
+    let mut rounds = 0;
+    let mut seen = Vec::new();
+    for pt in points {
+        if !p.reached(pt) {
+            break;
+        }
+        seen.push(pt);
+        assert_eq!(
+            fs::read(&probe).unwrap_or_else(|e| panic!("at {pt}: {}: {e}", probe.display())),
+            want,
+            "at {pt}"
+        );
+        rounds = reader.wait_rounds(rounds);
+        assert_eq!(reader.missing(), 0, "the reader found it missing by {pt}");
+        p.release(pt);
+    }
+    let r = p.finish(&points);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(seen, points, "every pause point was reached");
+    let (n, missing) = reader.stop();
+    assert!(n > 500, "the reader went round {n} times");
+    assert_eq!(
+        missing, 0,
+        "the reader found ~/.claude/settings.json missing"
+    );
+    assert!(fs::symlink_metadata(w.claude()).unwrap().is_dir());
+    assert_same(&before, &w.manifest(), "after the undo");
+}
+
 /// Between the two halves of the switch: the link is made at the config dir's name, and
 /// `~/.claude` is still the directory.
 #[test]

@@ -30,6 +30,8 @@ pub struct LinkRecord {
     pub prev_link: Option<PathBuf>,
     /// ...and its owner and mtime.
     pub link_meta: Option<Meta>,
+    /// The link was already there as wanted (see [`Wire::found_in_place`]).
+    pub found_in_place: bool,
 }
 
 impl Record for LinkRecord {
@@ -38,6 +40,7 @@ impl Record for LinkRecord {
             recorded: w.recorded,
             prev_link: w.prev_link.clone(),
             link_meta: w.file_meta,
+            found_in_place: w.found_in_place,
         })
     }
     fn to_wire(&self) -> Wire {
@@ -45,6 +48,7 @@ impl Record for LinkRecord {
             recorded: self.recorded,
             prev_link: self.prev_link.clone(),
             file_meta: self.link_meta,
+            found_in_place: self.found_in_place,
             ..Wire::default()
         }
     }
@@ -86,6 +90,7 @@ impl StepKind for Link {
                 }
                 Err(_) => {}
             }
+            u.found_in_place = already_made(link, target, ctx.owner);
             u.recorded = true;
             save(u)?;
         }
@@ -99,6 +104,11 @@ impl StepKind for Link {
 
     fn undo(&self, u: &mut R, ctx: &Ctx, _: &mut Save<R>) -> Res {
         let (link, target) = (&self.link, &self.target);
+        if u.found_in_place {
+            // Not ours: `move-config` made it, and its undo swaps it back for the directory in
+            // one instant (removing it here would leave `~/.claude` missing until then).
+            return Ok(());
+        }
         remove_stale_temps(link);
         match std::fs::read_link(link) {
             Ok(t) if &t == target => {

@@ -62,6 +62,12 @@ pub struct Wire {
     /// "changed since" check does not apply; its job is only to restore the original.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub superseded: bool,
+    /// The link a link step was to make was already there, as wanted, when it began (made by
+    /// `move-config`'s exchange, in the same instant as the move): the step made nothing, so its
+    /// undo removes nothing, and `move-config`'s undo exchanges the names back with no instant
+    /// without `~/.claude`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub found_in_place: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
