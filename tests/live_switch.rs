@@ -106,6 +106,39 @@ fn config(w: &World) -> PathBuf {
     w.shared.join("config")
 }
 
+/// Run `cmd` paused at each of `points` in turn while a reader checks `probe` in a loop: at each
+/// pause `probe` holds what it held before the run, `at(point)` holds, and the reader has gone round 100 more times
+/// without finding it missing; at the end the run exited 0, every point was reached, and the
+/// reader, stopped, never found it missing.
+fn never_missing(cmd: &mut Command, points: &[&str], probe: &Path, mut at: impl FnMut(&str)) {
+    let want = fs::read(probe).expect("the probe file");
+    let reader = Reader::start(probe);
+    let mut p = spawn_paused(cmd, points);
+    let mut rounds = 0;
+    let mut seen = Vec::new();
+    for &pt in points {
+        if !p.reached(pt) {
+            break;
+        }
+        seen.push(pt);
+        assert_eq!(
+            fs::read(probe).unwrap_or_else(|e| panic!("at {pt}: {}: {e}", probe.display())),
+            want,
+            "at {pt}"
+        );
+        at(pt);
+        rounds = reader.wait_rounds(rounds);
+        assert_eq!(reader.missing(), 0, "the reader found it missing by {pt}");
+        p.release(pt);
+    }
+    let r = p.finish(points);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(seen, points, "every pause point was reached");
+    let (n, missing) = reader.stop();
+    assert!(n > 500, "the reader went round {n} times");
+    assert_eq!(missing, 0, "the reader found {} missing", probe.display());
+}
+
 /// Pause at each point around the switch; at each, `~/.claude/settings.json` resolves and the
 /// reader goes round without finding it missing.
 #[test]
@@ -113,9 +146,6 @@ fn claude_dir_never_stops_resolving_during_the_switch() {
     let w = World::realistic();
     let claude_before = manifest(&w.claude());
     let json_before = fs::read(w.claude_json()).unwrap();
-    let probe = w.claude().join("settings.json");
-    let want = fs::read(&probe).expect("the realistic home has settings.json");
-    let reader = Reader::start(&probe);
     // Before the move, right after it (where the old rename-then-link left `~/.claude` missing
     // until the link step), before and after the link step.
     let points = [
@@ -124,19 +154,8 @@ fn claude_dir_never_stops_resolving_during_the_switch() {
         "apply-link-claude-dir",
         "applied-link-claude-dir",
     ];
-    let mut p = spawn_paused(w.cmd().args(["--yes", "--json"]), &points);
-    let mut rounds = 0;
-    let mut seen = Vec::new();
-    for pt in points {
-        if !p.reached(pt) {
-            break;
-        }
-        seen.push(pt);
-        assert_eq!(
-            fs::read(&probe).unwrap_or_else(|e| panic!("at {pt}: {}: {e}", probe.display())),
-            want,
-            "at {pt}"
-        );
+    let probe = w.claude().join("settings.json");
+    never_missing(w.cmd().args(["--yes", "--json"]), &points, &probe, |pt| {
         if pt == "applied-move-config" {
             // One instant later, both names swapped: ~/.claude is the link to the moved dir.
             assert_eq!(fs::read_link(w.claude()).unwrap(), config(&w), "at {pt}");
@@ -145,19 +164,7 @@ fn claude_dir_never_stops_resolving_during_the_switch() {
                 "at {pt}"
             );
         }
-        rounds = reader.wait_rounds(rounds);
-        assert_eq!(reader.missing(), 0, "the reader found it missing by {pt}");
-        p.release(pt);
-    }
-    let r = p.finish(&points);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(seen, points, "every pause point was reached");
-    let (n, missing) = reader.stop();
-    assert!(n > 500, "the reader went round {n} times");
-    assert_eq!(
-        missing, 0,
-        "the reader found ~/.claude/settings.json missing"
-    );
+    });
     assert_migrated(&w, &claude_before, &json_before, "switch");
 }
 
@@ -172,9 +179,6 @@ fn claude_dir_never_stops_resolving_during_the_undo() {
     let before = w.manifest();
     let r = run(w.cmd().args(["--yes"]));
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let probe = w.claude().join("settings.json");
-    let want = fs::read(&probe).expect("the realistic home has settings.json");
-    let reader = Reader::start(&probe);
     // Before the link step's undo, after it, and after move-config's.
     let points = [
         "undo-link-claude-dir",
@@ -182,32 +186,8 @@ fn claude_dir_never_stops_resolving_during_the_undo() {
         "undo-move-config",
         "undo-create-shared-dir",
     ];
-    let mut p = spawn_paused(w.cmd_sub("undo").args(["--yes"]), &points);
-    let mut rounds = 0;
-    let mut seen = Vec::new();
-    for pt in points {
-        if !p.reached(pt) {
-            break;
-        }
-        seen.push(pt);
-        assert_eq!(
-            fs::read(&probe).unwrap_or_else(|e| panic!("at {pt}: {}: {e}", probe.display())),
-            want,
-            "at {pt}"
-        );
-        rounds = reader.wait_rounds(rounds);
-        assert_eq!(reader.missing(), 0, "the reader found it missing by {pt}");
-        p.release(pt);
-    }
-    let r = p.finish(&points);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(seen, points, "every pause point was reached");
-    let (n, missing) = reader.stop();
-    assert!(n > 500, "the reader went round {n} times");
-    assert_eq!(
-        missing, 0,
-        "the reader found ~/.claude/settings.json missing"
-    );
+    let probe = w.claude().join("settings.json");
+    never_missing(w.cmd_sub("undo").args(["--yes"]), &points, &probe, |_| {});
     assert!(fs::symlink_metadata(w.claude()).unwrap().is_dir());
     assert_same(&before, &w.manifest(), "after the undo");
 }
