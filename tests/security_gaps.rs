@@ -33,10 +33,16 @@ struct Box {
 /// `x`, `x/y` and `claude-shared` and gives them to U (only `disinto` above them is root's): U
 /// can then swap `y`, or `claude-shared`, for a link.
 fn setup(deep: bool) -> Option<Box> {
+    setup_in(World::new(), deep)
+}
+
+/// [`setup`] in the world `w`; `deep` puts the shared dir at `<its parent>/x/y/claude-shared`
+/// (`var/lib/disinto/x/y/claude-shared` in a [`World::new`]).
+fn setup_in(mut w: World, deep: bool) -> Option<Box> {
     let (u, _v) = users()?;
-    let mut w = World::new();
     if deep {
-        w.shared = w.root.join("var/lib/disinto/x/y/claude-shared");
+        let parent = w.shared.parent().unwrap().to_path_buf();
+        w.shared = parent.join("x/y/claude-shared");
         w.config = w.shared.join("config");
     }
     build_realistic_home(&w.home);
@@ -131,50 +137,70 @@ fn undo_of_the_created_dirs_does_not_follow_a_parent_swapped_for_a_link() {
 }
 
 /// U owns `x/y` (the tool made it for them). Paused right before `~/.claude` and the config
-/// dir's name are exchanged, U swaps `x/y` for a link to a root-owned tree whose
+/// dir's name are exchanged (one filesystem), or right before the verified copy into the config
+/// dir's staging name (across filesystems), U swaps `x/y` for a link to a root-owned tree whose
 /// `claude-shared/config` holds root's secret. By their full paths, the exchange followed the
-/// link: root's directory became U's `~/.claude` and U's config landed in root's tree. Relative
-/// to a directory walked down from `disinto` (root's) without following a link, the exchange
-/// stops at the link.
+/// link (root's directory became U's `~/.claude` and U's config landed in root's tree), and so
+/// did the copy (U's config copied into root's tree). Relative to a directory walked down from
+/// the shared dir's root-owned parent without following a link, both stop at the link.
 #[test]
-fn the_switch_does_not_follow_a_shared_parent_swapped_for_a_link() {
-    let Some(b) = setup(true) else { return };
-    let r3 = b.w.root.join("R3");
-    write_file(
-        &r3.join("claude-shared/config/.credentials.json"),
-        format!("{{\"token\":\"{}\"}}\n", b.r.token).as_bytes(),
-        0o600,
-    );
-    std::fs::set_permissions(
-        r3.join("claude-shared/config"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
-    let r3_before = manifest(&r3);
-    let point = "linked-move-config";
-    let mut p = spawn_paused(&mut b.sub("migrate"), &[point]);
-    if !p.reached(point) {
-        let r = p.finish(&[]);
-        panic!(
-            "migrate never reached {point}: exit {}\n{}\n{}",
-            r.code, r.stdout, r.stderr
+fn the_switch_and_the_copy_do_not_follow_a_shared_parent_swapped_for_a_link() {
+    for (cross, point) in [(false, "linked-move-config"), (true, "apply-move-config")] {
+        let w = if cross {
+            let Some(w) = World::cross_device() else {
+                return;
+            };
+            w
+        } else {
+            World::new()
+        };
+        let Some(b) = setup_in(w, true) else { return };
+        let r3 = b.w.root.join("R3");
+        write_file(
+            &r3.join("claude-shared/config/.credentials.json"),
+            format!("{{\"token\":\"{}\"}}\n", b.r.token).as_bytes(),
+            0o600,
         );
+        std::fs::set_permissions(
+            r3.join("claude-shared/config"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let r3_before = manifest(&r3);
+        let mut p = spawn_paused(&mut b.sub("migrate"), &[point]);
+        if !p.reached(point) {
+            let r = p.finish(&[]);
+            panic!(
+                "migrate never reached {point}: exit {}\n{}\n{}",
+                r.code, r.stdout, r.stderr
+            );
+        }
+        let y = b.w.shared.parent().unwrap().to_path_buf();
+        b.u.must(&format!(
+            "mv {y} {y}.orig && ln -s {r3} {y}",
+            y = q(&y),
+            r3 = q(&r3)
+        ));
+        let r = p.finish(&[point]);
+        ended(&r);
+        let what = format!("paused at {point}");
+        assert_ne!(
+            r.code, 0,
+            "{what}: stdout:\n{}\nstderr:\n{}",
+            r.stdout, r.stderr
+        );
+        assert_same(
+            &r3_before,
+            &manifest(&r3),
+            &format!("{what}: the root-owned tree R3"),
+        );
+        assert!(
+            std::fs::symlink_metadata(b.w.home.join(".claude"))
+                .is_ok_and(|m| m.is_dir() && std::os::unix::fs::MetadataExt::uid(&m) == b.u.uid),
+            "{what}: ~/.claude is no longer U's own directory"
+        );
+        b.check();
     }
-    b.u.must(&format!(
-        "mv {y} {y}.orig && ln -s {r3} {y}",
-        y = q(&b.w.root.join("var/lib/disinto/x/y")),
-        r3 = q(&r3),
-    ));
-    let r = p.finish(&[point]);
-    ended(&r);
-    assert_ne!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert_same(&r3_before, &manifest(&r3), "the root-owned tree R3");
-    assert!(
-        std::fs::symlink_metadata(b.w.home.join(".claude"))
-            .is_ok_and(|m| m.is_dir() && std::os::unix::fs::MetadataExt::uid(&m) == b.u.uid),
-        "~/.claude is no longer U's own directory"
-    );
-    b.check();
 }
 
 /// Without an attack, the directories the tool created above the config dir (`x`, whose
@@ -468,8 +494,16 @@ fn changes_and_parent_fsyncs_never_resolve_a_path_through_u_s_directories() {
         return;
     }
     let mut seen = Vec::new();
-    for empty in [false, true] {
-        let Some(b) = setup(true) else { return };
+    for (empty, cross) in [(false, false), (true, false), (false, true)] {
+        let w = if cross {
+            let Some(w) = World::cross_device() else {
+                return;
+            };
+            w
+        } else {
+            World::new()
+        };
+        let Some(b) = setup_in(w, true) else { return };
         if empty {
             // remove-empty-claude-dir and remove-empty-claude-json-dir, the config dir new.
             let claude = b.w.home.join(".claude");
@@ -484,10 +518,10 @@ fn changes_and_parent_fsyncs_never_resolve_a_path_through_u_s_directories() {
         let stale = b.w.home.join(format!("..claude.symlink-{}-0", dead_pid()));
         std::os::unix::fs::symlink("/nowhere", &stale).unwrap();
         std::os::unix::fs::lchown(&stale, Some(b.u.uid), Some(b.u.gid)).unwrap();
-        let world = if empty {
-            "empty ~/.claude"
-        } else {
-            "realistic"
+        let world = match (empty, cross) {
+            (true, _) => "empty ~/.claude",
+            (_, true) => "realistic, across filesystems",
+            _ => "realistic",
         };
         seen.extend(traced_path_changes(&b, world));
         b.check();
@@ -497,10 +531,13 @@ fn changes_and_parent_fsyncs_never_resolve_a_path_through_u_s_directories() {
 
 /// Migrate and undo `b`'s world under strace; what [`path_resolved_changes`] finds in each.
 fn traced_path_changes(b: &Box, world: &str) -> Vec<String> {
-    let roots: Vec<Vec<u8>> = [&b.w.home, &b.w.root.join("var/lib/disinto/x")]
-        .iter()
-        .map(|p| p.as_os_str().as_bytes().to_vec())
-        .collect();
+    let roots: Vec<Vec<u8>> = [
+        &b.w.home,
+        &b.w.shared.parent().unwrap().parent().unwrap().to_path_buf(),
+    ]
+    .iter()
+    .map(|p| p.as_os_str().as_bytes().to_vec())
+    .collect();
     let dir = tempfile::tempdir().unwrap();
     let mut seen = Vec::new();
     for (what, args) in [

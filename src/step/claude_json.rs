@@ -3,8 +3,8 @@
 //! config dir's mtime is put back after the move, so its manifest stays the old `~/.claude`'s.
 
 use super::{
-    anchor, copy_options, dir_meta, exists, io, is_real_dir, rename, staging, sync_dir, Ctx,
-    Method, Record, Res, Save, StepError, StepKind, Wire, RESTORE,
+    anchor, copy_options, dir_meta, exists, io, is_real_dir, rename, staging, sync_dir,
+    through_parent, unlink, Ctx, Method, Record, Res, Save, StepError, StepKind, Wire, RESTORE,
 };
 use crate::fsops;
 use crate::pathser::{self, show};
@@ -139,14 +139,14 @@ impl StepKind for MoveClaudeJson {
             Method::VerifiedCopy => {
                 if u.phase != Some(Phase::Copied) {
                     if exists(to) {
-                        std::fs::remove_file(to)
-                            .map_err(|e| io("cannot remove the partial copy", to, e))?;
+                        unlink(to, "cannot remove the partial copy")?;
                     }
-                    fsops::copy_file_verified(from, to, &copy_options(ctx))?;
+                    let (_d, source) = through_parent(from)?;
+                    fsops::copy_file_verified(&source, to, &copy_options(ctx))?;
                     u.phase = Some(Phase::Copied);
                     save(u)?;
                 }
-                std::fs::remove_file(from).map_err(|e| io("cannot remove", from, e))?;
+                unlink(from, "cannot remove")?;
             }
         }
         crate::failpoint::failpoint("restore-mtime")?;
@@ -179,7 +179,7 @@ impl StepKind for MoveClaudeJson {
         if from_is_file {
             // The source is still there (the move had not finished): drop any copy.
             if exists(to) && self.method == Method::VerifiedCopy {
-                std::fs::remove_file(to).map_err(|e| io("cannot remove", to, e))?;
+                unlink(to, "cannot remove")?;
             }
         } else if exists(to) {
             if exists(from) {
@@ -192,12 +192,11 @@ impl StepKind for MoveClaudeJson {
                 Method::Rename => rename(to, from)?,
                 Method::VerifiedCopy => {
                     let tmp = staging(from, RESTORE);
-                    if exists(&tmp) {
-                        std::fs::remove_file(&tmp).map_err(|e| io("cannot remove", &tmp, e))?;
-                    }
-                    fsops::copy_file_verified(to, &tmp, &copy_options(ctx))?;
+                    unlink(&tmp, "cannot remove")?;
+                    let (_d, staged) = through_parent(&tmp)?;
+                    fsops::copy_file_verified(to, &staged, &copy_options(ctx))?;
                     rename(&tmp, from)?;
-                    std::fs::remove_file(to).map_err(|e| io("cannot remove", to, e))?;
+                    unlink(to, "cannot remove")?;
                 }
             }
         }

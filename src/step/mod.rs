@@ -508,10 +508,29 @@ fn copy_options(ctx: &Ctx) -> CopyOptions {
 /// A verified copy of the tree `src` at `staging`, from scratch: whatever an interrupted
 /// attempt left there is removed first, never trusted.
 fn copy_to_staging(src: &Path, staging: &Path, ctx: &Ctx) -> Result<(), StepError> {
-    if exists(staging) {
-        fsops::remove_tree(staging)?;
+    let ((_s, src), (_d, staging)) = (through_parent(src)?, through_parent(staging)?);
+    if exists(&staging) {
+        fsops::remove_tree(&staging)?;
     }
-    fsops::copy_tree_verified(src, staging, &copy_options(ctx), ctx.progress)?;
+    fsops::copy_tree_verified(&src, &staging, &copy_options(ctx), ctx.progress)?;
+    Ok(())
+}
+
+/// `path` named through its directory, opened as [`open_dir`] does: `/proc/self/fd/N/<name>`,
+/// for `fsops`'s path-based work (the verified copies, the removal of a tree), so that the kernel
+/// never again resolves the directories on `path`'s way, which the home's owner may swap. Keep
+/// the [`Dir`](crate::safefs::Dir) while the path is used.
+fn through_parent(path: &Path) -> Result<(crate::safefs::Dir, PathBuf), StepError> {
+    let (d, name) = at(path)?;
+    let p = PathBuf::from(format!("/proc/self/fd/{}", d.raw())).join(name);
+    Ok((d, p))
+}
+
+/// `rm -r` of `path` without following a link (see [`fsops::remove_tree`]), named through its
+/// directory ([`through_parent`]). Already gone is fine.
+fn remove_tree(path: &Path) -> Result<(), StepError> {
+    let (_d, p) = through_parent(path)?;
+    fsops::remove_tree(&p)?;
     Ok(())
 }
 

@@ -5,12 +5,12 @@
 //! replaced by the move; undo recreates it with its mode, owner and mtime.
 
 use super::{
-    at, copy_to_staging, exists, io, is_real_dir, meta_of, mkdir, rename, restore_meta, staging,
-    sync_dir, sync_parent, unlink, Ctx, Meta, Method, Record, Res, Save, StepError, StepKind, Wire,
-    INCOMING, RESTORE,
+    at, copy_to_staging, exists, io, is_real_dir, meta_of, mkdir, remove_tree, rename,
+    restore_meta, staging, sync_dir, sync_parent, unlink, Ctx, Meta, Method, Record, Res, Save,
+    StepError, StepKind, Wire, INCOMING, RESTORE,
 };
 use crate::failpoint::failpoint;
-use crate::fsops::{self, nearest_existing};
+use crate::fsops::nearest_existing;
 use crate::pathser::{self, show};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -207,7 +207,7 @@ impl StepKind for MoveConfig {
                 failpoint("placed-move-config")?;
                 // The copy is verified and in place: only now may the source go.
                 if exists(from) && is_real_dir(from) {
-                    fsops::remove_tree(from)?;
+                    remove_tree(from)?;
                     sync_dir(ctx.home)?;
                 }
             }
@@ -275,14 +275,14 @@ impl StepKind for MoveConfig {
                 // into place if the crash came between the rename and the journal write).
                 let incoming = staging(to, INCOMING);
                 if exists(&incoming) {
-                    fsops::remove_tree(&incoming)?;
+                    remove_tree(&incoming)?;
                     sync_parent(to)?;
                 }
                 let to_nonempty = std::fs::read_dir(to)
                     .map(|mut d| d.next().is_some())
                     .unwrap_or(false);
                 if u.phase == Some(Phase::Copied) && from_is_dir && is_real_dir(to) && to_nonempty {
-                    fsops::remove_tree(to)?;
+                    remove_tree(to)?;
                     sync_parent(to)?;
                 }
             }
@@ -299,7 +299,7 @@ impl StepKind for MoveConfig {
                             if !from_is_dir {
                                 return Err(in_the_way());
                             }
-                            fsops::remove_tree(from)?;
+                            remove_tree(from)?;
                         }
                         rename(&restore, from)?;
                         sync_dir(ctx.home)?;
@@ -309,7 +309,7 @@ impl StepKind for MoveConfig {
                 }
                 failpoint("undo-remove-config")?;
                 if is_real_dir(to) {
-                    fsops::remove_tree(to)?;
+                    remove_tree(to)?;
                     sync_parent(to)?;
                 }
             }
