@@ -254,9 +254,11 @@ pub fn pids() -> Vec<u32> {
 }
 
 /// Test builds only (the `failpoints` feature): with `DCI_TEST_WORLD=<token>` in our
-/// environment, only processes whose `/proc/PID/environ` holds exactly that entry are scanned
-/// (one whose environment cannot be read is left out), so that a test sees its own world's
-/// agents and no other Claude Code on the machine.
+/// environment, only processes whose `/proc/PID/environ` holds exactly that entry are scanned,
+/// so that a test sees its own world's agents and no other Claude Code on the machine. One whose
+/// environment we may not read (another user's, and we are not root) is scanned when its
+/// `argv[0]` names the world (`…/dci-test-world=<token>/claude`, as the tests start their host
+/// agents), and left out otherwise.
 #[cfg(feature = "failpoints")]
 fn in_test_world(pid: u32) -> bool {
     let Some(token) = std::env::var_os("DCI_TEST_WORLD") else {
@@ -264,8 +266,18 @@ fn in_test_world(pid: u32) -> bool {
     };
     let mut want = b"DCI_TEST_WORLD=".to_vec();
     want.extend_from_slice(token.as_bytes());
-    fs::read(proc_path(pid, "environ"))
-        .is_ok_and(|environ| environ.split(|&b| b == 0).any(|kv| kv == want.as_slice()))
+    match fs::read(proc_path(pid, "environ")) {
+        Ok(environ) => environ.split(|&b| b == 0).any(|kv| kv == want.as_slice()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let mut named = b"/dci-test-world=".to_vec();
+            named.extend_from_slice(token.as_bytes());
+            named.push(b'/');
+            argv_of(pid)
+                .first()
+                .is_some_and(|a0| a0.windows(named.len()).any(|w| w == named.as_slice()))
+        }
+        Err(_) => false,
+    }
 }
 
 /// Release builds: every process is scanned.

@@ -560,9 +560,9 @@ fn really_migrated_world() -> World {
 }
 
 /// `verify --json` run as uid 1000 with `groups` (a `setpriv` option), in a clean environment:
-/// the world's env file is root's (0600), so `--no-env-file`; and no `DCI_TEST_WORLD` (as uid
-/// 1000 it cannot read root's environ, so the token's filter would leave out root's agents,
-/// which must be listed as cannot-read).
+/// the world's env file is root's (0600), so `--no-env-file`; and `DCI_TEST_WORLD` (as uid 1000
+/// it cannot read root's environ: root's agents of this world are told by their `argv[0]`, and
+/// listed as cannot-read; another suite's agents are not seen).
 fn verify_as_uid_1000(w: &World, groups: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new("setpriv");
     cmd.args(["--reuid=1000", "--regid=1000", groups, "--"])
@@ -572,7 +572,8 @@ fn verify_as_uid_1000(w: &World, groups: &str) -> std::process::Command {
         .args(["--no-env-file", "--json"])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
-        .env("HOME", &w.home);
+        .env("HOME", &w.home)
+        .env("DCI_TEST_WORLD", w.token());
     cmd
 }
 
@@ -746,13 +747,17 @@ fn verify_and_status_report_the_agents() {
 
 /// Not root: the agents of other users are listed but cannot be inspected, which is a warning
 /// that says to run as root, not a problem; the user's own agents are judged (and probed) as
-/// usual.
+/// usual; another world's agent is not seen (test builds: `DCI_TEST_WORLD` and `argv[0]`).
 #[test]
 fn not_root_own_agents_are_judged_others_are_a_warning() {
     let (bin, _serial) = real_agents!("needs root (to start agents as two users)");
     let w = really_migrated_world();
     let a = start_factory_agent(&w, &bin, "");
     let d = start_host_agent(&w, &bin);
+    // Another world's root agent (another suite's, on a shared machine): not this world's, and
+    // uid 1000 cannot read its environment either; its argv[0] tells it apart.
+    let other_world = really_migrated_world();
+    let o = start_host_agent(&other_world, &bin);
     // verify runs as uid 1000 with the agent's own groups: it can take the agent's credentials
     // (not root, it probes only as itself).
     let status = fs::read_to_string(format!("/proc/{}/status", a.pid)).unwrap();
@@ -783,6 +788,11 @@ fn not_root_own_agents_are_judged_others_are_a_warning() {
     assert_eq!(get(a.pid)["lock_probe"]["ok"], true, "{doc:#}");
     assert_eq!(get(d.pid)["verdict"], "cannot-read", "{doc:#}");
     assert_eq!(get(d.pid)["uid"], 0, "{doc:#}");
+    assert!(
+        agents.iter().all(|x| x["pid"] != o.pid),
+        "pid {} (another world's) listed: {doc:#}",
+        o.pid
+    );
     assert!(
         get(d.pid)["reason"]
             .as_str()

@@ -140,10 +140,17 @@ fn log_dir() -> (TempDir, PathBuf) {
 }
 
 /// `claude mcp serve` on the host, as root, with exactly `env` plus `DCI_TEST_WORLD=<w's
-/// token>` as its environment (only `w`'s runs of the binary see it).
+/// token>` as its environment and `/dci-test-world=<token>/claude` as its `argv[0]` (only `w`'s
+/// runs of the binary see it, as root or not).
 pub fn start_host(w: &World, bin: &Path, env: &[(&str, &OsStr)]) -> Agent {
     let (logd, log) = log_dir();
     let mut c = Command::new(bin);
+    // argv[0] names the world too: a scan that may not read a root process's environment (run
+    // as another user) still tells this world's agent from another suite's.
+    let mut arg0 = OsString::from("/dci-test-world=");
+    arg0.push(w.token());
+    arg0.push("/claude");
+    std::os::unix::process::CommandExt::arg0(&mut c, arg0);
     c.args(["mcp", "serve"]).env_clear();
     for (k, v) in env {
         c.env(k, v);
