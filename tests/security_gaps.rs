@@ -36,6 +36,17 @@ fn setup(deep: bool) -> Option<Box> {
     setup_in(World::new(), deep)
 }
 
+/// [`setup`] with `deep`, one filesystem or (`cross`) the home and the shared dir on two. None
+/// where there is no user or no second filesystem (recorded as a skip: a failure under `CI=true`).
+fn setup_deep(cross: bool) -> Option<Box> {
+    let w = if cross {
+        World::cross_device()?
+    } else {
+        World::new()
+    };
+    setup_in(w, true)
+}
+
 /// [`setup`] in the world `w`; `deep` puts the shared dir at `<its parent>/x/y/claude-shared`
 /// (`var/lib/disinto/x/y/claude-shared` in a [`World::new`]).
 fn setup_in(mut w: World, deep: bool) -> Option<Box> {
@@ -146,15 +157,7 @@ fn undo_of_the_created_dirs_does_not_follow_a_parent_swapped_for_a_link() {
 #[test]
 fn the_switch_and_the_copy_do_not_follow_a_shared_parent_swapped_for_a_link() {
     for (cross, point) in [(false, "linked-move-config"), (true, "apply-move-config")] {
-        let w = if cross {
-            let Some(w) = World::cross_device() else {
-                return;
-            };
-            w
-        } else {
-            World::new()
-        };
-        let Some(b) = setup_in(w, true) else { return };
+        let Some(b) = setup_deep(cross) else { return };
         let r3 = b.w.root.join("R3");
         write_file(
             &r3.join("claude-shared/config/.credentials.json"),
@@ -495,15 +498,7 @@ fn changes_and_parent_fsyncs_never_resolve_a_path_through_u_s_directories() {
     }
     let mut seen = Vec::new();
     for (empty, cross) in [(false, false), (true, false), (false, true)] {
-        let w = if cross {
-            let Some(w) = World::cross_device() else {
-                return;
-            };
-            w
-        } else {
-            World::new()
-        };
-        let Some(b) = setup_in(w, true) else { return };
+        let Some(b) = setup_deep(cross) else { return };
         if empty {
             // remove-empty-claude-dir and remove-empty-claude-json-dir, the config dir new.
             let claude = b.w.home.join(".claude");
