@@ -325,8 +325,13 @@ fn io(what: impl std::fmt::Display, path: &Path, e: impl std::fmt::Display) -> S
 /// rename).
 fn anchor(dir: &Path) -> Result<(crate::safefs::Dir, PathBuf), StepError> {
     let d = open_dir(dir)?;
-    let p = PathBuf::from(format!("/proc/self/fd/{}/.", d.raw()));
+    let p = fd_path(&d).join(".");
     Ok((d, p))
+}
+
+/// `/proc/self/fd/N`: the opened directory `d` as a path (see [`is_anchor`]).
+fn fd_path(d: &crate::safefs::Dir) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", d.raw()))
 }
 
 /// Mode, owner and mtime of an opened directory.
@@ -522,7 +527,7 @@ fn copy_to_staging(src: &Path, staging: &Path, ctx: &Ctx) -> Result<(), StepErro
 /// the [`Dir`](crate::safefs::Dir) while the path is used.
 fn through_parent(path: &Path) -> Result<(crate::safefs::Dir, PathBuf), StepError> {
     let (d, name) = at(path)?;
-    let p = PathBuf::from(format!("/proc/self/fd/{}", d.raw())).join(name);
+    let p = fd_path(&d).join(name);
     Ok((d, p))
 }
 
