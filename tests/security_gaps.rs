@@ -122,13 +122,7 @@ fn undo_of_the_created_dirs_does_not_follow_a_parent_swapped_for_a_link() {
     b.migrated();
     let point = "undo-create-shared-dir";
     let mut p = spawn_paused(&mut b.sub("undo"), &[point]);
-    if !p.reached(point) {
-        let r = p.finish(&[]);
-        panic!(
-            "undo never reached {point}: exit {}\n{}\n{}",
-            r.code, r.stdout, r.stderr
-        );
-    }
+    p.must_reach(point);
     b.u.must(&format!(
         "mv {y} {y}.orig && ln -s {r2} {y}",
         y = q(&b.w.root.join("var/lib/disinto/x/y")),
@@ -171,13 +165,7 @@ fn the_switch_and_the_copy_do_not_follow_a_shared_parent_swapped_for_a_link() {
         .unwrap();
         let r3_before = manifest(&r3);
         let mut p = spawn_paused(&mut b.sub("migrate"), &[point]);
-        if !p.reached(point) {
-            let r = p.finish(&[]);
-            panic!(
-                "migrate never reached {point}: exit {}\n{}\n{}",
-                r.code, r.stdout, r.stderr
-            );
-        }
+        p.must_reach(point);
         let y = b.w.shared.parent().unwrap().to_path_buf();
         b.u.must(&format!(
             "mv {y} {y}.orig && ln -s {r3} {y}",

@@ -326,6 +326,18 @@ impl Paused {
         }
     }
 
+    /// [`reached`](Self::reached), or a panic with the run's exit status and output when the
+    /// binary ended without reaching `point`.
+    #[track_caller]
+    pub fn must_reach(&mut self, point: &str) {
+        if self.reached(point) {
+            return;
+        }
+        let status = self.proc().wait().expect("wait");
+        let (stdout, stderr) = self.child.take().expect("not finished").output();
+        panic!("the binary ended ({status}) without reaching {point}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    }
+
     /// Let the binary go on past `point`.
     pub fn release(&self, point: &str) {
         fs::write(self.dir.path().join(format!("{point}.release")), b"go").expect("release");
